@@ -1,0 +1,71 @@
+"""CoreMachine: submit jobs and handle job and task messages, through the store, relay and registries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core import logcontext
+from core.jobs import JobRegistry
+from core.middleware import DEFAULT_MIDDLEWARE, Middleware
+from core.models import JobRecord, JobSnapshot, NewJob, ReceivedMessage
+from core.ports import Relay, StateStore
+from core.registry import TaskRegistry
+from core.settlement import Settlement
+from core.stage_runner import StageRunner
+from core.task_runner import TaskRunner
+
+log = logging.getLogger("coremachine.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    job: JobRecord
+    created: bool
+
+
+class CoreMachine:
+    """The engine. Stateless between calls: everything it knows is in the store."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        relay: Relay,
+        jobs: JobRegistry,
+        tasks: TaskRegistry,
+        worker_id: str = "worker",
+        middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
+    ) -> None:
+        self.store = store
+        self.relay = relay
+        self.jobs = jobs
+        self.tasks = tasks
+        self.worker_id = worker_id
+        self._stages = StageRunner(store, relay, jobs)
+        self._tasks = TaskRunner(store, relay, jobs, tasks, worker_id, middleware)
+
+    def submit(self, job_type: str, parameters: Mapping[str, Any]) -> SubmitResult:
+        """Validate, derive the job id, and create the job with its first stage message — or return the
+        existing job if these exact parameters were submitted before."""
+        definition = self.jobs.get(job_type)
+        validated = definition.validate_parameters(parameters)
+        job_id = definition.job_id(validated)
+        record, created = self.store.create_job(
+            NewJob(job_id, job_type, validated, len(definition.stages), definition.failure_policy)
+        )
+        if created:
+            self.relay.flush()
+        with logcontext.bind(job_id=job_id, job_type=job_type):
+            log.info("job submitted" if created else "job already exists", extra={"created": created})
+        return SubmitResult(record, created)
+
+    def handle_job_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
+        return [self._stages.run(message) for message in messages]
+
+    def handle_task_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
+        return self._tasks.run(messages)
+
+    def status(self, job_id: str) -> JobSnapshot | None:
+        return self.store.snapshot(job_id)

@@ -1,0 +1,53 @@
+"""Deterministic ids: job ids from canonical JSON, task ids from position, message ids from both."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+MAX_MESSAGE_ID_LENGTH = 128
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 kept: the same value always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def job_id_for(job_type: str, parameters: dict[str, Any]) -> str:
+    """SHA-256 hex of canonical JSON {"job_type": T, "parameters": P}."""
+    payload = canonical_json({"job_type": job_type, "parameters": parameters})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def is_job_id(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def task_id_for(job_id: str, stage: int, index: int) -> str:
+    return f"{job_id}-s{stage}-t{index}"
+
+
+def _bounded(message_id: str) -> str:
+    if len(message_id) <= MAX_MESSAGE_ID_LENGTH:
+        return message_id
+    return "h:" + hashlib.sha256(message_id.encode("utf-8")).hexdigest()
+
+
+def stage_message_id(job_id: str, stage: int) -> str:
+    return _bounded(f"j:{job_id}:s{stage}")
+
+
+def finalize_message_id(job_id: str) -> str:
+    return _bounded(f"j:{job_id}:final")
+
+
+def task_message_id(task_id: str, attempt: int) -> str:
+    """One id per (task, attempt): a redelivery of one attempt is a duplicate, a retry is not."""
+    return _bounded(f"t:{task_id}:a{attempt}")
+
+
+def replay_message_id(message_id: str, replay_count: int) -> str:
+    """A replayed dead letter needs a fresh id, or duplicate detection would drop it silently."""
+    base = message_id.split(":r", 1)[0] if ":r" in message_id else message_id
+    return _bounded(f"{base}:r{replay_count}")

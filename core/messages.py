@@ -1,0 +1,110 @@
+"""Queue message bodies: constructors the store uses for its outbox, and a strict parser for receivers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import MalformedMessage
+from core.ids import finalize_message_id, is_job_id, stage_message_id, task_message_id
+from core.models import JOBS_QUEUE, TASKS_QUEUE, MessageKind, OutgoingMessage
+
+
+def stage_message(job_id: str, job_type: str, stage: int) -> OutgoingMessage:
+    return OutgoingMessage(
+        queue=JOBS_QUEUE,
+        message_id=stage_message_id(job_id, stage),
+        body={"kind": MessageKind.STAGE.value, "job_id": job_id, "stage": stage},
+        properties={"kind": MessageKind.STAGE.value, "job_id": job_id, "job_type": job_type, "stage": stage},
+    )
+
+
+def finalize_message(job_id: str, job_type: str) -> OutgoingMessage:
+    return OutgoingMessage(
+        queue=JOBS_QUEUE,
+        message_id=finalize_message_id(job_id),
+        body={"kind": MessageKind.FINALIZE.value, "job_id": job_id},
+        properties={"kind": MessageKind.FINALIZE.value, "job_id": job_id, "job_type": job_type},
+    )
+
+
+def task_message(
+    task_id: str, job_id: str, job_type: str, stage: int, task_type: str, attempt: int, delay_seconds: float = 0.0
+) -> OutgoingMessage:
+    """`attempt` is the attempt this delivery will run (1 for the first)."""
+    return OutgoingMessage(
+        queue=TASKS_QUEUE,
+        message_id=task_message_id(task_id, attempt),
+        body={
+            "kind": MessageKind.TASK.value,
+            "job_id": job_id,
+            "stage": stage,
+            "task_id": task_id,
+            "task_type": task_type,
+            "attempt": attempt,
+        },
+        properties={
+            "kind": MessageKind.TASK.value,
+            "job_id": job_id,
+            "job_type": job_type,
+            "stage": stage,
+            "task_type": task_type,
+            "attempt": attempt,
+        },
+        delay_seconds=delay_seconds,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JobMessage:
+    kind: MessageKind
+    job_id: str
+    stage: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMessage:
+    job_id: str
+    stage: int
+    task_id: str
+    task_type: str
+    attempt: int
+
+
+def parse_job_message(body: Any) -> JobMessage:
+    if not isinstance(body, dict):
+        raise MalformedMessage(f"job message body must be an object, got {type(body).__name__}")
+    kind = body.get("kind")
+    if kind not in (MessageKind.STAGE.value, MessageKind.FINALIZE.value):
+        raise MalformedMessage(f"job message kind must be 'stage' or 'finalize', got {kind!r}")
+    job_id = _job_id(body)
+    if kind == MessageKind.STAGE.value:
+        return JobMessage(MessageKind.STAGE, job_id, _positive_int(body, "stage"))
+    return JobMessage(MessageKind.FINALIZE, job_id, None)
+
+
+def parse_task_message(body: Any) -> TaskMessage:
+    if not isinstance(body, dict):
+        raise MalformedMessage(f"task message body must be an object, got {type(body).__name__}")
+    if body.get("kind") != MessageKind.TASK.value:
+        raise MalformedMessage(f"task message kind must be 'task', got {body.get('kind')!r}")
+    task_id, task_type = body.get("task_id"), body.get("task_type")
+    if not isinstance(task_id, str) or not task_id:
+        raise MalformedMessage("task message has no task_id")
+    if not isinstance(task_type, str) or not task_type:
+        raise MalformedMessage("task message has no task_type")
+    return TaskMessage(_job_id(body), _positive_int(body, "stage"), task_id, task_type, _positive_int(body, "attempt"))
+
+
+def _job_id(body: dict[str, Any]) -> str:
+    job_id = body.get("job_id")
+    if not isinstance(job_id, str) or not is_job_id(job_id):
+        raise MalformedMessage(f"message has no valid job_id: {job_id!r}")
+    return job_id
+
+
+def _positive_int(body: dict[str, Any], key: str) -> int:
+    value = body.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise MalformedMessage(f"message field {key!r} must be a positive integer, got {value!r}")
+    return value

@@ -1,0 +1,143 @@
+"""The ports CoreMachine talks through: a state store, a message transport and an outbox relay.
+
+Every state-changing store method is one transaction that also writes the messages the change causes
+(a transactional outbox). Each is a guarded update: it returns whether anything changed, and "nothing
+changed" means a duplicate, late or out-of-order message that the caller must simply acknowledge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from core.models import (
+    JSON,
+    ClaimedTask,
+    DeadLetter,
+    DeadLetterSelector,
+    ErrorInfo,
+    JobRecord,
+    JobSnapshot,
+    JobStatus,
+    NewJob,
+    OutgoingMessage,
+    ReceivedMessage,
+    StagePlan,
+    TaskOutcome,
+    TaskResultRow,
+)
+
+
+class StateStore(Protocol):
+    def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
+        """Insert the job (status queued, stage 1) and its stage-1 message; if the id exists, return the
+        existing job and False."""
+        ...
+
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    def start_stage(self, plan: StagePlan) -> bool:
+        """Create the stage row, its tasks (one round trip) and their messages, and mark the job processing.
+        Only if the job is queued/processing at exactly this stage and the stage does not exist yet.
+        A stage with zero tasks completes in the same transaction (advance or finalize)."""
+        ...
+
+    def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]:
+        """Completed tasks of a stage in index order."""
+        ...
+
+    def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:
+        """Task counts by status for each stage of a job."""
+        ...
+
+    def claim_tasks(self, task_ids: Sequence[str], worker_id: str) -> list[ClaimedTask]:
+        """Take a lease on each task that is queued, due for retry, or running with an expired lease, while
+        its job is processing. Increments the attempt. Tasks not returned must not be run."""
+        ...
+
+    def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
+        """Apply task outcomes in one transaction: complete / schedule retry (with its message) / fail,
+        each guarded on (status running, same attempt). Completed and failed tasks decrement their
+        stage's counter; the decrement that reaches zero advances the job (next stage message, or
+        finalizing + finalize message). A failure under fail-fast moves the job to finalizing(failed)
+        and cancels its unfinished tasks."""
+        ...
+
+    def fail_job(self, job_id: str, error: ErrorInfo) -> bool:
+        """Queued/processing → finalizing with outcome failed, unfinished tasks cancelled, finalize message."""
+        ...
+
+    def cancel_job(self, job_id: str, reason: str) -> bool:
+        """Queued/processing → finalizing with outcome cancelled, unstarted tasks cancelled."""
+        ...
+
+    def finish_job(self, job_id: str, status: JobStatus, result: JSON | None, error: ErrorInfo | None) -> bool:
+        """Finalizing → a terminal status. False if the job was not finalizing (already finished)."""
+        ...
+
+    def add_event(
+        self, job_id: str, kind: str, detail: JSON, stage: int | None = None, task_id: str | None = None
+    ) -> None: ...
+
+    def snapshot(self, job_id: str, events: int = 50) -> JobSnapshot | None: ...
+
+    def requeue_expired_leases(self, grace_seconds: float, limit: int = 1000) -> int:
+        """Running tasks whose lease ended more than `grace_seconds` ago go back to queued with a new message."""
+        ...
+
+    def stuck_jobs(self, older_than_seconds: float, limit: int = 100) -> list[JobRecord]:
+        """Non-terminal jobs not updated for longer than the deadline."""
+        ...
+
+
+class Transport(Protocol):
+    """A queue with Service Bus semantics: peek-lock, delivery count, scheduled delivery, dead letters."""
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> None: ...
+
+    def receive(self, queue: str, max_messages: int, wait_seconds: float) -> list[ReceivedMessage]:
+        """Lock and return up to `max_messages` due messages, waiting up to `wait_seconds` for the first.
+        A message past the max delivery count goes to the dead letters instead of being returned."""
+        ...
+
+    def complete(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Settle: the message is done. Completing a message whose lock was lost is a no-op."""
+        ...
+
+    def abandon(self, message: ReceivedMessage, delay_seconds: float = 0.0) -> None:
+        """Give the message back now (or after a delay); its delivery count stays incremented."""
+        ...
+
+    def dead_letter(self, message: ReceivedMessage, reason: str, description: str) -> None: ...
+
+    def list_dead_letters(
+        self, selector: DeadLetterSelector, limit: int = 100, after: str | None = None
+    ) -> list[DeadLetter]: ...
+
+    def get_dead_letter(self, dead_letter_id: str) -> DeadLetter | None: ...
+
+    def replay_dead_letters(self, selector: DeadLetterSelector, dry_run: bool = False) -> list[DeadLetter]:
+        """Send each selected dead letter back to its queue under a new message id, then remove it."""
+        ...
+
+    def purge_dead_letters(self, selector: DeadLetterSelector) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Relay(Protocol):
+    """Moves committed outbox rows to the transport. A no-op where the outbox is the queue."""
+
+    def flush(self) -> int: ...
+
+    def relay_stranded(self, older_than_seconds: float) -> int: ...
+
+
+class NullRelay:
+    """For transports whose queue is the outbox itself (the PostgreSQL queue, the in-memory pair)."""
+
+    def flush(self) -> int:
+        return 0
+
+    def relay_stranded(self, older_than_seconds: float) -> int:
+        return 0

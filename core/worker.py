@@ -1,0 +1,165 @@
+"""A worker: threads that receive job and task messages, hand them to CoreMachine and settle them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from core.engine import CoreMachine
+from core.janitor import Janitor
+from core.models import JOBS_QUEUE, TASKS_QUEUE, ReceivedMessage
+from core.ports import Transport
+from core.settlement import Disposition, Settlement
+
+log = logging.getLogger("coremachine.worker")
+
+Handler = Callable[[Sequence[ReceivedMessage]], list[Settlement]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    concurrency: int = 2
+    max_batch: int = 32
+    target_batch_seconds: float = 0.25
+    wait_seconds: float = 1.0
+    janitor_interval_seconds: float = 5.0
+    jobs_queue: str = JOBS_QUEUE
+    tasks_queue: str = TASKS_QUEUE
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+
+
+@dataclass
+class WorkerStats:
+    job_messages: int = 0
+    task_messages: int = 0
+    failures: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, *, jobs: int = 0, tasks: int = 0, failures: int = 0) -> None:
+        with self._lock:
+            self.job_messages += jobs
+            self.task_messages += tasks
+            self.failures += failures
+
+
+class Worker:
+    """One jobs thread, `concurrency` task threads and, if given, a janitor thread.
+
+    Task batches adapt: fast tasks are claimed and committed many at a time (one commit per batch), slow
+    ones one by one, so a batch never holds leases much longer than `target_batch_seconds`.
+    `stop()` lets each thread finish the batch it holds, then returns.
+    """
+
+    def __init__(
+        self, engine: CoreMachine, transport: Transport, config: WorkerConfig | None = None,
+        janitor: Janitor | None = None,
+    ) -> None:
+        self._engine = engine
+        self._transport = transport
+        self._config = config or WorkerConfig()
+        self._janitor = janitor
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.stats = WorkerStats()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("worker already started")
+        cfg = self._config
+        self._spawn("jobs", self._loop, cfg.jobs_queue, self._engine.handle_job_messages, 8)
+        for i in range(cfg.concurrency):
+            self._spawn(f"tasks-{i}", self._loop, cfg.tasks_queue, self._engine.handle_task_messages, cfg.max_batch)
+        if self._janitor is not None:
+            self._spawn("janitor", self._janitor_loop)
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._threads = []
+
+    def run_until(self, done: Callable[[], bool], timeout: float, poll_seconds: float = 0.2) -> bool:
+        """Start, wait until `done()` or the timeout, stop. True if `done()` became true."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if done():
+                    return True
+                time.sleep(poll_seconds)
+            return done()
+        finally:
+            self.stop()
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=f"coremachine-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _loop(self, queue: str, handle: Handler, max_batch: int) -> None:
+        batch, pause = 1, 0.0
+        while not self._stop.is_set():
+            if pause:
+                self._stop.wait(pause)
+            try:
+                messages = self._transport.receive(queue, batch, self._config.wait_seconds)
+            except Exception:
+                log.exception("receive failed", extra={"queue": queue})
+                pause = min(5.0, max(0.2, pause * 2))
+                continue
+            pause = 0.0
+            if not messages:
+                continue
+            started = time.perf_counter()
+            self._process(queue, handle, messages)
+            per_message = (time.perf_counter() - started) / len(messages)
+            batch = max(1, min(max_batch, int(self._config.target_batch_seconds / max(per_message, 1e-4))))
+
+    def _process(self, queue: str, handle: Handler, messages: Sequence[ReceivedMessage]) -> None:
+        try:
+            settlements = handle(messages)
+        except Exception:
+            log.exception("handling a batch failed; abandoning it for redelivery",
+                          extra={"queue": queue, "messages": len(messages)})
+            self.stats.add(failures=len(messages))
+            self._settle([Settlement(m, Disposition.ABANDON) for m in messages])
+            return
+        self._settle(settlements)
+        if queue == self._config.jobs_queue:
+            self.stats.add(jobs=len(messages))
+        else:
+            self.stats.add(tasks=len(messages))
+
+    def _settle(self, settlements: Sequence[Settlement]) -> None:
+        completes = [s.message for s in settlements if s.disposition is Disposition.COMPLETE]
+        try:
+            if completes:
+                self._transport.complete(completes)
+            for s in settlements:
+                if s.disposition is Disposition.DEAD_LETTER:
+                    self._transport.dead_letter(s.message, s.reason, s.description)
+                elif s.disposition is Disposition.ABANDON:
+                    self._transport.abandon(s.message)
+        except Exception:
+            log.exception("settling messages failed; their locks will lapse and they will be redelivered")
+
+    def _janitor_loop(self) -> None:
+        assert self._janitor is not None
+        while not self._stop.wait(self._config.janitor_interval_seconds):
+            try:
+                self._janitor.run_once()
+            except Exception:
+                log.exception("janitor pass failed")

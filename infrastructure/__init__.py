@@ -1,0 +1,1 @@
+"""Adapters behind CoreMachine's ports: PostgreSQL store and queue, transports, settings, logging."""

@@ -1,0 +1,53 @@
+"""Read-side of the PostgreSQL store: task counts per stage and the job snapshot behind `status`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import psycopg
+
+from core.models import JobSnapshot
+from infrastructure.pg_rows import event_from_row, job_from_row, stage_view_from_row, task_view_from_row
+from infrastructure.sql_queries import query
+
+ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+
+
+class StoreViews:
+    def __init__(self, connection: ConnectionFactory) -> None:
+        self._connection = connection
+
+    def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:
+        with self._connection() as conn:
+            rows = conn.execute(query("stage_counts"), {"job_id": job_id}).fetchall()
+        counts: dict[int, dict[str, int]] = defaultdict(dict)
+        for stage, status, count in rows:
+            counts[stage][status] = count
+        return dict(counts)
+
+    def snapshot(self, job_id: str, events: int = 50) -> JobSnapshot | None:
+        params = {"job_id": job_id, "limit": events}
+        with self._connection() as conn:
+            job_row = conn.execute(query("select_job"), params).fetchone()
+            if job_row is None:
+                return None
+            stage_rows = conn.execute(query("snapshot_stages"), params).fetchall()
+            count_rows = conn.execute(query("stage_counts"), params).fetchall()
+            event_rows = conn.execute(query("snapshot_events"), params).fetchall()
+            oldest = conn.execute(query("oldest_running_task"), params).fetchone()
+            next_retry = conn.execute(query("next_retry_task"), params).fetchone()
+            errors = conn.execute(query("recent_error_tasks"), {"job_id": job_id, "limit": 5}).fetchall()
+        counts: dict[int, dict[str, int]] = defaultdict(dict)
+        for stage, status, count in count_rows:
+            counts[stage][status] = count
+        return JobSnapshot(
+            job=job_from_row(job_row),
+            stages=[stage_view_from_row(r, counts.get(r[0], {})) for r in stage_rows],
+            events=[event_from_row(r) for r in event_rows],
+            oldest_running=task_view_from_row(oldest),
+            next_retry=task_view_from_row(next_retry),
+            recent_errors=[v for v in (task_view_from_row(r) for r in errors) if v is not None],
+        )

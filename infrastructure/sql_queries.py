@@ -1,0 +1,46 @@
+"""Named SQL blocks loaded once from `sql/queries/*.sql`; Python refers to queries by name only."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+from psycopg import sql
+
+QUERIES_DIR = Path(__file__).parent / "sql" / "queries"
+_NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z0-9_]+)\s*$", re.MULTILINE)
+
+
+def parse_named_blocks(text: str, source: str = "<sql>") -> dict[str, str]:
+    """Split `-- name: foo` blocks; each block runs to the next name line."""
+    blocks: dict[str, str] = {}
+    matches = list(_NAME.finditer(text))
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        body = text[match.end() : end].strip()
+        name = match.group("name")
+        if name in blocks:
+            raise ValueError(f"{source}: query {name!r} is defined twice")
+        if not body:
+            raise ValueError(f"{source}: query {name!r} is empty")
+        blocks[name] = body
+    return blocks
+
+
+@cache
+def load_queries(directory: Path = QUERIES_DIR) -> dict[str, sql.SQL]:
+    queries: dict[str, sql.SQL] = {}
+    for path in sorted(directory.glob("*.sql")):
+        for name, body in parse_named_blocks(path.read_text(encoding="utf-8"), path.name).items():
+            if name in queries:
+                raise ValueError(f"{path.name}: query {name!r} is also defined in another file")
+            queries[name] = sql.SQL(body)
+    return queries
+
+
+def query(name: str) -> sql.SQL:
+    try:
+        return load_queries()[name]
+    except KeyError:
+        raise KeyError(f"no SQL query named {name!r} under {QUERIES_DIR.name}/") from None
