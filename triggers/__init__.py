@@ -1,0 +1,1 @@
+"""Entry points: the composition root, the CLI, HTTP handlers and queue triggers — thin wiring only."""

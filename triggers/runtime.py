@@ -1,0 +1,123 @@
+"""The composition root: settings → database, store, transport, relay, registries, engine, janitor."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core.engine import CoreMachine
+from core.jobs import JobRegistry, discover_jobs
+from core.janitor import Janitor, JanitorConfig
+from core.ports import NullRelay, Relay, Transport
+from core.registry import TaskRegistry, discover_tasks
+from core.worker import Worker, WorkerConfig
+from infrastructure.database import Database
+from infrastructure.migrations import migrate
+from infrastructure.pg_queue import PostgresQueue
+from infrastructure.queue_config import QueueConfig
+from infrastructure.pg_store import PostgresStore
+from infrastructure.settings import Settings
+
+JOB_PACKAGES = ("jobs",)
+TASK_PACKAGES = ("services",)
+
+
+@dataclass(frozen=True)
+class Registries:
+    jobs: JobRegistry
+    tasks: TaskRegistry
+
+
+def load_registries() -> Registries:
+    """Discover handlers and job types; fail start-up if a job names a task type nobody handles."""
+    tasks = discover_tasks(*TASK_PACKAGES)
+    jobs = discover_jobs(*JOB_PACKAGES)
+    jobs.check_handlers(tasks)
+    return Registries(jobs, tasks)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    store: PostgresStore
+    transport: Transport
+    relay: Relay
+    registries: Registries
+    engine: CoreMachine
+    janitor: Janitor
+    _closed: bool = field(default=False, repr=False)
+
+    def worker(self, concurrency: int = 2, **overrides: object) -> Worker:
+        config = WorkerConfig(
+            concurrency=concurrency,
+            max_batch=self.settings.worker_batch_size,
+            target_batch_seconds=self.settings.worker_flush_seconds,
+            jobs_queue=self.settings.jobs_queue,
+            tasks_queue=self.settings.tasks_queue,
+            **overrides,  # type: ignore[arg-type]
+        )
+        return Worker(self.engine, self.transport, config, janitor=self.janitor)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.transport.close()
+            self.database.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_runtime(
+    settings: Settings | None = None,
+    *,
+    registries: Registries | None = None,
+    worker_id: str | None = None,
+    migrate_schema: bool = True,
+) -> Runtime:
+    """Wire everything from one settings object. Opens no connection until first use, except to migrate."""
+    settings = settings or Settings()
+    registries = registries or load_registries()
+    database = Database(settings)
+    if migrate_schema:
+        migrate(database)
+    store = PostgresStore(database.connection)
+    transport, relay = _transport(settings, database)
+    engine = CoreMachine(store, relay, registries.jobs, registries.tasks, worker_id or default_worker_id())
+    janitor = Janitor(
+        store,
+        relay,
+        JanitorConfig(lease_grace_seconds=settings.lease_grace_seconds, stuck_job_seconds=settings.stuck_job_seconds),
+        housekeeping=_housekeeping(transport, settings),
+    )
+    return Runtime(settings, database, store, transport, relay, registries, engine, janitor)
+
+
+def _transport(settings: Settings, database: Database) -> tuple[Transport, Relay]:
+    if settings.transport == "postgres":
+        config = QueueConfig(
+            lock_seconds=settings.lock_seconds,
+            max_deliveries=settings.max_deliveries,
+            duplicate_window_seconds=settings.duplicate_window_seconds,
+        )
+        return PostgresQueue(database, lambda: database.connect(autocommit=True), config), NullRelay()
+    raise NotImplementedError("the Service Bus transport is wired by triggers.azure_runtime")
+
+
+def _housekeeping(transport: Transport, settings: Settings) -> list[Callable[[], int]]:
+    """Deleting settled queue rows once the duplicate-detection window has passed."""
+    purge: Callable[[float], int] | None = getattr(transport, "purge_settled", None)
+    if purge is None:
+        return []
+    window = settings.duplicate_window_seconds
+    return [lambda: purge(window)]
