@@ -1,0 +1,175 @@
+"""Settings: every knob of CoreMachine in one Pydantic model, read from `COREMACHINE_*` environment variables.
+
+Exceptions to the prefix: `DATABASE_URL` (the conventional name) and `ServiceBusConnection` (the Azure Functions
+app-setting name, also accepted as `COREMACHINE_SERVICEBUS_CONNECTION`). Construct one `Settings` at the
+composition root and pass it down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class Settings(BaseSettings):
+    """CoreMachine configuration; unknown `COREMACHINE_*` variables are ignored."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COREMACHINE_",
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+        validate_default=True,
+        frozen=True,
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        description="PostgreSQL connection URL; unset means the embedded server under `data_dir`.",
+    )
+    data_dir: Path = Field(
+        default=Path(".coremachine"),
+        description="Local state directory; the embedded server keeps its cluster in `data_dir/pgdata`.",
+    )
+    transport: Literal["postgres", "servicebus"] = Field(
+        default="postgres",
+        description="Message transport: the PostgreSQL queue (local default) or Azure Service Bus.",
+    )
+    servicebus_connection: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "COREMACHINE_SERVICEBUS_CONNECTION", "ServiceBusConnection", "servicebus_connection"
+        ),
+        description="Service Bus connection string; required when `transport` is 'servicebus'.",
+    )
+    jobs_queue: str = Field(default="jobs", min_length=1, description="Queue carrying job (stage) messages.")
+    tasks_queue: str = Field(default="tasks", min_length=1, description="Queue carrying task messages.")
+    lock_seconds: float = Field(
+        default=60.0,
+        description="Visibility timeout: how long a received message stays hidden before it is redelivered.",
+    )
+    max_deliveries: int = Field(
+        default=10,
+        description="Deliveries after which a message is dead-lettered (Service Bus MaxDeliveryCount).",
+    )
+    duplicate_window_seconds: float = Field(
+        default=600.0,
+        description="How long a settled message id is remembered so a resend within the window is dropped.",
+    )
+    pool_min_size: int = Field(default=1, description="Connections the pool keeps open at least.")
+    pool_max_size: int = Field(default=8, description="Connections the pool opens at most.")
+    worker_batch_size: int = Field(default=16, description="Messages a worker receives per round trip.")
+    worker_flush_seconds: float = Field(
+        default=0.25,
+        description="Longest a worker holds finished outcomes before writing them in one transaction.",
+    )
+    lease_grace_seconds: float = Field(
+        default=5.0,
+        description="Extra time past a task's lease before the janitor takes it back from a silent worker.",
+    )
+    stuck_job_seconds: float = Field(
+        default=3600.0,
+        description="A job not updated for this long is reported as stuck by the janitor.",
+    )
+    job_packages: str = Field(
+        default="jobs",
+        description="Comma-separated packages whose JobDefinition subclasses are registered at start-up.",
+    )
+    task_packages: str = Field(
+        default="services",
+        description="Comma-separated packages whose `@register_task` handlers are registered at start-up.",
+    )
+    log_level: str = Field(default="INFO", description="Root log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="'json' writes one JSON object per line (for machines); 'text' is for humans.",
+    )
+
+    @field_validator("database_url", "servicebus_connection", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("lock_seconds", "worker_flush_seconds", "duplicate_window_seconds", "stuck_job_seconds")
+    @classmethod
+    def _positive_seconds(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(f"must be a number of seconds greater than 0, got {value}")
+        return value
+
+    @field_validator("lease_grace_seconds")
+    @classmethod
+    def _non_negative_seconds(cls, value: float) -> float:
+        if not value >= 0:
+            raise ValueError(f"must be a number of seconds of at least 0, got {value}")
+        return value
+
+    @field_validator("max_deliveries", "pool_min_size", "pool_max_size", "worker_batch_size")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = logging.getLevelName(value)
+        if isinstance(value, str):
+            value = value.strip().upper()
+            if value not in _LOG_LEVELS:
+                raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.pool_max_size < self.pool_min_size:
+            raise ValueError(
+                f"pool_max_size ({self.pool_max_size}) must be at least pool_min_size ({self.pool_min_size})"
+            )
+        if self.jobs_queue == self.tasks_queue:
+            raise ValueError(f"jobs_queue and tasks_queue must differ, both are {self.jobs_queue!r}")
+        if self.transport == "servicebus" and not self.servicebus_connection:
+            raise ValueError(
+                "transport 'servicebus' needs a connection string: set ServiceBusConnection "
+                "or COREMACHINE_SERVICEBUS_CONNECTION"
+            )
+        return self
+
+    @property
+    def log_level_number(self) -> int:
+        """`log_level` as the `logging` module's number."""
+        return logging.getLevelNamesMapping()[self.log_level]
+
+    @classmethod
+    def for_tests(cls, **overrides: Any) -> Settings:
+        """Settings for tests: short locks and waits, and the environment ignored so a developer's
+        `DATABASE_URL` or `COREMACHINE_*` variables never leak into a test."""
+        values: dict[str, Any] = {"lock_seconds": 2.0, "worker_flush_seconds": 0.05, "lease_grace_seconds": 0.5}
+        values.update(overrides)
+        return _IsolatedSettings(**values)
+
+
+class _IsolatedSettings(Settings):
+    """Settings from keyword arguments only: no environment variables, no dotenv, no secrets directory."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
