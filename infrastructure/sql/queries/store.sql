@@ -71,7 +71,11 @@ SELECT stage, status, count(*) FROM tasks WHERE job_id = %(job_id)s GROUP BY sta
 -- name: claim_tasks
 UPDATE tasks t
 SET status = 'running', attempt = t.attempt + 1, claimed_by = %(worker_id)s, updated_at = now(),
-    lease_until = now() + make_interval(secs => t.timeout_seconds)
+    lease_until = now() + make_interval(secs => t.timeout_seconds),
+    errors = CASE WHEN t.status = 'running' THEN t.errors || jsonb_build_array(jsonb_build_object(
+        'type', 'LeaseExpired', 'class', 'transient', 'attempt', t.attempt, 'where', t.claimed_by, 'at', now(),
+        'message', 'the worker holding this task stopped before finishing; taken back'))
+        ELSE t.errors END
 FROM jobs j
 WHERE t.task_id = ANY(%(task_ids)s::text[]) AND j.job_id = t.job_id AND j.status = 'processing'
   AND ((t.status = ANY(%(sources)s::task_status[]) AND t.status <> 'running'

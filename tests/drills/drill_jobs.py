@@ -1,0 +1,57 @@
+"""Drill job types: discovered when `tests.drills` is in the job and task packages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import Field
+
+from core.jobs import FinalizeContext, JobDefinition, JobParameters, PreviousResults, Stage
+from core.models import JSON, FailurePolicy
+from core.retry import RetryPolicy
+
+FAST_RETRY = RetryPolicy(initial_interval=0.05, backoff_coefficient=2.0, maximum_interval=0.5)
+
+
+class DrillParameters(JobParameters):
+    n: int = Field(4, ge=0, le=100_000)
+    fail_index: int | None = Field(None, description="this task index fails permanently")
+    sleep_ms: int = Field(0, ge=0)
+    tag: str = ""
+
+
+class DrillFailFast(JobDefinition):
+    job_type = "drill_fail_fast"
+    Parameters = DrillParameters
+    stages = (Stage("work", "drill.work", max_attempts=3, timeout_seconds=2.0, retry=FAST_RETRY),
+              Stage("after", "drill.work", max_attempts=3, timeout_seconds=2.0, retry=FAST_RETRY))
+
+    def create_tasks(self, stage: Stage, params: Any, previous: PreviousResults) -> Iterable[JSON]:
+        if stage.number == 2:
+            return [{"index": r["index"], "fail_index": None, "sleep_ms": 0} for r in previous]
+        return [{"index": i, "fail_index": params.fail_index, "sleep_ms": params.sleep_ms} for i in range(params.n)]
+
+    def finalize(self, context: FinalizeContext) -> JSON:
+        return {"outcome": context.outcome.value, "counts": {str(k): dict(v) for k, v in context.stage_counts.items()}}
+
+
+class DrillContinue(DrillFailFast):
+    job_type = "drill_continue"
+    failure_policy = FailurePolicy.CONTINUE
+
+
+class DrillFinalizeRaises(DrillFailFast):
+    job_type = "drill_finalize_raises"
+
+    def finalize(self, context: FinalizeContext) -> JSON:
+        raise RuntimeError("finalize exploded")
+
+
+class DrillCreateTasksRaises(DrillFailFast):
+    job_type = "drill_create_tasks_raises"
+
+    def create_tasks(self, stage: Stage, params: Any, previous: PreviousResults) -> Iterable[JSON]:
+        if stage.number == 2:
+            previous.values("no_such_key", str)
+        return super().create_tasks(stage, params, previous)

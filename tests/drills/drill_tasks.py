@@ -1,0 +1,18 @@
+"""Handlers of the drill jobs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from core.errors import PermanentError
+from core.registry import TaskContext, register_task
+
+
+@register_task("drill.work")
+def work(params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+    if params.get("sleep_ms"):
+        time.sleep(int(params["sleep_ms"]) / 1000)
+    if params.get("fail_index") is not None and params["index"] == params["fail_index"]:
+        raise PermanentError(f"task {params['index']} is broken on purpose")
+    return {"index": params["index"], "attempt": context.attempt}
