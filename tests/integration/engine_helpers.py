@@ -23,7 +23,7 @@ def run_to_end(runtime: Runtime, job_id: str, timeout: float = 60.0, concurrency
 
 def rows(runtime: Runtime, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with runtime.database.connection() as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params).fetchall()
 
 
 def event_counts(runtime: Runtime, job_id: str) -> dict[tuple[str, int | None], int]:
