@@ -36,7 +36,10 @@ def explain(snapshot: JobSnapshot, dead_letters: Sequence[DeadLetter] = (), now:
     running = snapshot.oldest_running
     if running is not None and running.lease_until is not None:
         left = (running.lease_until - now).total_seconds()
-        lease = f"lease ends in {left:.0f}s" if left >= 0 else f"lease expired {-left:.0f}s ago (janitor will take it back)"
+        lease = (
+            f"lease ends in {left:.0f}s" if left >= 0
+            else f"lease expired {-left:.0f}s ago (the janitor takes it back)"
+        )
         lines.append(
             f"Oldest running task: {running.task_id} (attempt {running.attempt}/{running.max_attempts}, "
             f"worker {running.claimed_by or '?'}, {lease})."

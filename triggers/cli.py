@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 
 from core.errors import ConfigurationError, InvalidParameters, UnknownJobType
@@ -67,12 +68,12 @@ def build_parser(job_types: Sequence[str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        registries = load_registries()
-    except ConfigurationError as exc:
+        settings = Settings()
+        registries = load_registries(settings)
+    except (ConfigurationError, ValidationError) as exc:
         print(f"coremachine: start-up failed: {exc}", file=sys.stderr)
         return EXIT_USAGE
     args = build_parser(registries.jobs.names()).parse_args(argv)
-    settings = Settings()
     if args.log_level:
         settings = settings.model_copy(update={"log_level": args.log_level.upper()})
     configure_logging(settings)

@@ -8,20 +8,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.engine import CoreMachine
-from core.jobs import JobRegistry, discover_jobs
 from core.janitor import Janitor, JanitorConfig
+from core.jobs import JobRegistry, discover_jobs
 from core.ports import NullRelay, Relay, Transport
 from core.registry import TaskRegistry, discover_tasks
 from core.worker import Worker, WorkerConfig
 from infrastructure.database import Database
 from infrastructure.migrations import migrate
 from infrastructure.pg_queue import PostgresQueue
-from infrastructure.queue_config import QueueConfig
 from infrastructure.pg_store import PostgresStore
+from infrastructure.queue_config import QueueConfig
 from infrastructure.settings import Settings
-
-JOB_PACKAGES = ("jobs",)
-TASK_PACKAGES = ("services",)
 
 
 @dataclass(frozen=True)
@@ -30,10 +27,14 @@ class Registries:
     tasks: TaskRegistry
 
 
-def load_registries() -> Registries:
+def _packages(value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+def load_registries(settings: Settings) -> Registries:
     """Discover handlers and job types; fail start-up if a job names a task type nobody handles."""
-    tasks = discover_tasks(*TASK_PACKAGES)
-    jobs = discover_jobs(*JOB_PACKAGES)
+    tasks = discover_tasks(*_packages(settings.task_packages))
+    jobs = discover_jobs(*_packages(settings.job_packages))
     jobs.check_handlers(tasks)
     return Registries(jobs, tasks)
 
@@ -87,7 +88,7 @@ def build_runtime(
 ) -> Runtime:
     """Wire everything from one settings object. Opens no connection until first use, except to migrate."""
     settings = settings or Settings()
-    registries = registries or load_registries()
+    registries = registries or load_registries(settings)
     database = Database(settings)
     if migrate_schema:
         migrate(database)
