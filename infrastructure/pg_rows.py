@@ -13,7 +13,6 @@ from core.models import (
     FailurePolicy,
     JobRecord,
     JobStatus,
-    OutgoingMessage,
     StageStatus,
     StageView,
     TaskResultRow,
@@ -81,13 +80,3 @@ def event_from_row(row: tuple[Any, ...]) -> EventView:
 def jsonb(value: JSON | None) -> Jsonb | None:
     return None if value is None else Jsonb(value)
 
-
-def message_arrays(messages: list[OutgoingMessage]) -> dict[str, list[Any]]:
-    """Column arrays for `insert_messages` (one round trip for any number of messages)."""
-    return {
-        "queues": [m.queue for m in messages],
-        "message_ids": [m.message_id for m in messages],
-        "bodies": [Jsonb(m.body) for m in messages],
-        "properties": [Jsonb(m.properties) for m in messages],
-        "delays": [float(m.delay_seconds) for m in messages],
-    }

@@ -31,11 +31,11 @@ from core.models import (
     TaskStatus,
 )
 from core.states import job_sources, task_sources
+from infrastructure.pg_queue import send_params
 from infrastructure.pg_rows import (
     claimed_from_row,
     job_from_row,
     jsonb,
-    message_arrays,
     result_from_row,
 )
 from infrastructure.pg_views import StoreViews
@@ -53,8 +53,9 @@ def _sources(target: JobStatus) -> list[str]:
 class PostgresStore(StoreViews):
     """The `StateStore` port on PostgreSQL. Messages go into `queue_messages` in the same transaction."""
 
-    def __init__(self, connection: ConnectionFactory) -> None:
+    def __init__(self, connection: ConnectionFactory, duplicate_window_seconds: float = 600.0) -> None:
         super().__init__(connection)
+        self._window = duplicate_window_seconds
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
@@ -316,11 +317,11 @@ class PostgresStore(StoreViews):
             "job_id": job_id, "kind": kind, "stage": stage, "task_id": task_id, "detail": jsonb(detail),
         })
 
-    @staticmethod
-    def _send(cur: psycopg.Cursor[Any], messages: list[OutgoingMessage]) -> None:
-        """The outbox write: messages commit with the state change that caused them."""
+    def _send(self, cur: psycopg.Cursor[Any], messages: list[OutgoingMessage]) -> None:
+        """The outbox write: messages commit with the state change that caused them (the queue's own send,
+        so duplicate detection is the same whoever writes)."""
         if messages:
-            cur.execute(query("insert_messages"), message_arrays(messages))
+            cur.execute(query("queue_send"), send_params(messages, self._window))
 
 
 def _error_json(error: ErrorInfo | None) -> JSON:

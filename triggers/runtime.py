@@ -92,7 +92,7 @@ def build_runtime(
     database = Database(settings)
     if migrate_schema:
         migrate(database)
-    store = PostgresStore(database.connection)
+    store = PostgresStore(database.connection, settings.duplicate_window_seconds)
     transport, relay = _transport(settings, database)
     engine = CoreMachine(store, relay, registries.jobs, registries.tasks, worker_id or default_worker_id())
     janitor = Janitor(
@@ -112,7 +112,17 @@ def _transport(settings: Settings, database: Database) -> tuple[Transport, Relay
             duplicate_window_seconds=settings.duplicate_window_seconds,
         )
         return PostgresQueue(database, lambda: database.connect(autocommit=True), config), NullRelay()
-    raise NotImplementedError("the Service Bus transport is wired by triggers.azure_runtime")
+    from infrastructure import servicebus_transport as sb
+    from infrastructure.outbox_relay import OutboxRelay
+    from infrastructure.servicebus_dlq import ParkedDeadLetters
+
+    assert settings.servicebus_connection is not None  # Settings validates this for transport 'servicebus'
+    transport = sb.ServiceBusTransport(
+        sb.client_factory(settings.servicebus_connection),
+        {"jobs": settings.jobs_queue, "tasks": settings.tasks_queue},
+        parked=ParkedDeadLetters(database),
+    )
+    return transport, OutboxRelay(database, transport)
 
 
 def _housekeeping(transport: Transport, settings: Settings) -> list[Callable[[], int]]:

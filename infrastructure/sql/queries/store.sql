@@ -17,13 +17,6 @@ FROM jobs WHERE job_id = %(job_id)s
 INSERT INTO job_events (job_id, kind, stage, task_id, detail)
 VALUES (%(job_id)s, %(kind)s, %(stage)s, %(task_id)s, %(detail)s)
 
--- name: insert_messages
-INSERT INTO queue_messages (queue, message_id, body, properties, available_at)
-SELECT q, m, b, p, now() + make_interval(secs => d)
-FROM unnest(%(queues)s::text[], %(message_ids)s::text[], %(bodies)s::jsonb[], %(properties)s::jsonb[],
-            %(delays)s::float8[]) AS u(q, m, b, p, d)
-ON CONFLICT (queue, message_id) DO NOTHING
-
 -- name: lock_job_for_stage
 UPDATE jobs SET status = 'processing', updated_at = now()
 WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[]) AND current_stage = %(stage)s
