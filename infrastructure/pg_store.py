@@ -203,6 +203,9 @@ class PostgresStore(StoreViews):
             self._send(cur, messages)
 
         failed = by_kind[OutcomeKind.FAILED]
+        if any(o.task.failure_policy is FailurePolicy.FAIL_FAST for o in failed):
+            keys = sorted({(o.task.job_id, o.task.stage) for o in outcomes})
+            cur.execute(query("lock_stages"), {"job_ids": [k[0] for k in keys], "stages": [k[1] for k in keys]})
         if failed:
             cur.execute(query("fail_tasks"), {
                 "task_ids": [o.task.task_id for o in failed],

@@ -101,6 +101,13 @@ FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(errors)s::jsonb[]) AS u
 WHERE t.task_id = u.task_id AND t.status = 'running' AND t.attempt = u.attempt
 RETURNING t.job_id, t.stage, t.task_id, u.error
 
+-- name: lock_stages
+-- Taken first by a batch that may fail its job, so every transaction locks stage rows before job rows.
+SELECT s.job_id, s.stage FROM stages s
+JOIN unnest(%(job_ids)s::text[], %(stages)s::int[]) AS u(job_id, stage) ON s.job_id = u.job_id AND s.stage = u.stage
+ORDER BY s.job_id, s.stage
+FOR UPDATE OF s
+
 -- name: decrement_stage
 UPDATE stages SET remaining = remaining - %(done)s, failed = failed + %(failed)s
 WHERE job_id = %(job_id)s AND stage = %(stage)s
