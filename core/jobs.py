@@ -20,7 +20,7 @@ T = TypeVar("T")
 class JobParameters(BaseModel):
     """Base for parameter models: unknown fields are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,12 @@ class Stage:
     timeout_seconds: float = 300.0
     retry: RetryPolicy | None = None
     number: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigurationError(f"stage {self.name!r}: max_attempts must be at least 1")
+        if not self.timeout_seconds > 0:
+            raise ConfigurationError(f"stage {self.name!r}: timeout_seconds must be greater than 0")
 
     def retry_policy(self) -> RetryPolicy:
         base = self.retry or RetryPolicy()

@@ -77,7 +77,9 @@ class StateStore(Protocol):
 
     def add_event(
         self, job_id: str, kind: str, detail: JSON, stage: int | None = None, task_id: str | None = None
-    ) -> None: ...
+    ) -> None:
+        """Append to the job's timeline; nothing happens for a job that does not exist."""
+        ...
 
     def snapshot(self, job_id: str, events: int = 50) -> JobSnapshot | None: ...
 

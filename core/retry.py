@@ -28,6 +28,7 @@ class RetryPolicy:
         """Seconds to wait before attempt `attempt + 1`, or None when the task must stop here."""
         if error_class is ErrorClass.PERMANENT or attempt >= self.maximum_attempts:
             return None
-        base = min(self.initial_interval * self.backoff_coefficient ** (attempt - 1), self.maximum_interval)
+        exponent = min(attempt - 1, 64)  # past this the cap has long applied; avoids float overflow
+        base = min(self.initial_interval * self.backoff_coefficient**exponent, self.maximum_interval)
         spread = base * self.jitter
         return max(0.0, base + (rng or random).uniform(-spread, spread))

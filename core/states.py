@@ -46,3 +46,20 @@ def check_job_transition(current: JobStatus, target: JobStatus) -> None:
 def check_task_transition(current: TaskStatus, target: TaskStatus) -> None:
     if target not in TASK_TRANSITIONS[current]:
         raise InvalidTransition(f"task cannot go from {current.value} to {target.value}")
+
+
+OPERATOR_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    J.FAILED: frozenset({J.PROCESSING}),
+}
+"""Moves only an operator may make (the retry command), never a queue message: a late or duplicate message
+must not revive a finished job, so these stay out of `JOB_TRANSITIONS`."""
+
+
+def operator_sources(target: JobStatus) -> frozenset[JobStatus]:
+    """Statuses an operator action may move a job to `target` from: the guard of the retry update."""
+    return frozenset(s for s, targets in OPERATOR_TRANSITIONS.items() if target in targets)
+
+
+def check_operator_transition(current: JobStatus, target: JobStatus) -> None:
+    if target not in OPERATOR_TRANSITIONS.get(current, frozenset()):
+        raise InvalidTransition(f"an operator cannot move a job from {current.value} to {target.value}")

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from core import logcontext
-from core.errors import MalformedMessage, PermanentError, UnknownJobType, classify
+from core.errors import ConfigurationError, MalformedMessage, PermanentError, UnknownJobType, classify
 from core.ids import canonical_json
 from core.jobs import JobRegistry
 from core.messages import TaskMessage, parse_task_message
@@ -139,7 +139,7 @@ class TaskRunner:
         try:
             stage = self._jobs.get(task.job_type).stage(task.stage)
             policy = stage.retry_policy()
-        except UnknownJobType:
+        except (UnknownJobType, ConfigurationError):
             policy = RetryPolicy()
         if policy.maximum_attempts != task.max_attempts:
             policy = RetryPolicy(

@@ -290,7 +290,9 @@ class PostgresStore(StoreViews):
         self, job_id: str, kind: str, detail: JSON, stage: int | None = None, task_id: str | None = None
     ) -> None:
         with self._tx() as cur:
-            self._event(cur, job_id, kind, detail, stage=stage, task_id=task_id)
+            cur.execute(query("insert_event_if_job_exists"), {
+                "job_id": job_id, "kind": kind, "stage": stage, "task_id": task_id, "detail": jsonb(detail),
+            })
 
     def requeue_expired_leases(self, grace_seconds: float, limit: int = 1000) -> int:
         def work(cur: psycopg.Cursor[Any]) -> int:

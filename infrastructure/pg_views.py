@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
 
+from core.errors import StoreUnavailable
 from core.models import JobSnapshot
 from infrastructure.pg_rows import event_from_row, job_from_row, stage_view_from_row, task_view_from_row
 from infrastructure.sql_queries import query
@@ -20,8 +21,16 @@ class StoreViews:
     def __init__(self, connection: ConnectionFactory) -> None:
         self._connection = connection
 
+    @contextmanager
+    def _read(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._read() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+
     def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:
-        with self._connection() as conn:
+        with self._read() as conn:
             rows = conn.execute(query("stage_counts"), {"job_id": job_id}).fetchall()
         counts: dict[int, dict[str, int]] = defaultdict(dict)
         for stage, status, count in rows:
@@ -30,7 +39,7 @@ class StoreViews:
 
     def snapshot(self, job_id: str, events: int = 50) -> JobSnapshot | None:
         params = {"job_id": job_id, "limit": events}
-        with self._connection() as conn:
+        with self._read() as conn:
             job_row = conn.execute(query("select_job"), params).fetchone()
             if job_row is None:
                 return None

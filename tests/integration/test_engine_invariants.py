@@ -156,3 +156,8 @@ def test_claim_is_conditional(runtime: Runtime) -> None:
     assert run_to_end(runtime, job_id).status is JobStatus.COMPLETED
     task_ids = [r[0] for r in rows(runtime, "SELECT task_id FROM tasks WHERE job_id = %s", job_id)]
     assert runtime.store.claim_tasks(task_ids, "another") == []
+
+
+def test_event_for_a_missing_job_is_ignored(runtime: Runtime) -> None:
+    runtime.store.add_event("e" * 64, "dead_lettered", {"reason": "UnknownTaskType"})
+    assert rows(runtime, "SELECT count(*) FROM job_events")[0][0] == 0

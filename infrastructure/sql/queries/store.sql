@@ -17,6 +17,11 @@ FROM jobs WHERE job_id = %(job_id)s
 INSERT INTO job_events (job_id, kind, stage, task_id, detail)
 VALUES (%(job_id)s, %(kind)s, %(stage)s, %(task_id)s, %(detail)s)
 
+-- name: insert_event_if_job_exists
+INSERT INTO job_events (job_id, kind, stage, task_id, detail)
+SELECT %(job_id)s, %(kind)s, %(stage)s, %(task_id)s, %(detail)s
+WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = %(job_id)s)
+
 -- name: lock_job_for_stage
 UPDATE jobs SET status = 'processing', updated_at = now()
 WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[]) AND current_stage = %(stage)s

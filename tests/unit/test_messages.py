@@ -1,0 +1,91 @@
+"""Queue message bodies: what the store sends parses back, and the parser rejects every malformed body."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.errors import MalformedMessage
+from core.messages import (
+    JobMessage,
+    TaskMessage,
+    finalize_message,
+    parse_job_message,
+    parse_task_message,
+    stage_message,
+    task_message,
+)
+from core.models import JOBS_QUEUE, TASKS_QUEUE, MessageKind
+
+JOB = "b" * 64
+TASK = {"kind": "task", "job_id": JOB, "stage": 1, "task_id": f"{JOB}-s1-t0", "task_type": "t", "attempt": 1}
+
+
+def test_constructed_messages_parse_back() -> None:
+    stage = stage_message(JOB, "jt", 2)
+    assert (stage.queue, stage.properties["job_type"]) == (JOBS_QUEUE, "jt")
+    assert parse_job_message(stage.body) == JobMessage(MessageKind.STAGE, JOB, 2)
+    final = finalize_message(JOB, "jt")
+    assert parse_job_message(final.body) == JobMessage(MessageKind.FINALIZE, JOB, None)
+    task = task_message(f"{JOB}-s3-t4", JOB, "jt", 3, "tt", 2, delay_seconds=1.5)
+    assert (task.queue, task.delay_seconds, task.message_id) == (TASKS_QUEUE, 1.5, f"t:{JOB}-s3-t4:a2")
+    assert parse_task_message(task.body) == TaskMessage(JOB, 3, f"{JOB}-s3-t4", "tt", 2)
+
+
+def test_bodies_carry_ids_only() -> None:
+    task = task_message(f"{JOB}-s1-t0", JOB, "jt", 1, "tt", 1)
+    assert set(task.body) == {"kind", "job_id", "stage", "task_id", "task_type", "attempt"}
+
+
+@pytest.mark.parametrize("body", [
+    None, [], "stage", 1,
+    {"kind": "stage", "job_id": JOB},
+    {"kind": "stage", "job_id": JOB, "stage": 0},
+    {"kind": "stage", "job_id": JOB, "stage": -1},
+    {"kind": "stage", "job_id": JOB, "stage": "1"},
+    {"kind": "stage", "job_id": JOB, "stage": True},
+    {"kind": "stage", "job_id": JOB, "stage": 1.0},
+    {"kind": "stage", "job_id": JOB.upper(), "stage": 1},
+    {"kind": "stage", "job_id": JOB[:-1], "stage": 1},
+    {"kind": "stage", "stage": 1},
+    {"kind": "finalize", "job_id": 5},
+    {"kind": "task", "job_id": JOB, "stage": 1},
+    {"job_id": JOB, "stage": 1},
+])
+def test_job_parser_rejects(body: Any) -> None:
+    with pytest.raises(MalformedMessage):
+        parse_job_message(body)
+
+
+@pytest.mark.parametrize("change", [
+    {"kind": "stage"}, {"kind": None}, {"job_id": "nope"}, {"stage": 0}, {"attempt": 0}, {"attempt": False},
+    {"task_id": ""}, {"task_id": 7}, {"task_type": ""}, {"task_type": None}, {"stage": "2"},
+])
+def test_task_parser_rejects(change: dict[str, Any]) -> None:
+    with pytest.raises(MalformedMessage):
+        parse_task_message({**TASK, **change})
+
+
+@pytest.mark.parametrize("missing", sorted(TASK))
+def test_task_parser_needs_every_field(missing: str) -> None:
+    with pytest.raises(MalformedMessage):
+        parse_task_message({k: v for k, v in TASK.items() if k != missing})
+
+
+json_bodies = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["kind", "job_id", "stage", "task_id", "task_type", "attempt", "x"]), children, max_size=6),
+    max_leaves=10,
+)
+
+
+@given(json_bodies)
+def test_parsers_raise_only_malformed_message(body: Any) -> None:
+    for parse in (parse_job_message, parse_task_message):
+        with contextlib.suppress(MalformedMessage):
+            parse(body)

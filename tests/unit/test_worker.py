@@ -1,0 +1,132 @@
+"""Worker threads on the in-memory pair: run a job to the end, stop cleanly, abandon batches that blow up."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from core.engine import CoreMachine
+from core.errors import StoreUnavailable
+from core.janitor import Janitor, JanitorConfig
+from core.jobs import JobRegistry, Stage
+from core.models import JobStatus, TaskOutcome
+from core.ports import NullRelay
+from core.registry import TaskContext
+from core.worker import Worker, WorkerConfig
+from infrastructure.memory_store import InMemoryStore
+from infrastructure.memory_transport import InMemoryTransport
+from tests.unit.helpers import Probe, ProbeHandlers, task_registry
+
+pytestmark = pytest.mark.timeout(60)
+
+CONFIG = WorkerConfig(concurrency=2, wait_seconds=0.05, janitor_interval_seconds=0.1)
+
+
+class QuickProbe(Probe):
+    """Probe with half-second leases, so a lost outcome is taken back quickly."""
+
+    job_type = "quick_probe"
+    stages = (Stage("square", "probe.square", timeout_seconds=0.5), Stage("sum", "probe.sum", timeout_seconds=0.5))
+
+
+class FlakyStore(InMemoryStore):
+    """Loses the connection the first `failures` times outcomes are recorded."""
+
+    failures = 1
+
+    def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("connection reset while committing outcomes")
+        super().record_outcomes(outcomes)
+
+
+def engine_on(store: InMemoryStore, handlers: ProbeHandlers, jobs: JobRegistry) -> CoreMachine:
+    return CoreMachine(store, NullRelay(), jobs, task_registry(handlers.handlers()), "unit-worker")
+
+
+def run(worker: Worker, store: InMemoryStore, job_id: str) -> JobStatus:
+    def finished() -> bool:
+        job = store.get_job(job_id)
+        return job is not None and job.status.terminal
+
+    assert worker.run_until(finished, timeout=20, poll_seconds=0.02)
+    job = store.get_job(job_id)
+    assert job is not None
+    return job.status
+
+
+def worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("coremachine-")]
+
+
+def test_worker_runs_a_job_with_two_task_threads_and_stops_cleanly() -> None:
+    transport = InMemoryTransport()
+    store = InMemoryStore(transport)
+    handlers = ProbeHandlers()
+    together = threading.Barrier(2, timeout=5)
+    threads: set[str] = set()
+    square = handlers.square
+
+    def rendezvous(params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+        threads.add(threading.current_thread().name)
+        if params["i"] < 2:
+            together.wait()
+        return square(params, context)
+
+    handlers.square = rendezvous  # type: ignore[method-assign]
+    engine = engine_on(store, handlers, JobRegistry([Probe()]))
+    worker = Worker(engine, transport, CONFIG, Janitor(store, NullRelay()))
+    job_id = engine.submit("probe", {"n": 8}).job.job_id
+    assert run(worker, store, job_id) is JobStatus.COMPLETED
+    job = store.get_job(job_id)
+    assert job is not None and job.result == {"outcome": "completed", "total": 140, "squares": 8}
+    assert not together.broken and len(threads) >= 2
+    assert (worker.stats.job_messages, worker.stats.task_messages, worker.stats.failures) == (3, 9, 0)
+    assert worker_threads() == []
+    worker.stop()
+    transport.close()
+
+
+def test_job_batch_that_raises_is_abandoned_and_redelivered() -> None:
+    transport = InMemoryTransport()
+    store = InMemoryStore(transport)
+    handlers = ProbeHandlers()
+    probe = Probe()
+    original = probe.create_tasks
+    calls: list[int] = []
+
+    def flaky(stage: Stage, params: Any, previous: Any) -> Any:
+        calls.append(stage.number)
+        if len(calls) == 1:
+            raise ConnectionError("blob storage unreachable")
+        return original(stage, params, previous)
+
+    probe.create_tasks = flaky  # type: ignore[method-assign]
+    engine = engine_on(store, handlers, JobRegistry([probe]))
+    worker = Worker(engine, transport, CONFIG)
+    job_id = engine.submit("probe", {"n": 3}).job.job_id
+    assert run(worker, store, job_id) is JobStatus.COMPLETED
+    assert calls == [1, 1, 2]
+    assert worker.stats.failures == 1
+    assert worker_threads() == []
+
+
+def test_task_batch_that_raises_is_abandoned_and_the_task_recovered() -> None:
+    transport = InMemoryTransport()
+    store = FlakyStore(transport)
+    handlers = ProbeHandlers()
+    engine = engine_on(store, handlers, JobRegistry([QuickProbe()]))
+    janitor = Janitor(store, NullRelay(), JanitorConfig(lease_grace_seconds=0.0))
+    worker = Worker(engine, transport, WorkerConfig(concurrency=1, wait_seconds=0.05, janitor_interval_seconds=0.1),
+                    janitor)
+    job_id = engine.submit("quick_probe", {"n": 1}).job.job_id
+    assert run(worker, store, job_id) is JobStatus.COMPLETED
+    assert worker.stats.failures == 1
+    assert handlers.calls[f"{job_id}-s1-t0"] == 2
+    snapshot = store.snapshot(job_id, events=100)
+    assert snapshot is not None
+    assert "task_lease_expired" in [e.kind for e in snapshot.events]
