@@ -24,7 +24,7 @@ class StoreViews:
     @contextmanager
     def _read(self) -> Iterator[psycopg.Connection[Any]]:
         try:
-            with self._read() as conn:
+            with self._connection() as conn:
                 yield conn
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"state store unavailable: {exc}") from exc
