@@ -178,3 +178,10 @@ FOR UPDATE SKIP LOCKED
 -- name: relay_mark_done
 UPDATE queue_messages SET state = 'done', done_at = now(), lock_token = NULL
 WHERE id = ANY(%(ids)s::bigint[]) AND state = 'ready'
+
+-- name: dead_letter_park
+-- A dead letter the Functions host cannot settle itself (Python triggers cannot dead-letter): parked here.
+INSERT INTO dead_letters
+    (queue, message_id, body, properties, reason, description, delivery_count, enqueued_at, replay_count)
+VALUES (%(queue)s, %(message_id)s, %(body)s, %(properties)s, %(reason)s, %(description)s, %(delivery_count)s,
+        %(enqueued_at)s, %(replay_count)s)

@@ -1,0 +1,1 @@
+"""Test doubles of external SDKs that cannot run here (Azure Service Bus)."""

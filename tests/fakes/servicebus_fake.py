@@ -1,0 +1,297 @@
+"""FakeServiceBus: an in-process stand-in for `azure.servicebus.ServiceBusClient` with Service Bus semantics.
+
+Models peek-lock with lock expiry, abandon, complete, dead-letter into a `$DeadLetterQueue` subqueue, scheduled
+delivery, delivery counts (exposed 0-based on received messages, as the Python SDK's raw AMQP header is), max
+delivery count → DLQ with `MaxDeliveryCountExceeded`, batch size limits (real `ServiceBusMessageBatch`, real
+`MessageSizeExceededError`) and duplicate detection by message id within a window. Sent messages are the real
+`ServiceBusMessage`; received ones are `FakeReceivedMessage`, with the SDK's attribute names and its bytes-encoded
+application properties. Sequence numbers are namespace-wide here (Service Bus numbers them per entity). A DLQ
+copy keeps the delivery count it had when dead-lettered; whether receiving from a real DLQ increments it is
+unverified.
+Time for locks, schedules and the duplicate window comes from an injectable clock; waits are real time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch, ServiceBusSubQueue
+from azure.servicebus import exceptions as sbx
+
+MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
+
+
+def _encode(value: Any) -> Any:
+    return value.encode() if isinstance(value, str) else value
+
+
+@dataclass
+class _Stored:
+    seq: int
+    message_id: str
+    body: bytes
+    properties: dict[Any, Any]
+    content_type: str | None
+    subject: str | None
+    correlation_id: str | None
+    enqueued_at: float
+    available_at: float
+    deliveries: int = 0
+    lock_token: str | None = None
+    locked_until: float = 0.0
+    dead_letter_reason: str | None = None
+    dead_letter_description: str | None = None
+
+
+@dataclass
+class FakeReceivedMessage:
+    """What `receive_messages`/`peek_messages` return: the attributes of `ServiceBusReceivedMessage` we use."""
+
+    message_id: str
+    data: bytes
+    application_properties: dict[Any, Any]
+    delivery_count: int
+    sequence_number: int
+    enqueued_time_utc: datetime
+    lock_token: str | None
+    content_type: str | None = None
+    subject: str | None = None
+    correlation_id: str | None = None
+    dead_letter_reason: str | None = None
+    dead_letter_error_description: str | None = None
+    entity: str = ""
+
+    @property
+    def body(self) -> Iterator[bytes]:
+        return iter([self.data])
+
+
+@dataclass
+class _Entity:
+    messages: dict[int, _Stored] = field(default_factory=dict)
+    seen_ids: dict[str, float] = field(default_factory=dict)
+
+
+class FakeServiceBus:
+    """The namespace and the client in one. Thread-safe. `fail_next(n, exc)` makes the next n sends raise."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        lock_seconds: float = 60.0,
+        max_delivery_count: int = 10,
+        duplicate_window_seconds: float = 600.0,
+        max_batch_bytes: int = 256 * 1024,
+    ) -> None:
+        self.clock = clock
+        self.lock_seconds = lock_seconds
+        self.max_delivery_count = max_delivery_count
+        self.duplicate_window_seconds = duplicate_window_seconds
+        self.max_batch_bytes = max_batch_bytes
+        self._cond = threading.Condition()
+        self._entities: dict[str, _Entity] = {}
+        self._seq = 0
+        self._failures: list[BaseException] = []
+        self.sent_batches: list[tuple[str, int]] = []
+        self.scheduled: list[tuple[str, str, datetime]] = []
+        self.closed = False
+
+    def get_queue_sender(self, queue_name: str, **_: Any) -> FakeSender:
+        return FakeSender(self, queue_name)
+
+    def get_queue_receiver(self, queue_name: str, *, sub_queue: Any = None, **_: Any) -> FakeReceiver:
+        dead = sub_queue is not None and ServiceBusSubQueue(sub_queue) is ServiceBusSubQueue.DEAD_LETTER
+        return FakeReceiver(self, f"{queue_name}/$DeadLetterQueue" if dead else queue_name, dead)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def fail_next(self, count: int, error: BaseException) -> None:
+        with self._cond:
+            self._failures.extend([error] * count)
+
+    def count(self, entity: str) -> int:
+        with self._cond:
+            return len(self._entity(entity).messages)
+
+    def _entity(self, name: str) -> _Entity:
+        return self._entities.setdefault(name, _Entity())
+
+    def _maybe_fail(self) -> None:
+        if self._failures:
+            raise self._failures.pop(0)
+
+    def _enqueue(self, entity: str, message: ServiceBusMessage, available_at: float | None = None) -> int:
+        now = self.clock()
+        target = self._entity(entity)
+        seen = target.seen_ids.get(str(message.message_id))
+        if seen is not None and seen > now - self.duplicate_window_seconds:
+            return -1
+        target.seen_ids[str(message.message_id)] = now
+        self._seq += 1
+        target.messages[self._seq] = _Stored(
+            seq=self._seq,
+            message_id=str(message.message_id),
+            body=b"".join(message.body),
+            properties={_encode(k): _encode(v) for k, v in (message.application_properties or {}).items()},
+            content_type=message.content_type,
+            subject=message.subject,
+            correlation_id=message.correlation_id,
+            enqueued_at=now,
+            available_at=now if available_at is None else available_at,
+        )
+        self._cond.notify_all()
+        return self._seq
+
+    def _view(self, entity: str, stored: _Stored) -> FakeReceivedMessage:
+        return FakeReceivedMessage(
+            message_id=stored.message_id,
+            data=stored.body,
+            application_properties=dict(stored.properties),
+            delivery_count=max(stored.deliveries - 1, 0),
+            sequence_number=stored.seq,
+            enqueued_time_utc=datetime.fromtimestamp(stored.enqueued_at, UTC),
+            lock_token=stored.lock_token,
+            content_type=stored.content_type,
+            subject=stored.subject,
+            correlation_id=stored.correlation_id,
+            dead_letter_reason=stored.dead_letter_reason,
+            dead_letter_error_description=stored.dead_letter_description,
+            entity=entity,
+        )
+
+    def _to_dead_letters(self, entity: str, stored: _Stored, reason: str, description: str) -> None:
+        del self._entity(entity).messages[stored.seq]
+        stored.lock_token = None
+        stored.enqueued_at = stored.available_at = self.clock()
+        stored.dead_letter_reason, stored.dead_letter_description = reason, description
+        stored.properties[b"DeadLetterReason"] = reason.encode()
+        stored.properties[b"DeadLetterErrorDescription"] = description.encode()
+        self._entity(f"{entity}/$DeadLetterQueue").messages[stored.seq] = stored
+
+    def _claim(self, entity: str, dead: bool, max_count: int) -> list[FakeReceivedMessage]:
+        now = self.clock()
+        claimed: list[FakeReceivedMessage] = []
+        due = sorted(
+            (m for m in self._entity(entity).messages.values() if m.available_at <= now),
+            key=lambda m: (m.available_at, m.seq),
+        )
+        for stored in due:
+            if len(claimed) >= max_count:
+                break
+            if not dead and stored.deliveries >= self.max_delivery_count:
+                description = f"delivered {stored.deliveries} times, the maximum is {self.max_delivery_count}"
+                self._to_dead_letters(entity, stored, MAX_DELIVERY_REASON, description)
+                continue
+            if not dead:
+                stored.deliveries += 1
+            stored.lock_token = str(uuid.uuid4())
+            stored.locked_until = stored.available_at = now + self.lock_seconds
+            claimed.append(self._view(entity, stored))
+        return claimed
+
+    def _locked(self, entity: str, message: FakeReceivedMessage) -> _Stored:
+        stored = self._entity(entity).messages.get(message.sequence_number)
+        if stored is None:
+            raise sbx.MessageAlreadySettled()
+        if stored.lock_token != message.lock_token or stored.locked_until <= self.clock():
+            raise sbx.MessageLockLostError(message="The lock on the message lock has expired.")
+        return stored
+
+
+class FakeSender:
+    def __init__(self, bus: FakeServiceBus, entity: str) -> None:
+        self._bus = bus
+        self._entity = entity
+        self.closed = False
+
+    def create_message_batch(self, max_size_in_bytes: int | None = None) -> ServiceBusMessageBatch:
+        limit = min(max_size_in_bytes or self._bus.max_batch_bytes, self._bus.max_batch_bytes)
+        return ServiceBusMessageBatch(max_size_in_bytes=limit)
+
+    def send_messages(self, messages: Any) -> None:
+        if isinstance(messages, ServiceBusMessageBatch):
+            batch = list(messages._messages)
+        elif isinstance(messages, ServiceBusMessage):
+            batch = [messages]
+        else:
+            batch = list(messages)
+        with self._bus._cond:
+            self._bus._maybe_fail()
+            self._bus.sent_batches.append((self._entity, len(batch)))
+            for message in batch:
+                self._bus._enqueue(self._entity, message)
+
+    def schedule_messages(self, messages: Any, schedule_time_utc: datetime, **_: Any) -> list[int]:
+        batch = [messages] if isinstance(messages, ServiceBusMessage) else list(messages)
+        with self._bus._cond:
+            self._bus._maybe_fail()
+            due = schedule_time_utc.timestamp()
+            for message in batch:
+                self._bus.scheduled.append((self._entity, str(message.message_id), schedule_time_utc))
+            return [self._bus._enqueue(self._entity, m, available_at=due) for m in batch]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeReceiver:
+    def __init__(self, bus: FakeServiceBus, entity: str, dead: bool) -> None:
+        self._bus = bus
+        self._entity = entity
+        self._dead = dead
+        self.closed = False
+
+    def receive_messages(
+        self, max_message_count: int | None = 1, max_wait_time: float | None = None
+    ) -> list[FakeReceivedMessage]:
+        deadline = time.monotonic() + (max_wait_time or 0.0)
+        with self._bus._cond:
+            while True:
+                got = self._bus._claim(self._entity, self._dead, max_message_count or 1)
+                remaining = deadline - time.monotonic()
+                if got or remaining <= 0 or self.closed:
+                    return got
+                self._bus._cond.wait(min(remaining, 0.05))
+
+    def peek_messages(self, max_message_count: int = 1, *, sequence_number: int = 0, **_: Any) -> list[Any]:
+        with self._bus._cond:
+            found = sorted(
+                (m for m in self._bus._entity(self._entity).messages.values() if m.seq >= sequence_number),
+                key=lambda m: m.seq,
+            )
+            return [self._bus._view(self._entity, m) for m in found[:max_message_count]]
+
+    def complete_message(self, message: FakeReceivedMessage) -> None:
+        with self._bus._cond:
+            stored = self._bus._locked(self._entity, message)
+            del self._bus._entity(self._entity).messages[stored.seq]
+
+    def abandon_message(self, message: FakeReceivedMessage) -> None:
+        with self._bus._cond:
+            stored = self._bus._locked(self._entity, message)
+            stored.lock_token = None
+            stored.available_at = self._bus.clock()
+            self._bus._cond.notify_all()
+
+    def dead_letter_message(
+        self, message: FakeReceivedMessage, reason: str | None = None, error_description: str | None = None
+    ) -> None:
+        if self._dead:
+            raise sbx.ServiceBusError("cannot dead-letter a message of a dead-letter queue")
+        with self._bus._cond:
+            stored = self._bus._locked(self._entity, message)
+            self._bus._to_dead_letters(self._entity, stored, reason or "", error_description or "")
+
+    def close(self) -> None:
+        self.closed = True
