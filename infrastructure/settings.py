@@ -92,7 +92,21 @@ class Settings(BaseSettings):
         description="'json' writes one JSON object per line (for machines); 'text' is for humans.",
     )
 
-    @field_validator("database_url", "servicebus_connection", mode="before")
+    http_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1,
+        description="Largest request body the HTTP API accepts; a bigger one is refused with 413.",
+    )
+    admin_key: str | None = Field(
+        default=None,
+        description="Local server only: the `x-functions-key` (or `?code=`) admin routes require when set.",
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="Local server only: the key job routes require when set (the admin key is accepted too).",
+    )
+
+    @field_validator("database_url", "servicebus_connection", "admin_key", "api_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():

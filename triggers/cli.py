@@ -19,7 +19,7 @@ from core.ids import is_job_id
 from core.models import DeadLetterSelector, JobStatus
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
-from triggers import cli_deadletters
+from triggers import cli_deadletters, serve
 from triggers.cli_display import print_status, snapshot_json, stage_table, watch
 from triggers.runtime import Registries, Runtime, build_runtime, load_registries
 
@@ -63,6 +63,7 @@ def build_parser(job_types: Sequence[str]) -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.add_argument("--interval", type=float, default=10.0)
     cli_deadletters.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 
@@ -105,6 +106,8 @@ def _dispatch(args: argparse.Namespace, runtime: Runtime, registries: Registries
         return _janitor(args, runtime, console)
     if command == "deadletters":
         return cli_deadletters.run(args, runtime.transport, console)
+    if command == "serve":
+        return serve.run(args, runtime, console)
     raise AssertionError(command)
 
 

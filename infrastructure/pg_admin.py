@@ -1,0 +1,108 @@
+"""PostgreSQL side of the admin API: paged job and task listings and the operator's retry of a failed job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+
+from core.admin import JobPageCursor, NothingToRetry, RetryOutcome, RetryPlan, TaskPageCursor, retry_message_id
+from core.errors import StoreUnavailable
+from core.ids import finalize_message_id, stage_message_id
+from core.messages import stage_message, task_message
+from core.models import JOBS_QUEUE, JobRecord, JobStatus, OutgoingMessage, TaskView
+from infrastructure.pg_rows import job_from_row, task_view_from_row
+from infrastructure.pg_store import PostgresStore
+from infrastructure.sql_queries import query
+
+
+class PostgresAdmin:
+    """The `AdminStore` port on PostgreSQL, beside the state store whose connections and outbox write it shares:
+    messages go into `queue_messages` in the same transaction, with the same duplicate detection."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._connection = store._connection
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+        try:
+            with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                yield cur
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+
+    def list_jobs(
+        self, statuses: Sequence[JobStatus], job_type: str | None, limit: int, after: JobPageCursor | None
+    ) -> list[JobRecord]:
+        with self._tx() as cur:
+            cur.execute(query("admin_list_jobs"), {
+                "statuses": [s.value for s in statuses], "job_type": job_type, "limit": limit,
+                "after_created": after.created_at if after else None, "after_id": after.job_id if after else None,
+            })
+            return [job_from_row(r) for r in cur.fetchall()]
+
+    def list_tasks(
+        self, job_id: str, stage: int | None, statuses: Sequence[str], limit: int, after: TaskPageCursor | None
+    ) -> list[TaskView]:
+        with self._tx() as cur:
+            cur.execute(query("admin_list_tasks"), {
+                "job_id": job_id, "stage": stage, "statuses": list(statuses), "limit": limit,
+                "after_stage": after.stage if after else None, "after_idx": after.index if after else None,
+            })
+            views = [task_view_from_row(r) for r in cur.fetchall()]
+        return [v for v in views if v is not None]
+
+    def retry_failed_job(self, plan: RetryPlan) -> RetryOutcome | None:
+        with self._tx() as cur:
+            cur.execute(query("admin_retry_job"), {
+                "job_id": plan.job_id, "stage": plan.stage, "sources": [s.value for s in plan.sources],
+            })
+            row = cur.fetchone()
+            if row is None:
+                return None
+            job_type, total_stages, previous_error = row
+            later = [stage_message_id(plan.job_id, s) for s in range(plan.stage + 1, total_stages + 1)]
+            cur.execute(query("admin_forget_settled_job_messages"), {
+                "queue": JOBS_QUEUE, "message_ids": [finalize_message_id(plan.job_id), *later],
+            })
+            cur.execute(query("admin_retry_round"), {"job_id": plan.job_id})
+            counted = cur.fetchone()
+            round_number = int(counted[0]) if counted else 1
+            cur.execute(query("admin_lock_stage"), {"job_id": plan.job_id, "stage": plan.stage})
+            if cur.fetchone() is None:
+                message = stage_message(plan.job_id, job_type, plan.stage)
+                self._send(cur, [_fresh(message, round_number)])
+                outcome = RetryOutcome(plan.job_id, plan.stage, 0, True, round_number)
+            else:
+                outcome = self._requeue(cur, plan, job_type, round_number)
+            self._store._event(cur, plan.job_id, "job_retried", {
+                "round": round_number, "tasks_requeued": outcome.tasks_requeued,
+                "stage_resent": outcome.stage_resent, "previous_error": previous_error,
+            }, stage=plan.stage)
+            return outcome
+
+    def _requeue(self, cur: psycopg.Cursor[Any], plan: RetryPlan, job_type: str, round_number: int) -> RetryOutcome:
+        cur.execute(query("admin_requeue_stage_tasks"), {
+            "job_id": plan.job_id, "stage": plan.stage, "stage_max": plan.stage_max_attempts,
+        })
+        rows = cur.fetchall()
+        if not rows:
+            raise NothingToRetry(f"stage {plan.stage} of job {plan.job_id} has no failed or cancelled task to retry")
+        cur.execute(query("admin_reopen_stage"), {"job_id": plan.job_id, "stage": plan.stage})
+        messages = [
+            _fresh(task_message(task_id, plan.job_id, job_type, plan.stage, task_type, attempt + 1), round_number)
+            for task_id, task_type, attempt, _was in sorted(rows)
+        ]
+        self._send(cur, messages)
+        return RetryOutcome(plan.job_id, plan.stage, len(rows), False, round_number)
+
+    def _send(self, cur: psycopg.Cursor[Any], messages: list[OutgoingMessage]) -> None:
+        self._store._send(cur, messages)
+
+
+def _fresh(message: OutgoingMessage, round_number: int) -> OutgoingMessage:
+    return replace(message, message_id=retry_message_id(message.message_id, round_number))
