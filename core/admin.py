@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from core.errors import CoreMachineError
-from core.ids import MAX_MESSAGE_ID_LENGTH
 from core.jobs import JobRegistry
 from core.models import JobRecord, JobStatus, TaskView
 from core.ports import Relay, StateStore
@@ -132,11 +130,3 @@ def retry_job(
 
 def _targets(status: JobStatus) -> frozenset[JobStatus]:
     return frozenset(target for target in JobStatus if status in operator_sources(target))
-
-
-def retry_message_id(message_id: str, round_number: int) -> str:
-    """A message id for the retry's re-sent messages that no earlier send of that message can have used."""
-    candidate = f"{message_id}:x{round_number}"
-    if len(candidate) <= MAX_MESSAGE_ID_LENGTH:
-        return candidate
-    return "h:" + hashlib.sha256(candidate.encode("utf-8")).hexdigest()

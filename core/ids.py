@@ -47,6 +47,11 @@ def task_message_id(task_id: str, attempt: int) -> str:
     return _bounded(f"t:{task_id}:a{attempt}")
 
 
+def round_message_id(message_id: str, round_number: int) -> str:
+    """The id a message gets when it is sent again in retry round N (round 0 keeps the plain id)."""
+    return message_id if round_number == 0 else _bounded(f"{message_id}:x{round_number}")
+
+
 def replay_message_id(message_id: str, replay_count: int) -> str:
     """A replayed dead letter needs a fresh id, or duplicate detection would drop it silently."""
     base = message_id.split(":r", 1)[0] if ":r" in message_id else message_id

@@ -6,23 +6,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import MalformedMessage
-from core.ids import finalize_message_id, is_job_id, stage_message_id, task_message_id
+from core.ids import finalize_message_id, is_job_id, round_message_id, stage_message_id, task_message_id
 from core.models import JOBS_QUEUE, TASKS_QUEUE, MessageKind, OutgoingMessage
 
 
-def stage_message(job_id: str, job_type: str, stage: int) -> OutgoingMessage:
+def stage_message(job_id: str, job_type: str, stage: int, round_number: int = 0) -> OutgoingMessage:
     return OutgoingMessage(
         queue=JOBS_QUEUE,
-        message_id=stage_message_id(job_id, stage),
+        message_id=round_message_id(stage_message_id(job_id, stage), round_number),
         body={"kind": MessageKind.STAGE.value, "job_id": job_id, "stage": stage},
         properties={"kind": MessageKind.STAGE.value, "job_id": job_id, "job_type": job_type, "stage": stage},
     )
 
 
-def finalize_message(job_id: str, job_type: str) -> OutgoingMessage:
+def finalize_message(job_id: str, job_type: str, round_number: int = 0) -> OutgoingMessage:
     return OutgoingMessage(
         queue=JOBS_QUEUE,
-        message_id=finalize_message_id(job_id),
+        message_id=round_message_id(finalize_message_id(job_id), round_number),
         body={"kind": MessageKind.FINALIZE.value, "job_id": job_id},
         properties={"kind": MessageKind.FINALIZE.value, "job_id": job_id, "job_type": job_type},
     )

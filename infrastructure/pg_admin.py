@@ -9,11 +9,11 @@ from typing import Any
 
 import psycopg
 
-from core.admin import JobPageCursor, NothingToRetry, RetryOutcome, RetryPlan, TaskPageCursor, retry_message_id
+from core.admin import JobPageCursor, NothingToRetry, RetryOutcome, RetryPlan, TaskPageCursor
 from core.errors import StoreUnavailable
-from core.ids import finalize_message_id, stage_message_id
+from core.ids import round_message_id
 from core.messages import stage_message, task_message
-from core.models import JOBS_QUEUE, JobRecord, JobStatus, OutgoingMessage, TaskView
+from core.models import JobRecord, JobStatus, OutgoingMessage, TaskView
 from infrastructure.pg_rows import job_from_row, task_view_from_row
 from infrastructure.pg_store import PostgresStore
 from infrastructure.sql_queries import query
@@ -64,18 +64,10 @@ class PostgresAdmin:
             row = cur.fetchone()
             if row is None:
                 return None
-            job_type, total_stages, previous_error = row
-            later = [stage_message_id(plan.job_id, s) for s in range(plan.stage + 1, total_stages + 1)]
-            cur.execute(query("admin_forget_settled_job_messages"), {
-                "queue": JOBS_QUEUE, "message_ids": [finalize_message_id(plan.job_id), *later],
-            })
-            cur.execute(query("admin_retry_round"), {"job_id": plan.job_id})
-            counted = cur.fetchone()
-            round_number = int(counted[0]) if counted else 1
+            job_type, round_number, previous_error = row
             cur.execute(query("admin_lock_stage"), {"job_id": plan.job_id, "stage": plan.stage})
             if cur.fetchone() is None:
-                message = stage_message(plan.job_id, job_type, plan.stage)
-                self._send(cur, [_fresh(message, round_number)])
+                self._send(cur, [stage_message(plan.job_id, job_type, plan.stage, round_number)])
                 outcome = RetryOutcome(plan.job_id, plan.stage, 0, True, round_number)
             else:
                 outcome = self._requeue(cur, plan, job_type, round_number)
@@ -105,4 +97,4 @@ class PostgresAdmin:
 
 
 def _fresh(message: OutgoingMessage, round_number: int) -> OutgoingMessage:
-    return replace(message, message_id=retry_message_id(message.message_id, round_number))
+    return replace(message, message_id=round_message_id(message.message_id, round_number))

@@ -236,13 +236,13 @@ class PostgresStore(StoreViews):
         cur.execute(query("advance_job"), {"job_id": job_id, "stage": stage})
         advanced = cur.fetchone()
         if advanced is not None:
-            self._send(cur, [stage_message(job_id, advanced[0], advanced[1])])
+            self._send(cur, [stage_message(job_id, advanced[0], advanced[1], advanced[2])])
             return
         cur.execute(query("finalize_after_last_stage"), {"job_id": job_id, "stage": stage})
         finalizing = cur.fetchone()
         if finalizing is not None:
             self._event(cur, job_id, "finalizing", {"outcome": finalizing[1]})
-            self._send(cur, [finalize_message(job_id, finalizing[0])])
+            self._send(cur, [finalize_message(job_id, finalizing[0], finalizing[2])])
 
     def _to_finalizing(self, cur: psycopg.Cursor[Any], job_id: str, outcome: JobStatus, error: JSON | None) -> bool:
         cur.execute(query("job_to_finalizing"), {
@@ -255,7 +255,7 @@ class PostgresStore(StoreViews):
         cur.execute(query("cancel_unstarted_tasks"), {"job_id": job_id})
         self._event(cur, job_id, "job_failed" if outcome is JobStatus.FAILED else "job_cancelled",
                     {"outcome": outcome.value, "error": error, "cancelled_tasks": cur.rowcount})
-        self._send(cur, [finalize_message(job_id, row[0])])
+        self._send(cur, [finalize_message(job_id, row[0], row[1])])
         return True
 
     def fail_job(self, job_id: str, error: ErrorInfo) -> bool:

@@ -22,7 +22,7 @@ BY_NAME = {r.name: r for r in ROUTES}
 
 @functools.cache  # FunctionApp.get_functions() raises on a second call (azure-functions 1.26.0)
 def fns() -> dict[str, Any]:
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+    return {str(f.get_function_name()): f for f in function_app.app.get_functions()}
 
 
 def call(name: str, route_params: dict[str, str] | None = None, *, body: Any = None, raw: bytes | None = None,

@@ -104,3 +104,15 @@ def test_replaying_a_replay_keeps_one_suffix() -> None:
     first = replay_message_id(original, 1)
     assert first == f"{original}:r1"
     assert replay_message_id(first, 2) == f"{original}:r2"
+
+
+def test_messages_sent_after_a_retry_get_round_ids() -> None:
+    from core.ids import round_message_id
+    from core.messages import finalize_message, stage_message
+
+    job_id = "a" * 64
+    assert stage_message(job_id, "t", 2).message_id == f"j:{job_id}:s2"
+    assert stage_message(job_id, "t", 2, 1).message_id == f"j:{job_id}:s2:x1"
+    assert finalize_message(job_id, "t", 3).message_id == f"j:{job_id}:final:x3"
+    assert round_message_id("m", 0) == "m"
+    assert len(round_message_id("t:" + "b" * 120, 7)) <= 128

@@ -30,13 +30,10 @@ WITH old AS (
     FOR UPDATE
 )
 UPDATE jobs j SET status = 'processing', outcome = NULL, error = NULL, result = NULL, finished_at = NULL,
-    updated_at = now()
+    updated_at = now(), retry_round = j.retry_round + 1
 FROM old
 WHERE j.job_id = old.job_id
-RETURNING j.job_type, j.total_stages, old.error
-
--- name: admin_retry_round
-SELECT count(*) + 1 FROM job_events WHERE job_id = %(job_id)s AND kind = 'job_retried'
+RETURNING j.job_type, j.retry_round, old.error
 
 -- name: admin_lock_stage
 SELECT stage FROM stages WHERE job_id = %(job_id)s AND stage = %(stage)s FOR UPDATE
@@ -61,9 +58,3 @@ UPDATE stages s SET status = 'processing', completed_at = NULL,
     failed = (SELECT count(*) FROM tasks t WHERE t.job_id = s.job_id AND t.stage = s.stage AND t.status = 'failed')
 WHERE s.job_id = %(job_id)s AND s.stage = %(stage)s
 RETURNING remaining
-
--- name: admin_forget_settled_job_messages
--- The retried job will send its later stage messages and its finalize message again under the same ids;
--- forget the settled copies so duplicate detection does not drop them.
-DELETE FROM queue_messages
-WHERE queue = %(queue)s AND state = 'done' AND message_id = ANY(%(message_ids)s::text[])

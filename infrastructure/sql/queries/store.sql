@@ -48,7 +48,7 @@ RETURNING task_count, failed
 UPDATE jobs SET current_stage = current_stage + 1, updated_at = now()
 WHERE job_id = %(job_id)s AND status = 'processing' AND current_stage = %(stage)s
   AND current_stage < total_stages
-RETURNING job_type, current_stage
+RETURNING job_type, current_stage, retry_round
 
 -- name: finalize_after_last_stage
 UPDATE jobs j SET status = 'finalizing', updated_at = now(),
@@ -56,7 +56,7 @@ UPDATE jobs j SET status = 'finalizing', updated_at = now(),
                    THEN 'completed_with_errors'::job_status ELSE 'completed'::job_status END
 WHERE j.job_id = %(job_id)s AND j.status = 'processing' AND j.current_stage = %(stage)s
   AND j.current_stage = j.total_stages
-RETURNING j.job_type, j.outcome
+RETURNING j.job_type, j.outcome, j.retry_round
 
 -- name: stage_results
 SELECT task_id, idx, status, result FROM tasks
@@ -122,7 +122,7 @@ RETURNING remaining
 UPDATE jobs SET status = 'finalizing', outcome = %(outcome)s, updated_at = now(),
     error = COALESCE(error, %(error)s)
 WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
-RETURNING job_type
+RETURNING job_type, retry_round
 
 -- name: cancel_unstarted_tasks
 UPDATE tasks SET status = 'cancelled', lease_until = NULL, finished_at = now(), updated_at = now()
