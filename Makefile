@@ -23,9 +23,13 @@ $(VENV)/.dev-deps: requirements-dev.txt $(VENV)/.deps
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+DOMAINS := --domain annuity_performance --domain annuity_income --domain trustee_performance --domain annual_award
+
 demo: deps
 	$(CM) run sum_squares -p upto=10000000 -p chunk_size=5000
 	$(CM) run hello_world -p n=500 -p failure_rate=0.1
+	$(CM) ingest $(DOMAINS)
+	$(CM) ingest $(DOMAINS) --execute
 
 lint: dev-deps
 	$(BIN)/ruff check .

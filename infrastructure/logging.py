@@ -24,7 +24,7 @@ from infrastructure.settings import Settings
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _BASE = ("ts", "level", "logger", "msg")
 # Libraries that log every connection or HTTP request at INFO; kept at WARNING unless the level is DEBUG.
-_CHATTY = ("psycopg.pool", "azure.core.pipeline.policies.http_logging_policy", "azure.servicebus", "uamqp")
+_CHATTY = ("psycopg.pool", "pgserver", "azure.core.pipeline.policies.http_logging_policy", "azure.servicebus", "uamqp")
 
 
 def _json_default(value: Any) -> Any:

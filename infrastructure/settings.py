@@ -78,6 +78,18 @@ class Settings(BaseSettings):
         default=3600.0,
         description="A job not updated for this long is reported as stuck by the janitor.",
     )
+    reports_dir: Path = Field(
+        default=Path("reports"),
+        description="Where ingestion jobs write their run reports (JSON and CSVs), one folder per job.",
+    )
+    data_sources: Path | None = Field(
+        default=None,
+        description="The ingestion domain registry; unset means config/data_sources.yml of the project.",
+    )
+    data_root: Path | None = Field(
+        default=None,
+        description="Folder the domains' base folders are relative to; unset means the project root.",
+    )
     job_packages: str = Field(
         default="jobs",
         description="Comma-separated packages whose JobDefinition subclasses are registered at start-up.",

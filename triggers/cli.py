@@ -7,7 +7,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,8 +18,8 @@ from core.ids import is_job_id
 from core.models import DeadLetterSelector, JobStatus
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
-from triggers import cli_deadletters, serve
-from triggers.cli_display import print_status, snapshot_json, stage_table, watch
+from triggers import cli_deadletters, cli_ingest, serve
+from triggers.cli_display import print_status, run_job, snapshot_json
 from triggers.runtime import Registries, Runtime, build_runtime, load_registries
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -63,6 +62,7 @@ def build_parser(job_types: Sequence[str]) -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.add_argument("--interval", type=float, default=10.0)
     cli_deadletters.add_parser(sub)
+    cli_ingest.add_parser(sub)
     serve.add_parser(sub)
     return parser
 
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _dispatch(args, runtime, registries, console)
         except (InvalidParameters, UnknownJobType) as exc:
-            console.print(f"[red]error:[/] {exc}")
+            print(f"coremachine: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
             return 130
@@ -106,6 +106,8 @@ def _dispatch(args: argparse.Namespace, runtime: Runtime, registries: Registries
         return _janitor(args, runtime, console)
     if command == "deadletters":
         return cli_deadletters.run(args, runtime.transport, console)
+    if command == "ingest":
+        return cli_ingest.run(args, runtime, console)
     if command == "serve":
         return serve.run(args, runtime, console)
     raise AssertionError(command)
@@ -128,28 +130,12 @@ def _status(args: argparse.Namespace, runtime: Runtime, console: Console) -> int
 
 
 def _run(args: argparse.Namespace, runtime: Runtime, console: Console) -> int:
-    submitted = runtime.engine.submit(args.job_type, dict(args.params))
-    job_id = submitted.job.job_id
-    console.print(f"job {job_id} ({'created' if submitted.created else 'already exists'})", highlight=False)
-    worker = runtime.worker(concurrency=args.concurrency)
-    worker.start()
-    started = time.monotonic()
-    try:
-        snapshot = watch(console, lambda: runtime.engine.status(job_id), args.timeout)
-    finally:
-        worker.stop(timeout=30)
+    snapshot = run_job(runtime, console, args.job_type, dict(args.params), args.concurrency, args.timeout)
     if snapshot is None:
         return EXIT_FAILED
-    job = snapshot.job
-    console.print(stage_table(snapshot.stages, title=f"{job.job_type}: {job.status.value} "
-                                                     f"in {time.monotonic() - started:.2f}s"))
-    if job.result is not None:
-        console.print(json.dumps(job.result, indent=2, default=str)[:4000])
-    if not job.status.terminal:
-        console.print(f"[yellow]not finished after {args.timeout:.0f}s[/]; see `coremachine status {job_id}`")
-    elif job.error:
-        console.print(f"[red]error:[/] {json.dumps(job.error, default=str)}")
-    return EXIT_OK if job.status is JobStatus.COMPLETED else EXIT_FAILED
+    if snapshot.job.result is not None:
+        console.print(json.dumps(snapshot.job.result, indent=2, default=str)[:4000])
+    return EXIT_OK if snapshot.job.status is JobStatus.COMPLETED else EXIT_FAILED
 
 
 def _stop_on_signals() -> threading.Event:

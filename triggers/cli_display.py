@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -14,6 +14,9 @@ from rich.table import Table
 
 from core.diagnosis import explain
 from core.models import DeadLetter, JobSnapshot, StageView
+
+if TYPE_CHECKING:
+    from triggers.runtime import Runtime
 
 FINISHED = ("completed", "failed", "cancelled")
 
@@ -119,4 +122,30 @@ def watch(
                 break
             time.sleep(poll_seconds)
             snapshot = load()
+    return snapshot
+
+
+def run_job(
+    runtime: Runtime, console: Console, job_type: str, params: dict[str, Any], concurrency: int, timeout: float
+) -> JobSnapshot | None:
+    """Submit, run in-process workers with a live bar per stage until the job ends, print the stage summary."""
+    submitted = runtime.engine.submit(job_type, params)
+    job_id = submitted.job.job_id
+    console.print(f"job {job_id} ({'created' if submitted.created else 'already exists'})", highlight=False)
+    worker = runtime.worker(concurrency=concurrency)
+    worker.start()
+    started = time.monotonic()
+    try:
+        snapshot = watch(console, lambda: runtime.engine.status(job_id), timeout)
+    finally:
+        worker.stop(timeout=30)
+    if snapshot is None:
+        return None
+    job = snapshot.job
+    console.print(stage_table(snapshot.stages, title=f"{job.job_type}: {job.status.value} "
+                                                     f"in {time.monotonic() - started:.2f}s"))
+    if not job.status.terminal:
+        console.print(f"[yellow]not finished after {timeout:.0f}s[/]; see `coremachine status {job_id}`")
+    elif job.error:
+        console.print(f"[red]error:[/] {json.dumps(job.error, default=str)}")
     return snapshot

@@ -19,6 +19,7 @@ from infrastructure.pg_queue import PostgresQueue
 from infrastructure.pg_store import PostgresStore
 from infrastructure.queue_config import QueueConfig
 from infrastructure.settings import Settings
+from services.ingestion import runtime as ingestion
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,12 @@ def build_runtime(
     if migrate_schema:
         migrate(database)
     store = PostgresStore(database.connection, settings.duplicate_window_seconds)
+    ingestion.configure(
+        database.connection,
+        ingestion.IngestSettings(
+            reports_dir=settings.reports_dir, data_sources=settings.data_sources, data_root=settings.data_root
+        ),
+    )
     transport, relay = _transport(settings, database)
     engine = CoreMachine(store, relay, registries.jobs, registries.tasks, worker_id or default_worker_id())
     janitor = Janitor(

@@ -9,7 +9,7 @@ import pytest
 from infrastructure.settings import Settings
 from triggers.runtime import Runtime, build_runtime
 
-DRILL_PACKAGES = {"job_packages": "jobs.hello_world,jobs.sum_squares,tests.drills", "task_packages": "services.hello,services.squares,tests.drills"}
+DRILL_PACKAGES = {"job_packages": "jobs,tests.drills", "task_packages": "services,tests.drills"}
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Domain services, one module per domain, each exposing `service` (a `DomainService`)."""

@@ -1,0 +1,154 @@
+-- SQL of the ingestion pipeline. `{name}` slots take identifiers or composed fragments; `%s` are parameters.
+
+-- name: advisory_lock
+SELECT pg_advisory_xact_lock(hashtext(%s));
+
+-- name: table_columns
+SELECT column_name
+FROM information_schema.columns
+WHERE table_schema = %s AND table_name = %s
+ORDER BY ordinal_position;
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- name: create_rejected_rows
+CREATE UNLOGGED TABLE IF NOT EXISTS {table} (
+    job_id      text    NOT NULL,
+    domain      text    NOT NULL,
+    source_file text    NOT NULL,
+    sheet       text    NOT NULL,
+    source_row  integer,
+    reason      text    NOT NULL,
+    raw         json    NOT NULL DEFAULT '{{}}'::json
+);
+
+-- name: create_unknown_names
+CREATE UNLOGGED TABLE IF NOT EXISTS {table} (
+    job_id       text    NOT NULL,
+    domain       text    NOT NULL,
+    source_file  text    NOT NULL,
+    name         text    NOT NULL,
+    temporary_id text    NOT NULL,
+    occurrences  integer NOT NULL,
+    first_row    integer NOT NULL
+);
+
+-- name: create_provider_ids
+CREATE TABLE IF NOT EXISTS {table} (
+    job_id     text NOT NULL,
+    domain     text NOT NULL,
+    name       text NOT NULL,
+    company_id text NOT NULL,
+    PRIMARY KEY (job_id, domain, name)
+);
+
+-- name: lookup_provider_ids
+SELECT name, company_id FROM {table} WHERE job_id = %s AND domain = %s AND name = ANY(%s);
+
+-- name: remember_provider_id
+INSERT INTO {table} (job_id, domain, name, company_id) VALUES (%s, %s, %s, %s)
+ON CONFLICT (job_id, domain, name) DO NOTHING;
+
+-- name: create_lookup_budget
+CREATE TABLE IF NOT EXISTS {table} (
+    job_id text    NOT NULL,
+    domain text    NOT NULL,
+    used   integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, domain)
+);
+
+-- name: create_job_index
+CREATE INDEX IF NOT EXISTS {index} ON {table} ({columns});
+
+-- name: delete_job_file
+DELETE FROM {table} WHERE {job} = %s AND {file} = %s;
+
+-- name: delete_job
+DELETE FROM {table} WHERE {job} = %s;
+
+-- name: copy_in
+COPY {table} ({columns}) FROM STDIN;
+
+-- name: count_job_rows
+SELECT count(*) FROM {table} WHERE _job_id = %s;
+
+-- name: duplicate_keys
+SELECT {key}, count(*) AS copies
+FROM {table}
+WHERE _job_id = %s
+GROUP BY {key}
+HAVING count(*) > 1
+ORDER BY copies DESC
+LIMIT %s;
+
+-- name: null_counts
+SELECT {counts} FROM {table} WHERE _job_id = %s;
+
+-- name: backfill_reference
+INSERT INTO {reference} ({reference_columns})
+SELECT DISTINCT ON ({source_key}) {source_columns}, %s
+FROM {staging}
+WHERE _job_id = %s AND {key_not_null}
+ORDER BY {order}
+ON CONFLICT ({reference_key}) DO NOTHING;
+
+-- name: count_missing_references
+SELECT count(*) FROM (
+    SELECT DISTINCT {source_key}
+    FROM {staging} s
+    WHERE s._job_id = %s AND {key_not_null}
+      AND NOT EXISTS (SELECT 1 FROM {reference} r WHERE {join})
+) missing;
+
+-- name: count_distinct_keys
+SELECT count(*) FROM (SELECT DISTINCT {source_key} FROM {staging} WHERE _job_id = %s AND {key_not_null}) k;
+
+-- name: lock_target
+LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE;
+
+-- name: delete_by_key
+DELETE FROM {target} t
+USING (SELECT DISTINCT {key} FROM {staging} WHERE _job_id = %s) s
+WHERE {join};
+
+-- name: count_matching_keys
+SELECT count(*) FROM {target} t
+WHERE EXISTS (SELECT 1 FROM {staging} s WHERE s._job_id = %s AND {join});
+
+-- name: insert_from_staging
+INSERT INTO {target} ({columns})
+SELECT {columns} FROM {staging} WHERE _job_id = %s;
+
+-- name: lookup_names
+SELECT {name_column}, {id_column} FROM {table} WHERE {name_column} = ANY(%s);
+
+-- name: ensure_budget
+INSERT INTO {table} (job_id, domain, used) VALUES (%s, %s, 0)
+ON CONFLICT (job_id, domain) DO NOTHING;
+
+-- name: lock_budget
+SELECT used FROM {table} WHERE job_id = %s AND domain = %s FOR UPDATE;
+
+-- name: set_budget
+UPDATE {table} SET used = %s WHERE job_id = %s AND domain = %s;
+
+-- name: rejected_rows_of_job
+SELECT domain, source_file, sheet, source_row, reason, raw
+FROM {table}
+WHERE job_id = %s
+ORDER BY domain, source_file, source_row NULLS FIRST;
+
+-- name: unknown_names_of_job
+SELECT domain, name, temporary_id, sum(occurrences)::integer AS occurrences,
+       min(source_file) AS first_file
+FROM {table}
+WHERE job_id = %s
+GROUP BY domain, name, temporary_id
+ORDER BY domain, name;
+
+-- name: add_column
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {definition};
+
+-- name: schema_exists
+SELECT to_regnamespace(%s) IS NOT NULL;

@@ -1,0 +1,182 @@
+"""The staging area in PostgreSQL: processed records, rejected rows and unknown names of a job, by file.
+
+Records are never passed through task results: the read-and-process task COPYs them into a typed,
+unlogged table per domain (`<staging schema>.<domain>_<shape fingerprint>`) with lineage columns
+`_job_id`, `_source_file`, `_source_row`; later stages read them by job id. Writing one file first deletes
+what an earlier attempt of the same task left, in the same transaction, so a retried task never doubles rows.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Json
+from pydantic import BaseModel
+
+from services.ingestion.queries import query, table
+from services.ingestion.tables import (
+    LINEAGE,
+    Column,
+    create_table,
+    fingerprint,
+    identifiers,
+    lineage_columns,
+    model_columns,
+)
+
+REJECTED = "rejected_rows"
+UNKNOWN_NAMES = "unknown_names"
+LOOKUP_BUDGET = "lookup_budget"
+PROVIDER_IDS = "provider_ids"
+
+
+@dataclass(frozen=True, slots=True)
+class StagingTable:
+    """Where one domain's processed records wait for the load."""
+
+    schema: str
+    name: str
+    columns: list[Column]
+
+    @classmethod
+    def for_domain(cls, schema: str, domain: str, model: type[BaseModel]) -> StagingTable:
+        columns = model_columns(model)
+        return cls(schema, f"{domain}_{fingerprint(columns)}", columns)
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return table(self.schema, self.name)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def data_columns(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def lock(conn: psycopg.Connection[Any], name: str) -> None:
+    """Serialise DDL on one object across workers (concurrent CREATE ... IF NOT EXISTS can collide)."""
+    conn.execute(query("advisory_lock"), (f"coremachine.ingest:{name}",))
+
+
+def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create the schema in its own short transaction (concurrent CREATE SCHEMA IF NOT EXISTS can collide)."""
+    row = conn.execute(query("schema_exists"), (schema,)).fetchone()
+    if row and row[0]:
+        return
+    with conn.transaction():
+        lock(conn, f"schema {schema}")
+        conn.execute(query("create_schema", schema=sql.Identifier(schema)))
+
+
+def table_columns(conn: psycopg.Connection[Any], schema: str, name: str) -> list[str]:
+    return [r[0] for r in conn.execute(query("table_columns"), (schema, name)).fetchall()]
+
+
+def ensure_base_tables(conn: psycopg.Connection[Any], schema: str) -> None:
+    """The job-wide staging tables (rejected rows, unknown names, provider ids, lookup budget); cheap when present."""
+    if table_columns(conn, schema, LOOKUP_BUDGET):
+        return
+    ensure_schema(conn, schema)
+    with conn.transaction():
+        lock(conn, f"{schema}.*")
+        for name, ddl in ((REJECTED, "create_rejected_rows"), (UNKNOWN_NAMES, "create_unknown_names")):
+            conn.execute(query(ddl, table=table(schema, name)))
+            conn.execute(_job_index(schema, name, ("job_id", "domain")))
+        conn.execute(query("create_provider_ids", table=table(schema, PROVIDER_IDS)))
+        conn.execute(query("create_lookup_budget", table=table(schema, LOOKUP_BUDGET)))
+
+
+def ensure_staging_table(conn: psycopg.Connection[Any], staging: StagingTable) -> None:
+    if table_columns(conn, staging.schema, staging.name):
+        return
+    ensure_schema(conn, staging.schema)
+    with conn.transaction():
+        lock(conn, staging.qualified)
+        conn.execute(create_table(staging.schema, staging.name, lineage_columns() + staging.columns, unlogged=True))
+        conn.execute(_job_index(staging.schema, staging.name, ("_job_id", "_source_file")))
+
+
+def _job_index(schema: str, name: str, columns: tuple[str, ...]) -> sql.Composed:
+    return query(
+        "create_job_index", index=sql.Identifier(f"{name}_job_idx"), table=table(schema, name),
+        columns=identifiers(list(columns)),
+    )
+
+
+def _row_getter(columns: list[str]) -> Callable[[BaseModel], tuple[Any, ...]]:
+    getter = operator.attrgetter(*columns)
+    if len(columns) == 1:
+        return lambda record: (getter(record),)
+    return getter
+
+
+def copy_records(
+    conn: psycopg.Connection[Any], staging: StagingTable, job_id: str, file: str,
+    records: list[BaseModel], source_rows: list[int],
+) -> None:
+    """COPY one file's records (inside the caller's transaction)."""
+    columns = staging.data_columns
+    get = _row_getter(columns)
+    statement = query("copy_in", table=staging.identifier, columns=identifiers([*LINEAGE, *columns]))
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for record, row in zip(records, source_rows, strict=True):
+            copy.write_row((job_id, file, row, *get(record)))
+
+
+def replace_file(
+    conn: psycopg.Connection[Any], schema: str, staging: StagingTable, job_id: str, domain: str, file: str,
+    records: list[BaseModel], source_rows: list[int], rejected: Iterable[tuple[Any, ...]],
+    unknown: Iterable[tuple[Any, ...]],
+) -> None:
+    """Stage one file's records, rejected rows and unknown names in one transaction, replacing any earlier try."""
+    with conn.transaction():
+        conn.execute(_delete_file(staging.identifier, "_job_id", "_source_file"), (job_id, file))
+        for name in (REJECTED, UNKNOWN_NAMES):
+            conn.execute(_delete_file(table(schema, name), "job_id", "source_file"), (job_id, file))
+        copy_records(conn, staging, job_id, file, records, source_rows)
+        _copy_rows(conn, table(schema, REJECTED),
+                   ["job_id", "domain", "source_file", "sheet", "source_row", "reason", "raw"],
+                   ((job_id, domain, file, sheet, row, reason, Json(raw)) for sheet, row, reason, raw in rejected))
+        _copy_rows(conn, table(schema, UNKNOWN_NAMES),
+                   ["job_id", "domain", "source_file", "name", "temporary_id", "occurrences", "first_row"],
+                   ((job_id, domain, file, *values) for values in unknown))
+
+
+def _delete_file(target: sql.Identifier, job: str, file: str) -> sql.Composed:
+    return query("delete_job_file", table=target, job=sql.Identifier(job), file=sql.Identifier(file))
+
+
+def _copy_rows(
+    conn: psycopg.Connection[Any], target: sql.Identifier, columns: list[str], rows: Iterable[tuple[Any, ...]]
+) -> None:
+    with conn.cursor() as cur, cur.copy(query("copy_in", table=target, columns=identifiers(columns))) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def count_rows(conn: psycopg.Connection[Any], staging: StagingTable, job_id: str) -> int:
+    row = conn.execute(query("count_job_rows", table=staging.identifier), (job_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def purge_job(conn: psycopg.Connection[Any], schema: str, job_id: str, staging_tables: list[StagingTable]) -> None:
+    """Remove everything a job staged (after its report is written)."""
+    with conn.transaction():
+        for staging in staging_tables:
+            if table_columns(conn, staging.schema, staging.name):
+                conn.execute(_delete_job(staging.identifier, "_job_id"), (job_id,))
+        for name in (REJECTED, UNKNOWN_NAMES, PROVIDER_IDS, LOOKUP_BUDGET):
+            if table_columns(conn, schema, name):
+                conn.execute(_delete_job(table(schema, name), "job_id"), (job_id,))
+
+
+def _delete_job(target: sql.Identifier, job: str) -> sql.Composed:
+    return query("delete_job", table=target, job=sql.Identifier(job))

@@ -1,0 +1,104 @@
+"""Company-id enrichment on PostgreSQL: reference table, provider within a per-run budget, released connections."""
+
+from __future__ import annotations
+
+import csv
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from services.ingestion import runtime
+
+PROVIDER = textwrap.dedent('''
+    """A fake external registry that knows every company."""
+
+    calls: list[str] = []
+
+
+    class Registry:
+        def lookup(self, name: str) -> str | None:
+            calls.append(name)
+            return "EXT" + str(len(calls))
+
+        def close(self) -> None:
+            calls.append("<closed>")
+
+
+    def registry() -> Registry:
+        return Registry()
+''')
+
+
+def test_ids_come_from_the_reference_table_once_it_is_filled(runner, data_root, warehouse):
+    data_root()
+    assert runner.run({"domains": ["annuity_income"], "execute": True}).error is None
+    run = runner.run({"domains": ["annuity_performance"], "execute": True})
+    stats = run.report["domains"]["annuity_performance"]["enrichment"]
+    assert stats["temporary"] == 0 and stats["from_reference"] == stats["names"]
+    assert run.report["domains"]["annuity_performance"]["unknown_names"] == 0
+    unresolved = warehouse.execute(
+        "SELECT count(*) FROM warehouse.annuity_performance p LEFT JOIN warehouse.company_reference r "
+        "ON r.company_id = p.company_id WHERE r.company_id IS NULL"
+    ).fetchone()[0]
+    assert unresolved == 0
+
+
+def test_provider_budget_is_shared_by_the_run_and_connections_are_released(
+    runner, data_root, data_sources, tmp_path, monkeypatch, connection_factory, warehouse
+):
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "fake_registry.py").write_text(PROVIDER, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(modules))
+    data_root()
+    data_sources(lambda c: c["domains"]["annuity_performance"]["enrichment"].update(
+        provider="fake_registry:registry", lookup_budget=3))
+    opened, closed = [], []
+
+    @contextmanager
+    def counting() -> Iterator[psycopg.Connection[Any]]:
+        with connection_factory() as conn:
+            opened.append(conn)
+            try:
+                yield conn
+            finally:
+                closed.append(conn)
+
+    runtime.configure(counting, runtime.settings())
+    run = runner.run({"domains": ["annuity_performance"]})
+
+    assert run.error is None
+    import fake_registry  # type: ignore[import-not-found]  # written by this test
+
+    lookups = [c for c in fake_registry.calls if c != "<closed>"]
+    assert len(lookups) == 3, "two files, one budget of three lookups for the run"
+    assert fake_registry.calls.count("<closed>") == 2, "each file's enricher closed its provider"
+    results = run.results[2]
+    assert sum(r["enrichment"]["lookups_used"] for r in results) == 3
+    assert any(r["enrichment"]["budget_exhausted"] for r in results)
+    assert len(opened) == len(closed) > 0
+    assert all(conn.closed for conn in opened)
+    active = warehouse.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchone()[0]
+    assert active == 0
+    with open(run.report["files"]["unknown_names"], encoding="utf-8") as handle:
+        unknown = list(csv.DictReader(handle))
+    assert len(unknown) == 16 - 3
+
+
+def test_runtime_must_be_configured(task_registry):
+    runtime.reset()
+    try:
+        from core.registry import TaskContext
+
+        handler = task_registry.get("ingest.backfill")
+        handler({"domain": "annual_award"}, TaskContext("j", "ingest", 3, "t", 0, 1, 3))
+    except runtime.RuntimeNotConfigured as exc:
+        assert "runtime.configure" in str(exc)
+    else:
+        raise AssertionError("expected RuntimeNotConfigured")
+    assert psycopg  # the module under test talks psycopg; imported for the fixtures' type

@@ -1,0 +1,67 @@
+"""`coremachine ingest`: run the generic ingestion job over named domains, with a summary table per domain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from core.models import JobStatus
+from services.ingestion.report import summary_rows
+from triggers.cli_display import run_job
+from triggers.runtime import Runtime
+
+EXIT_OK, EXIT_FAILED = 0, 1
+COLUMNS = {"domain": "domain", "files": "files", "input": "in", "output": "out", "rejected": "rejected",
+           "skipped": "skipped", "unknown_names": "unknown", "quality": "quality", "table": "table", "rows": "rows"}
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("ingest", help="validate Excel workbooks of data domains and (with --execute) load them")
+    p.add_argument("--domain", dest="domains", action="append", required=True, metavar="DOMAIN",
+                   help="a domain of config/data_sources.yml; repeat for more")
+    p.add_argument("--max-files", type=int, default=None, help="at most N files per domain")
+    p.add_argument("--period", default=None, help="YYYY-MM: only files of this period")
+    p.add_argument("--sheet", default=None, help="read this sheet instead of the configured one")
+    p.add_argument("--execute", action="store_true", help="load the warehouse (default: plan only, write nothing)")
+    p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=3600.0)
+
+
+def parameters(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {"domains": args.domains, "execute": args.execute}
+    for key in ("max_files", "period", "sheet"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    return params
+
+
+def run(args: argparse.Namespace, runtime: Runtime, console: Console) -> int:
+    snapshot = run_job(runtime, console, "ingest", parameters(args), args.concurrency, args.timeout)
+    if snapshot is None:
+        return EXIT_FAILED
+    result = snapshot.job.result or {}
+    rows = summary_rows(result)
+    if rows:
+        table = Table(title=f"ingest ({'executed' if args.execute else 'plan only: nothing written'})")
+        for header in COLUMNS.values():
+            table.add_column(header, overflow="fold")
+        for row in rows:
+            table.add_row(*(_cell(row.get(c)) for c in COLUMNS))
+        console.print(table)
+    for key, path in result.get("files", {}).items():
+        console.print(f"{key}: {path}", highlight=False, soft_wrap=True)
+    if snapshot.job.status is not JobStatus.COMPLETED and result:
+        console.print(json.dumps(result.get("quality", result), indent=2, default=str)[:3000])
+    return EXIT_OK if snapshot.job.status is JobStatus.COMPLETED else EXIT_FAILED
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)[:40]
+    return str(value)
