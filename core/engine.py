@@ -58,7 +58,7 @@ class CoreMachine:
         if created:
             self.relay.flush()
         with logcontext.bind(job_id=job_id, job_type=job_type):
-            log.info("job submitted" if created else "job already exists", extra={"created": created})
+            log.info("job submitted" if created else "job already exists", extra={"new_job": created})
         return SubmitResult(record, created)
 
     def handle_job_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:

@@ -265,6 +265,7 @@ class ReceivedMessage:
     delivery_count: int
     lock_token: str
     enqueued_at: datetime | None = None
+    sequence_number: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

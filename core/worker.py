@@ -22,6 +22,7 @@ Handler = Callable[[Sequence[ReceivedMessage]], list[Settlement]]
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     concurrency: int = 2
+    jobs_threads: int = 2
     max_batch: int = 32
     target_batch_seconds: float = 0.25
     wait_seconds: float = 1.0
@@ -32,6 +33,8 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.jobs_threads < 1:
+            raise ValueError("jobs_threads must be at least 1")
         if self.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
 
@@ -51,7 +54,7 @@ class WorkerStats:
 
 
 class Worker:
-    """One jobs thread, `concurrency` task threads and, if given, a janitor thread.
+    """`jobs_threads` threads for job messages, `concurrency` for task messages and, if given, a janitor thread.
 
     Task batches adapt: fast tasks are claimed and committed many at a time (one commit per batch), slow
     ones one by one, so a batch never holds leases much longer than `target_batch_seconds`.
@@ -78,7 +81,8 @@ class Worker:
         if self._threads:
             raise RuntimeError("worker already started")
         cfg = self._config
-        self._spawn("jobs", self._loop, cfg.jobs_queue, self._engine.handle_job_messages, 8)
+        for i in range(cfg.jobs_threads):
+            self._spawn(f"jobs-{i}", self._loop, cfg.jobs_queue, self._engine.handle_job_messages, 8)
         for i in range(cfg.concurrency):
             self._spawn(f"tasks-{i}", self._loop, cfg.tasks_queue, self._engine.handle_task_messages, cfg.max_batch)
         if self._janitor is not None:

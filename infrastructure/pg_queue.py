@@ -169,6 +169,7 @@ class PostgresQueue:
                 delivery_count=row["delivery_count"],
                 lock_token=str(row["lock_token"]),
                 enqueued_at=row["enqueued_at"],
+                sequence_number=row["id"],
             )
             for row in rows
             if row["kind"] == "message"
@@ -188,15 +189,22 @@ class PostgresQueue:
         settled = [(m, token) for m in messages if (token := _lock_uuid(m)) is not None]
         if not settled:
             return
-        params = {
-            "queues": [m.queue for m, _ in settled],
-            "message_ids": [m.message_id for m, _ in settled],
-            "lock_tokens": [token for _, token in settled],
-        }
+        by_id = [(m, t) for m, t in settled if m.sequence_number is not None]
+        by_name = [(m, t) for m, t in settled if m.sequence_number is None]
+        changed = 0
         with translated("complete"), self._pool.connection() as conn, conn.transaction():
-            cur = conn.execute(query("queue_complete"), params)
-        if cur.rowcount < len(settled):
-            _log.info("complete: %d of %d message(s) had lost their lock", len(settled) - cur.rowcount, len(settled))
+            if by_id:
+                changed += conn.execute(query("queue_complete_by_id"), {
+                    "ids": [m.sequence_number for m, _ in by_id], "lock_tokens": [t for _, t in by_id],
+                }).rowcount
+            if by_name:
+                changed += conn.execute(query("queue_complete"), {
+                    "queues": [m.queue for m, _ in by_name],
+                    "message_ids": [m.message_id for m, _ in by_name],
+                    "lock_tokens": [t for _, t in by_name],
+                }).rowcount
+        if changed < len(settled):
+            _log.info("complete: %d of %d message(s) had lost their lock", len(settled) - changed, len(settled))
 
     def abandon(self, message: ReceivedMessage, delay_seconds: float = 0.0) -> None:
         token = _lock_uuid(message)

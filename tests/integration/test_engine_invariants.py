@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 
 from core.errors import InvalidParameters, UnknownJobType
@@ -161,3 +164,28 @@ def test_claim_is_conditional(runtime: Runtime) -> None:
 def test_event_for_a_missing_job_is_ignored(runtime: Runtime) -> None:
     runtime.store.add_event("e" * 64, "dead_lettered", {"reason": "UnknownTaskType"})
     assert rows(runtime, "SELECT count(*) FROM job_events")[0][0] == 0
+
+
+def test_engine_logs_carry_the_job_context_at_info(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    from core import logcontext
+    from infrastructure.logging import JsonFormatter
+
+    seen: list[dict[str, object]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(json.loads(JsonFormatter().format(record)))
+
+    handler = Capture(level=logging.INFO)
+    logging.getLogger("coremachine").addHandler(handler)
+    caplog.set_level(logging.INFO, logger="coremachine")
+    try:
+        job_id = runtime.engine.submit("hello_world", {"n": 2}).job.job_id
+        assert run_to_end(runtime, job_id).status is JobStatus.COMPLETED
+    finally:
+        logging.getLogger("coremachine").removeHandler(handler)
+    assert logcontext.current() == {}
+    submitted = next(r for r in seen if r["msg"] == "job submitted")
+    assert submitted["job_id"] == job_id and submitted["job_type"] == "hello_world" and submitted["new_job"] is True
+    started = [r for r in seen if r["msg"] == "stage started"]
+    assert {r["stage"] for r in started} == {1, 2} and all(r["job_id"] == job_id for r in started)

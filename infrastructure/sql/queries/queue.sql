@@ -82,6 +82,13 @@ SET state = 'done', done_at = now(), lock_token = NULL
 FROM unnest(%(queues)s::text[], %(message_ids)s::text[], %(lock_tokens)s::uuid[]) AS m(queue, message_id, lock_token)
 WHERE q.queue = m.queue AND q.message_id = m.message_id AND q.lock_token = m.lock_token AND q.state = 'ready'
 
+-- name: queue_complete_by_id
+-- Settle by primary key: an index lookup whatever the statistics of this constantly changing table say.
+UPDATE queue_messages AS q
+SET state = 'done', done_at = now(), lock_token = NULL
+FROM unnest(%(ids)s::bigint[], %(lock_tokens)s::uuid[]) AS m(id, lock_token)
+WHERE q.id = ANY(%(ids)s::bigint[]) AND q.id = m.id AND q.lock_token = m.lock_token AND q.state = 'ready'
+
 -- name: queue_abandon
 -- Release the lock (available again now or after the delay) and wake idle receivers of the queue.
 WITH released AS (

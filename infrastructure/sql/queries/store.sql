@@ -86,7 +86,8 @@ RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.idx, t.task_type, t.parame
 UPDATE tasks t
 SET status = 'completed', result = u.result, lease_until = NULL, finished_at = now(), updated_at = now()
 FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(results)s::jsonb[]) AS u(task_id, attempt, result)
-WHERE t.task_id = u.task_id AND t.status = 'running' AND t.attempt = u.attempt
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = 'running'
+  AND t.attempt = u.attempt
 RETURNING t.job_id, t.stage, t.task_id
 
 -- name: schedule_retries
@@ -95,7 +96,8 @@ SET status = 'retry_scheduled', errors = t.errors || jsonb_build_array(u.error),
     not_before = now() + make_interval(secs => u.delay), updated_at = now()
 FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(errors)s::jsonb[], %(delays)s::float8[])
      AS u(task_id, attempt, error, delay)
-WHERE t.task_id = u.task_id AND t.status = 'running' AND t.attempt = u.attempt
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = 'running'
+  AND t.attempt = u.attempt
 RETURNING t.job_id, t.stage, t.task_id, t.task_type, t.attempt, u.delay, u.error
 
 -- name: fail_tasks
@@ -103,7 +105,8 @@ UPDATE tasks t
 SET status = 'failed', errors = t.errors || jsonb_build_array(u.error), lease_until = NULL,
     finished_at = now(), updated_at = now()
 FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(errors)s::jsonb[]) AS u(task_id, attempt, error)
-WHERE t.task_id = u.task_id AND t.status = 'running' AND t.attempt = u.attempt
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = 'running'
+  AND t.attempt = u.attempt
 RETURNING t.job_id, t.stage, t.task_id, u.error
 
 -- name: lock_stages
