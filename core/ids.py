@@ -28,31 +28,32 @@ def task_id_for(job_id: str, stage: int, index: int) -> str:
     return f"{job_id}-s{stage}-t{index}"
 
 
-def _bounded(message_id: str) -> str:
+def bounded_message_id(message_id: str) -> str:
+    """The id itself when it fits Service Bus's 128 characters, else a hash of it."""
     if len(message_id) <= MAX_MESSAGE_ID_LENGTH:
         return message_id
     return "h:" + hashlib.sha256(message_id.encode("utf-8")).hexdigest()
 
 
 def stage_message_id(job_id: str, stage: int) -> str:
-    return _bounded(f"j:{job_id}:s{stage}")
+    return bounded_message_id(f"j:{job_id}:s{stage}")
 
 
 def finalize_message_id(job_id: str) -> str:
-    return _bounded(f"j:{job_id}:final")
+    return bounded_message_id(f"j:{job_id}:final")
 
 
 def task_message_id(task_id: str, attempt: int) -> str:
     """One id per (task, attempt): a redelivery of one attempt is a duplicate, a retry is not."""
-    return _bounded(f"t:{task_id}:a{attempt}")
+    return bounded_message_id(f"t:{task_id}:a{attempt}")
 
 
 def round_message_id(message_id: str, round_number: int) -> str:
     """The id a message gets when it is sent again in retry round N (round 0 keeps the plain id)."""
-    return message_id if round_number == 0 else _bounded(f"{message_id}:x{round_number}")
+    return message_id if round_number == 0 else bounded_message_id(f"{message_id}:x{round_number}")
 
 
 def replay_message_id(message_id: str, replay_count: int) -> str:
     """A replayed dead letter needs a fresh id, or duplicate detection would drop it silently."""
     base = message_id.split(":r", 1)[0] if ":r" in message_id else message_id
-    return _bounded(f"{base}:r{replay_count}")
+    return bounded_message_id(f"{base}:r{replay_count}")

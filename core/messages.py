@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import MalformedMessage
-from core.ids import finalize_message_id, is_job_id, round_message_id, stage_message_id, task_message_id
+from core.ids import (
+    bounded_message_id,
+    finalize_message_id,
+    is_job_id,
+    round_message_id,
+    stage_message_id,
+    task_message_id,
+)
 from core.models import JOBS_QUEUE, TASKS_QUEUE, MessageKind, OutgoingMessage
 
 
@@ -51,6 +58,20 @@ def task_message(
             "task_type": task_type,
             "attempt": attempt,
         },
+        delay_seconds=delay_seconds,
+    )
+
+
+def deferred_finalize_message(
+    job_id: str, job_type: str, round_number: int, deferral: int, delay_seconds: float
+) -> OutgoingMessage:
+    """Finalize again later: the job still has running tasks whose leases are live."""
+    base = finalize_message(job_id, job_type, round_number)
+    return OutgoingMessage(
+        queue=base.queue,
+        message_id=bounded_message_id(f"{base.message_id}:d{deferral}"),
+        body=base.body,
+        properties=base.properties,
         delay_seconds=delay_seconds,
     )
 

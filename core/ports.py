@@ -71,6 +71,14 @@ class StateStore(Protocol):
         """Queued/processing → finalizing with outcome cancelled, unstarted tasks cancelled."""
         ...
 
+    def live_lease_seconds(self, job_id: str) -> float | None:
+        """Seconds until the last unexpired lease of the job's running tasks ends; None if none is live."""
+        ...
+
+    def defer_finalize(self, job_id: str, delay_seconds: float) -> bool:
+        """While finalizing, send a fresh finalize message due after the delay (tasks still running)."""
+        ...
+
     def finish_job(self, job_id: str, status: JobStatus, result: JSON | None, error: ErrorInfo | None) -> bool:
         """Finalizing → a terminal status. False if the job was not finalizing (already finished)."""
         ...

@@ -17,6 +17,9 @@ from core.settlement import Settlement, complete, dead_letter
 
 log = logging.getLogger("coremachine.stages")
 
+MIN_FINALIZE_RECHECK_S = 0.2
+MAX_FINALIZE_RECHECK_S = 5.0
+
 
 class StageRunner:
     def __init__(self, store: StateStore, relay: Relay, jobs: JobRegistry) -> None:
@@ -77,6 +80,12 @@ class StageRunner:
             log.info("finalize message is a duplicate or late; ignored", extra={"job_status": job.status.value})
             return False
         outcome = job.outcome or JobStatus.COMPLETED
+        live = self._store.live_lease_seconds(job.job_id)
+        if live is not None:
+            delay = min(max(live, MIN_FINALIZE_RECHECK_S), MAX_FINALIZE_RECHECK_S)
+            log.info("finalize waits for running tasks to finish", extra={"recheck_in_s": round(delay, 2)})
+            self._store.defer_finalize(job.job_id, delay)
+            return False
         context = FinalizeContext(
             job_id=job.job_id,
             job_type=job.job_type,

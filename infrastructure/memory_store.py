@@ -8,22 +8,19 @@ would. For the in-memory pair the outbox is the queue, hence `NullRelay`.
 
 from __future__ import annotations
 
-import threading
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from core.ids import is_job_id, task_id_for
-from core.messages import finalize_message, stage_message, task_message
+from core.messages import deferred_finalize_message, finalize_message, stage_message, task_message
 from core.models import (
     JSON,
     ClaimedTask,
     ErrorInfo,
     FailurePolicy,
     JobRecord,
-    JobSnapshot,
     JobStatus,
     NewJob,
     OutcomeKind,
@@ -31,12 +28,12 @@ from core.models import (
     StagePlan,
     StageStatus,
     TaskOutcome,
-    TaskResultRow,
     TaskStatus,
 )
-from core.ports import Transport
 from core.states import job_sources, task_sources
-from infrastructure.memory_tables import StageRow, Tables, TaskRow, Transaction, fresh, stored
+from infrastructure.memory_tables import StageRow, TaskRow, Transaction, fresh, stored
+from infrastructure.memory_views import MemoryViews
+from infrastructure.memory_views import public_job as _public
 
 Clock = Callable[[], datetime]
 
@@ -46,27 +43,8 @@ _OPEN_JOB = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.FINALIZ
 _LEASE_EXPIRED_MESSAGE = "the worker holding this task stopped before finishing; taken back"
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class InMemoryStore:
+class InMemoryStore(MemoryViews):
     """The state store for unit tests and the in-memory runtime; thread-safe."""
-
-    def __init__(self, transport: Transport, clock: Clock | None = None) -> None:
-        self._transport = transport
-        self._clock = clock or _utcnow
-        self._lock = threading.RLock()
-        self._tables = Tables()
-
-    @contextmanager
-    def _tx(self) -> Iterator[Transaction]:
-        with self._lock:
-            tx = Transaction(self._tables, self._clock())
-            yield tx
-            if tx.messages:
-                self._transport.send(tx.messages)
-            tx.commit()
 
     def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
         if not is_job_id(job.job_id) or job.total_stages < 1:
@@ -120,20 +98,6 @@ class InMemoryStore:
             if not ids:
                 self._stage_done(tx, plan.job_id, plan.stage)
             return True
-
-    def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]:
-        with self._tx() as tx:
-            row = tx.stage(job_id, stage)
-            tasks = tx.tasks_of_stage(row) if row else []
-            return [
-                TaskResultRow(t.task_id, t.index, t.status, fresh(t.result))
-                for t in sorted(tasks, key=lambda t: t.index)
-                if t.status is TaskStatus.COMPLETED
-            ]
-
-    def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:
-        with self._tx() as tx:
-            return self._counts(tx, job_id)
 
     def claim_tasks(self, task_ids: Sequence[str], worker_id: str) -> list[ClaimedTask]:
         if not task_ids:
@@ -291,6 +255,16 @@ class InMemoryStore:
         with self._tx() as tx:
             return self._to_finalizing(tx, job_id, JobStatus.CANCELLED, detail)
 
+    def defer_finalize(self, job_id: str, delay_seconds: float) -> bool:
+        with self._tx() as tx:
+            job = tx.job(job_id)
+            if job is None or job.status is not JobStatus.FINALIZING:
+                return False
+            deferrals = sum(1 for e in self._tables.events.get(job_id, []) if e.kind == "finalize_deferred")
+            tx.event(job_id, "finalize_deferred", {"delay_s": round(delay_seconds, 3)})
+            tx.send([deferred_finalize_message(job_id, job.job_type, 0, deferrals + 1, delay_seconds)])
+            return True
+
     def finish_job(self, job_id: str, status: JobStatus, result: JSON | None, error: ErrorInfo | None) -> bool:
         with self._tx() as tx:
             job = tx.job(job_id)
@@ -320,26 +294,6 @@ class InMemoryStore:
             if tx.job(job_id) is not None:
                 tx.event(job_id, kind, detail, stage=stage, task_id=task_id)
 
-    def snapshot(self, job_id: str, events: int = 50) -> JobSnapshot | None:
-        with self._tx() as tx:
-            job = tx.job(job_id)
-            if job is None:
-                return None
-            counts = self._counts(tx, job_id)
-            tasks = tx.tasks_of(job)
-            running = [t for t in tasks if t.status is TaskStatus.RUNNING]
-            retrying = [t for t in tasks if t.status is TaskStatus.RETRY_SCHEDULED]
-            erring = sorted((t for t in tasks if t.errors), key=lambda t: t.updated_at, reverse=True)
-            timeline = self._tables.events.get(job_id, [])
-            return JobSnapshot(
-                job=_public(job),
-                stages=[row.view(counts.get(row.stage, {})) for row in tx.stages_of(job)],
-                events=[replace(e, detail=fresh(e.detail)) for e in (timeline[-events:] if events > 0 else [])],
-                oldest_running=min(running, key=lambda t: t.updated_at).view() if running else None,
-                next_retry=min(retrying, key=lambda t: t.not_before or tx.now).view() if retrying else None,
-                recent_errors=[t.view() for t in erring[:5]],
-            )
-
     def requeue_expired_leases(self, grace_seconds: float, limit: int = 1000) -> int:
         with self._tx() as tx:
             cutoff = tx.now - timedelta(seconds=grace_seconds)
@@ -367,32 +321,6 @@ class InMemoryStore:
                          task_id=task.task_id)
             tx.send(messages)
             return len(messages)
-
-    def stuck_jobs(self, older_than_seconds: float, limit: int = 100) -> list[JobRecord]:
-        with self._tx() as tx:
-            cutoff = tx.now - timedelta(seconds=older_than_seconds)
-            stuck = [
-                job for job in self._tables.jobs.values()
-                if job.status in _OPEN_JOB and job.updated_at < cutoff
-                and not any(t.updated_at >= cutoff for t in tx.tasks_of(job))
-            ]
-            return [_public(job) for job in sorted(stuck, key=lambda j: j.updated_at)[:limit]]
-
-    @staticmethod
-    def _counts(tx: Transaction, job_id: str) -> dict[int, dict[str, int]]:
-        job = tx.job(job_id)
-        if job is None:
-            return {}
-        counts: dict[int, dict[str, int]] = {}
-        for row in tx.stages_of(job):
-            by_status = Counter(t.status.value for t in tx.tasks_of_stage(row))
-            if by_status:
-                counts[row.stage] = dict(by_status)
-        return counts
-
-
-def _public(job: JobRecord) -> JobRecord:
-    return replace(job, parameters=fresh(job.parameters), result=fresh(job.result), error=fresh(job.error))
 
 
 def _error_json(error: ErrorInfo | None) -> JSON:

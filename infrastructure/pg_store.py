@@ -14,7 +14,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ra
 
 from core.errors import StoreUnavailable
 from core.ids import task_id_for
-from core.messages import finalize_message, stage_message, task_message
+from core.messages import deferred_finalize_message, finalize_message, stage_message, task_message
 from core.models import (
     JSON,
     ClaimedTask,
@@ -265,6 +265,25 @@ class PostgresStore(StoreViews):
     def cancel_job(self, job_id: str, reason: str) -> bool:
         detail = {"type": "Cancelled", "class": "permanent", "message": reason}
         ok: bool = self._run(lambda cur: self._to_finalizing(cur, job_id, JobStatus.CANCELLED, detail))
+        return ok
+
+    def live_lease_seconds(self, job_id: str) -> float | None:
+        with self._tx() as cur:
+            row = cur.execute(query("live_lease_seconds"), {"job_id": job_id}).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def defer_finalize(self, job_id: str, delay_seconds: float) -> bool:
+        def work(cur: psycopg.Cursor[Any]) -> bool:
+            row = cur.execute(query("count_finalize_deferrals"), {"job_id": job_id}).fetchone()
+            if row is None:
+                return False
+            job_type, round_number, deferrals = row
+            message = deferred_finalize_message(job_id, job_type, round_number, deferrals + 1, delay_seconds)
+            self._event(cur, job_id, "finalize_deferred", {"delay_s": round(delay_seconds, 3)})
+            self._send(cur, [message])
+            return True
+
+        ok: bool = self._run(work)
         return ok
 
     def finish_job(self, job_id: str, status: JobStatus, result: JSON | None, error: ErrorInfo | None) -> bool:

@@ -145,8 +145,13 @@ def test_late_completion_after_job_failed_changes_nothing(runtime: Runtime) -> N
     (first, *_) = transport.receive("tasks", 3, 1)
     (claimed,) = store.claim_tasks([first.body["task_id"]], "slow-worker")
     assert store.fail_job(job_id, ErrorInfo("Boom", ErrorClass.PERMANENT, "operator failed it"))
-    transport.complete([s.message for s in engine.handle_job_messages(transport.receive("jobs", 1, 1))])
+    # Finalize waits while the slow worker's lease (2 s) is live, then ends the job without it.
+    for _ in range(100):
+        transport.complete([s.message for s in engine.handle_job_messages(transport.receive("jobs", 1, 0.2))])
+        if store.get_job(job_id).status.terminal:  # type: ignore[union-attr]
+            break
     assert store.get_job(job_id).status is JobStatus.FAILED  # type: ignore[union-attr]
+    assert event_counts(runtime, job_id).get(("finalize_deferred", None), 0) >= 1
     before = (task_rows(runtime, job_id), rows(runtime, "SELECT * FROM stages"), rows(runtime, "SELECT * FROM jobs"))
     store.record_outcomes([TaskOutcome(claimed, OutcomeKind.COMPLETED, result={"late": True})])
     after = (task_rows(runtime, job_id), rows(runtime, "SELECT * FROM stages"), rows(runtime, "SELECT * FROM jobs"))
@@ -189,3 +194,33 @@ def test_engine_logs_carry_the_job_context_at_info(runtime: Runtime, caplog: pyt
     assert submitted["job_id"] == job_id and submitted["job_type"] == "hello_world" and submitted["new_job"] is True
     started = [r for r in seen if r["msg"] == "stage started"]
     assert {r["stage"] for r in started} == {1, 2} and all(r["job_id"] == job_id for r in started)
+
+
+def test_cancel_lets_running_tasks_finish_before_the_job_ends(runtime: Runtime) -> None:
+    import time
+
+    from core.admin import cancel_job
+
+    job_id = runtime.engine.submit("drill_fail_fast", {"n": 6, "sleep_ms": 1200}).job.job_id
+    worker = runtime.worker(concurrency=1, wait_seconds=0.2)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not rows(runtime, "SELECT 1 FROM tasks WHERE job_id = %s AND status = 'running'", job_id):
+            assert time.monotonic() < deadline, "no task started"
+            time.sleep(0.05)
+        cancel_job(runtime.store, runtime.relay, job_id)
+        while not runtime.store.get_job(job_id).status.terminal:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the cancelled job did not end"
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+    job = runtime.store.get_job(job_id)
+    assert job is not None and job.status is JobStatus.CANCELLED
+    statuses = [status for _, status, _, _, _ in task_rows(runtime, job_id, 1)]
+    assert "completed" in statuses and "running" not in statuses, "the running task finished, nothing was left"
+    assert statuses.count("completed") < 6, "unstarted tasks did not start after the cancel"
+    (last_task_end,) = rows(runtime, "SELECT max(finished_at) FROM tasks WHERE job_id = %s AND status = "
+                                     "'completed'", job_id)[0]
+    assert job.finished_at is not None and job.finished_at >= last_task_end
+    assert event_counts(runtime, job_id).get(("finalize_deferred", None), 0) >= 1

@@ -131,6 +131,16 @@ RETURNING job_type, retry_round
 UPDATE tasks SET status = 'cancelled', lease_until = NULL, finished_at = now(), updated_at = now()
 WHERE job_id = %(job_id)s AND status IN ('queued', 'retry_scheduled')
 
+-- name: live_lease_seconds
+SELECT extract(epoch FROM max(lease_until) - now())::float8 FROM tasks
+WHERE job_id = %(job_id)s AND status = 'running' AND lease_until > now()
+
+-- name: count_finalize_deferrals
+SELECT j.job_type, j.retry_round,
+       (SELECT count(*) FROM job_events e WHERE e.job_id = j.job_id AND e.kind = 'finalize_deferred')
+FROM jobs j WHERE j.job_id = %(job_id)s AND j.status = 'finalizing'
+FOR UPDATE OF j
+
 -- name: finish_job
 UPDATE jobs SET status = %(status)s, result = %(result)s, finished_at = now(), updated_at = now(),
     error = CASE WHEN %(error)s::jsonb IS NULL THEN error
