@@ -118,6 +118,11 @@ class Transport(Protocol):
         """Give the message back now (or after a delay); its delivery count stays incremented."""
         ...
 
+    def release(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Hand back messages received but not started: available again at once and, where the broker
+        allows it, the delivery does not count toward the max (Service Bus counts it, like an abandon)."""
+        ...
+
     def dead_letter(self, message: ReceivedMessage, reason: str, description: str) -> None: ...
 
     def list_dead_letters(

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from core.batching import DurationEstimates, message_kind
 from core.engine import CoreMachine
 from core.janitor import Janitor
 from core.models import JOBS_QUEUE, TASKS_QUEUE, ReceivedMessage
@@ -56,8 +57,9 @@ class WorkerStats:
 class Worker:
     """`jobs_threads` threads for job messages, `concurrency` for task messages and, if given, a janitor thread.
 
-    Task batches adapt: fast tasks are claimed and committed many at a time (one commit per batch), slow
-    ones one by one, so a batch never holds leases much longer than `target_batch_seconds`.
+    Batches adapt per message kind (`core/batching.py`): fast tasks are claimed and committed many at a time
+    (one commit per batch), slow ones one by one, so a batch never holds leases much longer than
+    `target_batch_seconds` and slow tasks spread over every thread and process.
     `stop()` lets each thread finish the batch it holds, then returns.
     """
 
@@ -71,6 +73,7 @@ class Worker:
         self._janitor = janitor
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._estimates = DurationEstimates()
         self.stats = WorkerStats()
 
     @property
@@ -127,10 +130,15 @@ class Worker:
             pause = 0.0
             if not messages:
                 continue
+            budget = self._config.target_batch_seconds
+            run, rest = self._estimates.split(messages, budget)
+            if rest:
+                self._release(rest)
             started = time.perf_counter()
-            self._process(queue, handle, messages)
-            per_message = (time.perf_counter() - started) / len(messages)
-            batch = max(1, min(max_batch, int(self._config.target_batch_seconds / max(per_message, 1e-4))))
+            self._process(queue, handle, run)
+            kinds = [message_kind(m) for m in run]
+            self._estimates.observe(kinds, time.perf_counter() - started)
+            batch = self._estimates.batch_size(kinds[-1], budget, max_batch)
 
     def _process(self, queue: str, handle: Handler, messages: Sequence[ReceivedMessage]) -> None:
         try:
@@ -159,6 +167,12 @@ class Worker:
                     self._transport.abandon(s.message)
         except Exception:
             log.exception("settling messages failed; their locks will lapse and they will be redelivered")
+
+    def _release(self, messages: Sequence[ReceivedMessage]) -> None:
+        try:
+            self._transport.release(messages)
+        except Exception:
+            log.exception("releasing unstarted messages failed; their locks will lapse and they will be redelivered")
 
     def _janitor_loop(self) -> None:
         assert self._janitor is not None

@@ -140,6 +140,17 @@ class InMemoryTransport:
             self._schedule(entry, self._clock() + max(0.0, delay_seconds))
             self._cond.notify_all()
 
+    def release(self, messages: Sequence[ReceivedMessage]) -> None:
+        with self._cond:
+            for message in messages:
+                entry = self._locked_entry(message)
+                if entry is None:
+                    continue
+                entry.lock_token = None
+                entry.delivery_count = max(0, entry.delivery_count - 1)
+                self._schedule(entry, self._clock())
+            self._cond.notify_all()
+
     def dead_letter(self, message: ReceivedMessage, reason: str, description: str) -> None:
         with self._cond:
             entry = self._locked_entry(message)

@@ -219,6 +219,17 @@ class PostgresQueue:
         with translated("abandon"), self._pool.connection() as conn, conn.transaction():
             conn.execute(query("queue_abandon"), params)
 
+    def release(self, messages: Sequence[ReceivedMessage]) -> None:
+        held = [(m, t) for m in messages if (t := _lock_uuid(m)) is not None]
+        unnumbered = [m for m, _ in held if m.sequence_number is None]
+        for message in unnumbered:
+            self.abandon(message)
+        numbered = [(m, t) for m, t in held if m.sequence_number is not None]
+        if numbered:
+            params = {"ids": [m.sequence_number for m, _ in numbered], "lock_tokens": [t for _, t in numbered]}
+            with translated("release"), self._pool.connection() as conn, conn.transaction():
+                conn.execute(query("queue_release"), params)
+
     def dead_letter(self, message: ReceivedMessage, reason: str, description: str) -> None:
         token = _lock_uuid(message)
         if token is None:

@@ -273,6 +273,11 @@ class ServiceBusTransport:
             return
         self._settle(message, "abandon", lambda r, m: r.abandon_message(m))
 
+    def release(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Service Bus has no uncounted release: an abandon, so the delivery counts."""
+        for message in messages:
+            self.abandon(message)
+
     def dead_letter(self, message: ReceivedMessage, reason: str, description: str) -> None:
         """To the queue's dead-letter subqueue if this transport holds the lock. A message the Functions host
         holds (lock token starting with `HOST_LOCK_PREFIX`) cannot be dead-lettered from Python: it is parked in

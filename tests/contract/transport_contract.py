@@ -97,6 +97,23 @@ class TransportContract:
         assert second.delivery_count == 2
         assert second.lock_token != first.lock_token
 
+    release_counts_delivery = False
+
+    def test_release_hands_back_unstarted_messages_at_once(self, make_transport: MakeTransport) -> None:
+        transport = make_transport(max_deliveries=2)
+        transport.send([message("m1"), message("m2")])
+        held = transport.receive(QUEUE, 2, 0)
+        assert transport.receive(QUEUE, 2, 0) == []
+        for _ in range(3):  # past max_deliveries if releases counted
+            transport.release(held)
+            held = transport.receive(QUEUE, 2, 0)
+            assert sorted(ids(held)) == ["m1", "m2"]
+            if self.release_counts_delivery:
+                return
+        assert {m.delivery_count for m in held} == {1}
+        transport.complete(held)
+        assert transport.receive(QUEUE, 2, 0) == []
+
     def test_abandon_with_delay(self, make_transport: MakeTransport, tick: float, advance: Advance) -> None:
         transport = make_transport()
         transport.send([message("m1")])

@@ -101,6 +101,18 @@ WITH released AS (
 SELECT r.queue, pg_notify('coremachine_queue', r.queue)::text AS notified
 FROM released AS r
 
+-- name: queue_release
+-- Hand back unstarted messages: available at once, and this delivery is not counted.
+WITH released AS (
+    UPDATE queue_messages AS q
+    SET available_at = now(), lock_token = NULL, delivery_count = greatest(q.delivery_count - 1, 0)
+    FROM unnest(%(ids)s::bigint[], %(lock_tokens)s::uuid[]) AS m(id, lock_token)
+    WHERE q.id = ANY(%(ids)s::bigint[]) AND q.id = m.id AND q.lock_token = m.lock_token AND q.state = 'ready'
+    RETURNING q.queue
+)
+SELECT r.queue, pg_notify('coremachine_queue', r.queue)::text AS notified
+FROM (SELECT DISTINCT queue FROM released) AS r
+
 -- name: queue_dead_letter
 WITH settled AS (
     UPDATE queue_messages

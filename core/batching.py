@@ -1,0 +1,71 @@
+"""How many received messages one worker thread takes: enough fast ones to share a commit, one slow one alone.
+
+Each kind of message (a task type, or a job message kind) has a running estimate of its duration. A thread
+runs the longest prefix of what it received whose estimated time fits the batch budget — always at least
+one message — and hands the rest straight back, unclaimed, for other threads and processes. A kind never
+seen before counts as slow: it runs alone until its first timing is known.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+
+from core.models import ReceivedMessage
+
+SMOOTHING = 0.3
+
+
+def message_kind(message: ReceivedMessage) -> str:
+    body = message.body
+    if not isinstance(body, dict):
+        return "(malformed)"
+    return str(body.get("task_type") or body.get("kind") or "(malformed)")
+
+
+class DurationEstimates:
+    """Exponentially weighted mean seconds per message kind; shared by a worker's threads."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {"(malformed)": 0.0}
+        self._lock = threading.Lock()
+
+    def get(self, kind: str) -> float | None:
+        with self._lock:
+            return self._seconds.get(kind)
+
+    def observe(self, kinds: Iterable[str], elapsed: float) -> None:
+        """A batch of these kinds took `elapsed` seconds; each is charged an equal share."""
+        kinds = list(kinds)
+        if not kinds:
+            return
+        share = elapsed / len(kinds)
+        with self._lock:
+            for kind in kinds:
+                old = self._seconds.get(kind)
+                self._seconds[kind] = share if old is None else old + SMOOTHING * (share - old)
+
+    def split(
+        self, messages: Sequence[ReceivedMessage], budget_seconds: float
+    ) -> tuple[list[ReceivedMessage], list[ReceivedMessage]]:
+        """(run now, hand back): the longest prefix whose estimated time fits the budget, never empty."""
+        take: list[ReceivedMessage] = []
+        total = 0.0
+        for message in messages:
+            estimate = self.get(message_kind(message))
+            if estimate is None:
+                if not take:
+                    take.append(message)
+                break
+            if take and total + estimate > budget_seconds:
+                break
+            take.append(message)
+            total += estimate
+        return take, list(messages[len(take):])
+
+    def batch_size(self, kind: str, budget_seconds: float, max_batch: int) -> int:
+        """How many of this kind to ask for next time."""
+        estimate = self.get(kind)
+        if estimate is None:
+            return 1
+        return max(1, min(max_batch, int(budget_seconds / max(estimate, 1e-4))))

@@ -1,0 +1,48 @@
+"""The worker's batch sizing: fast kinds share a batch, slow or unknown kinds run alone and the rest go back."""
+
+from __future__ import annotations
+
+from core.batching import DurationEstimates, message_kind
+from core.models import ReceivedMessage
+
+
+def msg(task_type: str, n: int = 0) -> ReceivedMessage:
+    return ReceivedMessage("tasks", f"m{n}", {"kind": "task", "task_type": task_type}, {}, 1, f"lock{n}")
+
+
+def test_an_unknown_kind_runs_alone_and_the_rest_go_back() -> None:
+    estimates = DurationEstimates()
+    messages = [msg("ingest.process", i) for i in range(5)]
+    run, rest = estimates.split(messages, budget_seconds=0.25)
+    assert run == messages[:1] and rest == messages[1:]
+    assert estimates.batch_size("ingest.process", 0.25, 32) == 1
+
+
+def test_fast_kinds_fill_the_budget_and_slow_ones_stop_it() -> None:
+    estimates = DurationEstimates()
+    estimates.observe(["noop"] * 10, elapsed=0.01)  # 1 ms each
+    estimates.observe(["slow"], elapsed=2.0)
+    fast = [msg("noop", i) for i in range(40)]
+    run, rest = estimates.split(fast, budget_seconds=0.25)
+    assert len(run) == 40 and rest == []
+    mixed = [msg("noop", 1), msg("noop", 2), msg("slow", 3), msg("noop", 4)]
+    run, rest = estimates.split(mixed, budget_seconds=0.25)
+    assert [m.message_id for m in run] == ["m1", "m2"] and [m.message_id for m in rest] == ["m3", "m4"]
+    run, rest = estimates.split([msg("slow", 5), msg("slow", 6)], budget_seconds=0.25)
+    assert len(run) == 1 and len(rest) == 1, "a slow message runs even though it alone exceeds the budget"
+    assert estimates.batch_size("noop", 0.25, 32) == 32 and estimates.batch_size("slow", 0.25, 32) == 1
+
+
+def test_estimates_follow_a_kind_that_slows_down() -> None:
+    estimates = DurationEstimates()
+    estimates.observe(["t"], 0.001)
+    for _ in range(20):
+        estimates.observe(["t"], 1.0)
+    assert (estimates.get("t") or 0) > 0.9
+
+
+def test_malformed_bodies_count_as_instant() -> None:
+    bad = ReceivedMessage("tasks", "x", "not an object", {}, 1, "l")  # type: ignore[arg-type]
+    assert message_kind(bad) == "(malformed)"
+    run, rest = DurationEstimates().split([bad, bad], 0.25)
+    assert len(run) == 2 and rest == []
