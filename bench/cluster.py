@@ -18,8 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from infrastructure.database import start_embedded_server
-from infrastructure.migrations import migrate
+from infrastructure.postgres.database import start_embedded_server
+from infrastructure.postgres.migrations import migrate
 
 DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method", "shared_buffers")
 

@@ -3,7 +3,7 @@
 Views written to DIR (PHASE is `fanout` or `jobs`):
 - `workers.txt`: the worker processes' cProfile stats (wall clock, every `coremachine-*` thread, merged over
   both workers and the whole worker lifetime: warm-up, fan-out and the many-jobs phase);
-- `statements-PHASE.txt`: server-side time per named query of `infrastructure/sql/queries/*.sql` (plus
+- `statements-PHASE.txt`: server-side time per named query of `infrastructure/postgres/sql/queries/*.sql` (plus
   BEGIN/COMMIT), from `log_min_duration_statement = 0`, during that phase only;
 - `activity-PHASE.txt`: what the worker backends were doing, sampled from `pg_stat_activity` every 10 ms
   (state, wait event, statement) — waiting for the WAL flush, for a row lock, for the client, or on CPU;
@@ -32,7 +32,7 @@ from psycopg.types.json import Jsonb
 
 from bench.cluster import BenchCluster
 from core.models import StagePlan
-from infrastructure.sql_queries import load_queries
+from infrastructure.postgres.sql_queries import load_queries
 
 PROFILE_SERVER_OPTIONS = {
     "log_min_duration_statement": "0",

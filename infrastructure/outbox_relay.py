@@ -12,8 +12,8 @@ from psycopg.rows import dict_row
 
 from core.models import OutgoingMessage
 from core.ports import Transport
-from infrastructure.pg_queue import ConnectionSource, translated
-from infrastructure.sql_queries import query
+from infrastructure.postgres.queue import ConnectionSource, translated
+from infrastructure.postgres.sql_queries import query
 
 
 class OutboxRelay:

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from infrastructure.database import Database, start_embedded_server
-from infrastructure.migrations import migrate
+from infrastructure.postgres.database import Database, start_embedded_server
+from infrastructure.postgres.migrations import migrate
 from infrastructure.settings import Settings
 
 TEMPLATE = "cm_template"

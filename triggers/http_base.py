@@ -15,9 +15,9 @@ from core.ids import is_job_id
 from core.jobs import JobRegistry
 from core.ports import Relay, Transport
 from core.registry import TaskRegistry
-from infrastructure.database import Database
-from infrastructure.pg_admin import PostgresAdmin
-from infrastructure.pg_store import PostgresStore
+from infrastructure.postgres.admin import PostgresAdmin
+from infrastructure.postgres.database import Database
+from infrastructure.postgres.store import PostgresStore
 from infrastructure.settings import Settings
 
 API_PREFIX = "/api"

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from core.models import DeadLetterSelector
-from infrastructure.migrations import load_migrations, schema_version
+from infrastructure.postgres.migrations import load_migrations, schema_version
 from triggers.http_base import ApiContext, Auth, Request, Response, Route
 
 log = logging.getLogger("coremachine.http")

@@ -13,10 +13,10 @@ from core.jobs import JobRegistry, discover_jobs
 from core.ports import NullRelay, Relay, Transport
 from core.registry import TaskRegistry, discover_tasks
 from core.worker import Worker, WorkerConfig
-from infrastructure.database import Database
-from infrastructure.migrations import migrate
-from infrastructure.pg_queue import PostgresQueue
-from infrastructure.pg_store import PostgresStore
+from infrastructure.postgres.database import Database
+from infrastructure.postgres.migrations import migrate
+from infrastructure.postgres.queue import PostgresQueue
+from infrastructure.postgres.store import PostgresStore
 from infrastructure.queue_config import QueueConfig
 from infrastructure.settings import Settings
 from services.ingestion import runtime as ingestion
@@ -119,9 +119,9 @@ def _transport(settings: Settings, database: Database) -> tuple[Transport, Relay
             duplicate_window_seconds=settings.duplicate_window_seconds,
         )
         return PostgresQueue(database, lambda: database.connect(autocommit=True), config), NullRelay()
-    from infrastructure import servicebus_transport as sb
     from infrastructure.outbox_relay import OutboxRelay
-    from infrastructure.servicebus_dlq import ParkedDeadLetters
+    from infrastructure.servicebus import transport as sb
+    from infrastructure.servicebus.dlq import ParkedDeadLetters
 
     assert settings.servicebus_connection is not None  # Settings validates this for transport 'servicebus'
     transport = sb.ServiceBusTransport(

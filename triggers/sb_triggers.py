@@ -23,8 +23,8 @@ import azure.functions as func
 
 from core.models import JOBS_QUEUE, TASKS_QUEUE, ReceivedMessage
 from core.settlement import Disposition, Settlement
-from infrastructure.servicebus_mapping import decode_properties
-from infrastructure.servicebus_transport import HOST_LOCK_PREFIX
+from infrastructure.servicebus.mapping import decode_properties
+from infrastructure.servicebus.transport import HOST_LOCK_PREFIX
 from triggers.azure_runtime import get_runtime
 from triggers.runtime import Runtime
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from core.ports import Transport
-from infrastructure.database import Database
-from infrastructure.memory_transport import InMemoryTransport, ManualClock
-from infrastructure.pg_queue import PostgresQueue
+from infrastructure.memory.transport import InMemoryTransport, ManualClock
+from infrastructure.postgres.database import Database
+from infrastructure.postgres.queue import PostgresQueue
 from infrastructure.queue_config import QueueConfig
-from infrastructure.servicebus_transport import ServiceBusTransport
+from infrastructure.servicebus.transport import ServiceBusTransport
 from tests.contract.transport_contract import QUEUE, Advance, MakeTransport, TransportContract, message
 from tests.fakes.servicebus_fake import FakeServiceBus
 

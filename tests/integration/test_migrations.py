@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from core.models import JobStatus, StageStatus, TaskStatus
-from infrastructure.database import Database
-from infrastructure.migrations import (
+from infrastructure.postgres.database import Database
+from infrastructure.postgres.migrations import (
     MIGRATIONS_DIR,
     MigrationError,
     load_migrations,

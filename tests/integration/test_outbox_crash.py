@@ -13,10 +13,10 @@ from core.engine import CoreMachine
 from core.janitor import Janitor, JanitorConfig
 from core.models import JobStatus
 from core.worker import Worker, WorkerConfig
-from infrastructure.database import Database
-from infrastructure.memory_transport import InMemoryTransport
+from infrastructure.memory.transport import InMemoryTransport
 from infrastructure.outbox_relay import OutboxRelay
-from infrastructure.pg_store import PostgresStore
+from infrastructure.postgres.database import Database
+from infrastructure.postgres.store import PostgresStore
 from infrastructure.settings import Settings
 from tests.integration.conftest import DRILL_PACKAGES
 from triggers.runtime import load_registries

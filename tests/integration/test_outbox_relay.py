@@ -11,10 +11,10 @@ import pytest
 
 from core.errors import TransportError
 from core.models import OutgoingMessage
-from infrastructure.database import Database
-from infrastructure.memory_transport import InMemoryTransport, ManualClock
+from infrastructure.memory.transport import InMemoryTransport, ManualClock
 from infrastructure.outbox_relay import OutboxRelay
-from infrastructure.pg_queue import PostgresQueue
+from infrastructure.postgres.database import Database
+from infrastructure.postgres.queue import PostgresQueue
 from infrastructure.queue_config import QueueConfig
 
 QUEUE = "tasks"

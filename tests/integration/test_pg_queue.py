@@ -14,8 +14,8 @@ from psycopg_pool import ConnectionPool
 from core.errors import TransportError
 from core.ids import replay_message_id
 from core.models import DeadLetterSelector, OutgoingMessage, ReceivedMessage
-from infrastructure.database import Database
-from infrastructure.pg_queue import PostgresQueue
+from infrastructure.postgres.database import Database
+from infrastructure.postgres.queue import PostgresQueue
 from infrastructure.queue_config import QueueConfig
 
 QUEUE = "tasks"

@@ -16,8 +16,8 @@ from azure.functions.servicebus import ServiceBusMessage as HostMessage
 from azure.servicebus import ServiceBusMessage
 
 from core.models import DeadLetterSelector, JobStatus
-from infrastructure import servicebus_transport as sb
-from infrastructure.servicebus_mapping import decode_properties
+from infrastructure.servicebus import transport as sb
+from infrastructure.servicebus.mapping import decode_properties
 from infrastructure.settings import Settings
 from tests.fakes.servicebus_fake import FakeReceivedMessage, FakeServiceBus
 from triggers import sb_triggers

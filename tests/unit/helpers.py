@@ -18,8 +18,8 @@ from core.ports import NullRelay
 from core.registry import TaskContext, TaskHandler, TaskRegistry
 from core.retry import RetryPolicy
 from core.settlement import Disposition, Settlement
-from infrastructure.memory_store import InMemoryStore
-from infrastructure.memory_transport import InMemoryTransport, ManualClock
+from infrastructure.memory.store import InMemoryStore
+from infrastructure.memory.transport import InMemoryTransport, ManualClock
 from infrastructure.queue_config import QueueConfig
 
 FAST_RETRY = RetryPolicy(initial_interval=0.5, backoff_coefficient=2.0, maximum_interval=4.0, jitter=0.0)

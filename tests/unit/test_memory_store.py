@@ -24,8 +24,8 @@ from core.models import (
     TaskSpec,
 )
 from core.ports import StateStore
-from infrastructure.memory_store import InMemoryStore
-from infrastructure.memory_transport import InMemoryTransport
+from infrastructure.memory.store import InMemoryStore
+from infrastructure.memory.transport import InMemoryTransport
 
 
 class Recorder(InMemoryTransport):

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.models import OutgoingMessage
-from infrastructure.memory_transport import InMemoryTransport, ManualClock
+from infrastructure.memory.transport import InMemoryTransport, ManualClock
 from infrastructure.queue_config import QueueConfig
 
 QUEUE = "tasks"

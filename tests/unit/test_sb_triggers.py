@@ -14,7 +14,7 @@ from azure.functions.servicebus import ServiceBusMessage as HostMessage
 
 from core.models import ReceivedMessage
 from core.settlement import Disposition, Settlement
-from infrastructure.servicebus_transport import HOST_LOCK_PREFIX
+from infrastructure.servicebus.transport import HOST_LOCK_PREFIX
 from triggers import sb_triggers
 from triggers.azure_runtime import set_runtime
 

@@ -11,9 +11,9 @@ from azure.servicebus import exceptions as sbx
 
 from core.errors import TransportError
 from core.models import OutgoingMessage
-from infrastructure.memory_transport import ManualClock
-from infrastructure.servicebus_mapping import decode_body, decode_properties, to_servicebus_message
-from infrastructure.servicebus_transport import ServiceBusTransport
+from infrastructure.memory.transport import ManualClock
+from infrastructure.servicebus.mapping import decode_body, decode_properties, to_servicebus_message
+from infrastructure.servicebus.transport import ServiceBusTransport
 from tests.fakes.servicebus_fake import FakeServiceBus
 
 

@@ -16,8 +16,8 @@ from core.models import JobStatus, TaskOutcome
 from core.ports import NullRelay
 from core.registry import TaskContext
 from core.worker import Worker, WorkerConfig
-from infrastructure.memory_store import InMemoryStore
-from infrastructure.memory_transport import InMemoryTransport
+from infrastructure.memory.store import InMemoryStore
+from infrastructure.memory.transport import InMemoryTransport
 from tests.unit.helpers import Probe, ProbeHandlers, task_registry
 
 pytestmark = pytest.mark.timeout(60)

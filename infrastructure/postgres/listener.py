@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from core.errors import TransportError
-from infrastructure.sql_queries import query
+from infrastructure.postgres.sql_queries import query
 
 Connect = Callable[[], psycopg.Connection[Any]]
 _SLICE_SECONDS = 1.0

@@ -31,15 +31,15 @@ from core.models import (
     TaskStatus,
 )
 from core.states import job_sources, task_sources
-from infrastructure.pg_queue import send_params
-from infrastructure.pg_rows import (
+from infrastructure.postgres.queue import send_params
+from infrastructure.postgres.rows import (
     claimed_from_row,
     job_from_row,
     jsonb,
     result_from_row,
 )
-from infrastructure.pg_views import StoreViews
-from infrastructure.sql_queries import query
+from infrastructure.postgres.sql_queries import query
+from infrastructure.postgres.views import StoreViews
 
 ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 

@@ -6,7 +6,7 @@ used under its own lock. Sends are split into `ServiceBusMessageBatch`es that fi
 messages go through `schedule_messages`, and a send is retried (tenacity) on transient SDK errors only. Every
 SDK exception leaves as `TransportError(transient=...)`.
 
-Dead letters come from two places, listed, replayed and purged together (see `servicebus_dlq`): the Service Bus
+Dead letters come from two places, listed, replayed and purged together (see `servicebus.dlq`): the Service Bus
 dead-letter subqueues, and PostgreSQL's `dead_letters` table, where messages the Functions triggers could not
 dead-letter themselves are parked.
 """
@@ -26,8 +26,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from core.errors import TransportError
 from core.models import DeadLetter, DeadLetterSelector, OutgoingMessage, ReceivedMessage
-from infrastructure.servicebus_dlq import DeadLetterBrowser, ParkedDeadLetters
-from infrastructure.servicebus_mapping import (
+from infrastructure.servicebus.dlq import DeadLetterBrowser, ParkedDeadLetters
+from infrastructure.servicebus.mapping import (
     LOST_LOCK_ERRORS,
     TRANSIENT_ERRORS,
     decode_body,

@@ -14,9 +14,9 @@ from core.errors import StoreUnavailable
 from core.ids import round_message_id
 from core.messages import stage_message, task_message
 from core.models import JobRecord, JobStatus, OutgoingMessage, TaskView
-from infrastructure.pg_rows import job_from_row, task_view_from_row
-from infrastructure.pg_store import PostgresStore
-from infrastructure.sql_queries import query
+from infrastructure.postgres.rows import job_from_row, task_view_from_row
+from infrastructure.postgres.sql_queries import query
+from infrastructure.postgres.store import PostgresStore
 
 
 class PostgresAdmin:

@@ -22,18 +22,18 @@ from psycopg.types.json import Jsonb
 
 from core.ids import replay_message_id
 from core.models import DeadLetter, DeadLetterSelector, OutgoingMessage, ReceivedMessage
-from infrastructure.pg_queue import ConnectionSource, dead_letter_from_row, translated
-from infrastructure.servicebus_mapping import (
+from infrastructure.postgres.queue import ConnectionSource, dead_letter_from_row, translated
+from infrastructure.postgres.sql_queries import query
+from infrastructure.servicebus.mapping import (
     decode_body,
     decode_properties,
     replay_count_of,
     to_servicebus_message,
 )
-from infrastructure.servicebus_mapping import translated as sb_translated
-from infrastructure.sql_queries import query
+from infrastructure.servicebus.mapping import translated as sb_translated
 
 if TYPE_CHECKING:
-    from infrastructure.servicebus_transport import ServiceBusTransport
+    from infrastructure.servicebus.transport import ServiceBusTransport
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from core.models import JobRecord, JobSnapshot, JobStatus, TaskResultRow, TaskStatus
 from core.ports import Transport
-from infrastructure.memory_tables import Tables, Transaction, fresh
+from infrastructure.memory.tables import Tables, Transaction, fresh
 
 Clock = Callable[[], datetime]
 

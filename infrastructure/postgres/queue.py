@@ -21,9 +21,9 @@ from psycopg.types.json import Jsonb
 from core.errors import TransportError
 from core.ids import replay_message_id
 from core.models import DeadLetter, DeadLetterSelector, OutgoingMessage, ReceivedMessage
-from infrastructure.pg_listener import Connect, QueueListener
+from infrastructure.postgres.listener import Connect, QueueListener
+from infrastructure.postgres.sql_queries import query
 from infrastructure.queue_config import QueueConfig
-from infrastructure.sql_queries import query
 
 _log = logging.getLogger(__name__)
 _MIN_WAIT_SECONDS = 0.02

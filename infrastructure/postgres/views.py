@@ -11,8 +11,8 @@ import psycopg
 
 from core.errors import StoreUnavailable
 from core.models import JobSnapshot
-from infrastructure.pg_rows import event_from_row, job_from_row, stage_view_from_row, task_view_from_row
-from infrastructure.sql_queries import query
+from infrastructure.postgres.rows import event_from_row, job_from_row, stage_view_from_row, task_view_from_row
+from infrastructure.postgres.sql_queries import query
 
 ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 

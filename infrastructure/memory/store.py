@@ -1,6 +1,6 @@
 """InMemoryStore: the `StateStore` port in memory, with exactly the guarded transitions of `PostgresStore`.
 
-Each method is one transaction under one lock: its writes are staged (see `memory_tables`), the messages
+Each method is one transaction under one lock: its writes are staged (see `memory.tables`), the messages
 they cause are sent to the transport while the lock is held, and only then are the writes committed — so
 a transport that refuses the messages leaves the state untouched, as a rolled-back PostgreSQL transaction
 would. For the in-memory pair the outbox is the queue, hence `NullRelay`.
@@ -31,9 +31,9 @@ from core.models import (
     TaskStatus,
 )
 from core.states import job_sources, task_sources
-from infrastructure.memory_tables import StageRow, TaskRow, Transaction, fresh, stored
-from infrastructure.memory_views import MemoryViews
-from infrastructure.memory_views import public_job as _public
+from infrastructure.memory.tables import StageRow, TaskRow, Transaction, fresh, stored
+from infrastructure.memory.views import MemoryViews
+from infrastructure.memory.views import public_job as _public
 
 Clock = Callable[[], datetime]
 

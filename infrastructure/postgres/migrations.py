@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from core.errors import ConfigurationError
-from infrastructure.database import Database
+from infrastructure.postgres.database import Database
 
 MIGRATIONS_DIR = Path(__file__).parent / "sql" / "migrations"
 LOCK_KEY = 0x436F72654D616368  # "CoreMach": the advisory lock every migrator takes

@@ -1,0 +1,1 @@
+"""In-memory adapters of the state store and the transport, for unit tests."""

@@ -1,0 +1,1 @@
+"""Azure Service Bus adapters: the transport, message mapping and dead-letter browsing."""
