@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 CM := $(BIN)/coremachine --log-level WARNING
 
-.PHONY: venv deps dev-deps demo test lint typecheck unit bench clean
+AZURITE_VERSION := 3.37.0
+AZURITE := .tools/node_modules/.bin/azurite-blob
+
+.PHONY: venv deps dev-deps tools demo test lint typecheck unit bench clean
 
 venv: $(BIN)/python
 
@@ -23,6 +26,12 @@ $(VENV)/.dev-deps: requirements-dev.txt $(VENV)/.deps
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# Test tools from npm: Azurite (the Azure Storage emulator) for the Blob Storage tests, in the project's .tools/.
+tools: $(AZURITE)
+$(AZURITE):
+	@command -v npm >/dev/null || { echo "npm is needed to install Azurite (apt-get install npm)"; exit 1; }
+	npm install --prefix .tools --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
+
 DOMAINS := --domain annuity_performance --domain annuity_income --domain trustee_performance --domain annual_award
 
 demo: deps
@@ -37,11 +46,11 @@ lint: dev-deps
 typecheck: dev-deps
 	$(BIN)/mypy .
 
-test: lint typecheck
+test: lint typecheck tools
 	$(BIN)/pytest -q
 
 bench: dev-deps
 	$(BIN)/python -m bench.fanout --runs 3
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools build *.egg-info .mypy_cache .ruff_cache .pytest_cache

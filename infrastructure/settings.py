@@ -80,7 +80,23 @@ class Settings(BaseSettings):
     )
     reports_dir: Path = Field(
         default=Path("reports"),
-        description="Where ingestion jobs write their run reports (JSON and CSVs), one folder per job.",
+        description="Where run reports (JSON and CSVs) go when no blob storage is set, one folder per job.",
+    )
+    artifacts_account_url: str | None = Field(
+        default=None,
+        description="Blob Storage account URL (https://<account>.blob.core.windows.net): reports go there, "
+        "authenticated with DefaultAzureCredential (managed identity on Azure).",
+    )
+    artifacts_connection: str | None = Field(
+        default=None,
+        description="Blob Storage connection string (Azurite, or a key-based account); wins over the account URL.",
+    )
+    artifacts_container: str = Field(
+        default="reports",
+        min_length=3,
+        max_length=63,
+        pattern=r"^[a-z0-9]([a-z0-9]|-[a-z0-9])*$",
+        description="Blob container holding run reports and other artifacts (created on first write).",
     )
     data_sources: Path | None = Field(
         default=None,
@@ -118,7 +134,15 @@ class Settings(BaseSettings):
         description="Local server only: the key job routes require when set (the admin key is accepted too).",
     )
 
-    @field_validator("database_url", "servicebus_connection", "admin_key", "api_key", mode="before")
+    @field_validator(
+        "database_url",
+        "servicebus_connection",
+        "admin_key",
+        "api_key",
+        "artifacts_account_url",
+        "artifacts_connection",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():

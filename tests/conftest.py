@@ -174,3 +174,15 @@ def database(settings: Settings) -> Iterator[Database]:
         yield db
     finally:
         db.close()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The connection string of an Azurite blob service running for this test session."""
+    from tests.azurite import running_azurite
+
+    try:
+        with running_azurite(tmp_path_factory.mktemp("azurite")) as connection:
+            yield connection
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)

@@ -7,12 +7,14 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from core.artifacts import ArtifactStore
 from core.engine import CoreMachine
 from core.janitor import Janitor, JanitorConfig
 from core.jobs import JobRegistry, discover_jobs
 from core.ports import NullRelay, Relay, Transport
 from core.registry import TaskRegistry, discover_tasks
 from core.worker import Worker, WorkerConfig
+from infrastructure.artifacts.local import LocalArtifactStore
 from infrastructure.postgres.database import Database
 from infrastructure.postgres.migrations import migrate
 from infrastructure.postgres.queue import PostgresQueue
@@ -97,7 +99,9 @@ def build_runtime(
     ingestion.configure(
         database.connection,
         ingestion.IngestSettings(
-            reports_dir=settings.reports_dir, data_sources=settings.data_sources, data_root=settings.data_root
+            artifacts=build_artifact_store(settings),
+            data_sources=settings.data_sources,
+            data_root=settings.data_root,
         ),
     )
     transport, relay = _transport(settings, database)
@@ -109,6 +113,21 @@ def build_runtime(
         housekeeping=_housekeeping(transport, settings),
     )
     return Runtime(settings, database, store, transport, relay, registries, engine, janitor)
+
+
+def build_artifact_store(settings: Settings) -> ArtifactStore:
+    """Blob Storage when a connection string or an account URL is set, else the local reports folder."""
+    if settings.artifacts_connection or settings.artifacts_account_url:
+        from infrastructure.artifacts import blob
+
+        container = settings.artifacts_container
+        if settings.artifacts_connection:
+            connection = settings.artifacts_connection
+            return blob.BlobArtifactStore(lambda: blob.container_from_connection_string(connection, container))
+        url = settings.artifacts_account_url
+        assert url is not None
+        return blob.BlobArtifactStore(lambda: blob.container_from_account_url(url, container))
+    return LocalArtifactStore(settings.reports_dir)
 
 
 def _transport(settings: Settings, database: Database) -> tuple[Transport, Relay]:

@@ -1,19 +1,20 @@
 """The run report: per-domain summaries between stages, and at finalize a JSON report plus CSVs.
 
-Finalize writes `<reports_dir>/<job_id>/report.json`, `rejected_rows.csv` and `unknown_names.csv` (from
-staging), then clears the job's staging rows. The job result is the compact form of the report; the CLI
-renders `summary_rows(result)` as its table.
+Finalize writes `<job_id>/report.json`, `rejected_rows.csv` and `unknown_names.csv` (from staging) through the
+runtime's artifact store (a local folder, or Blob Storage on Azure), then clears the job's staging rows. The job
+result is the compact form of the report; the CLI renders `summary_rows(result)` as its table.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from core.artifacts import ArtifactStore
 from core.jobs import FinalizeContext
 from services.ingestion import runtime
 from services.ingestion import staging as st
@@ -74,15 +75,20 @@ def build_report(context: FinalizeContext) -> dict[str, Any]:
     }
 
 
-def _write_csv(path: Path, header: list[str], rows: Sequence[Sequence[Any]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
+def csv_bytes(header: list[str], rows: Sequence[Sequence[Any]]) -> bytes:
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue().encode("utf-8")
 
 
-def export_staged(conn: Any, directory: Path, job_id: str, schema: str) -> dict[str, dict[str, int]]:
-    """rejected_rows.csv and unknown_names.csv from staging (empty files when there is nothing).
+def json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str).encode("utf-8")
+
+
+def export_staged(conn: Any, store: ArtifactStore, job_id: str, schema: str) -> dict[str, dict[str, int]]:
+    """`<job_id>/rejected_rows.csv` and `<job_id>/unknown_names.csv` from staging (header only when empty).
 
     Answers the rows written per file and domain: {"rejected_rows": {domain: n}, "unknown_names": {domain: n}}.
     """
@@ -96,7 +102,7 @@ def export_staged(conn: Any, directory: Path, job_id: str, schema: str) -> dict[
             rows = conn.execute(query(statement, table=table(schema, name)), (job_id,)).fetchall()
         if name == st.REJECTED:
             rows = [(*r[:5], json.dumps(r[5], ensure_ascii=False, default=str)) for r in rows]
-        _write_csv(directory / f"{name}.csv", header, rows)
+        store.put(f"{job_id}/{name}.csv", csv_bytes(header, rows), "text/csv; charset=utf-8")
         per_domain: dict[str, int] = {}
         for row in rows:
             per_domain[row[0]] = per_domain.get(row[0], 0) + 1
@@ -117,31 +123,28 @@ def compact(report: Mapping[str, Any]) -> dict[str, Any]:
 def finalize_run(context: FinalizeContext) -> dict[str, Any]:
     """Write the report files, clear staging, answer the compact report."""
     settings = runtime.settings()
+    store = runtime.artifacts()
     report = build_report(context)
-    directory = settings.reports_dir / context.job_id
-    directory.mkdir(parents=True, exist_ok=True)
     catalog = load_catalog()
     staging_tables = [
         st.StagingTable.for_domain(settings.staging_schema, d, catalog.service(d).output_model)
         for d in report["domains"] if d in catalog.names()
     ]
     with runtime.connection() as conn, warehouse_errors("finalize"):
-        exported = export_staged(conn, directory, context.job_id, settings.staging_schema)
+        exported = export_staged(conn, store, context.job_id, settings.staging_schema)
         if not settings.keep_staging:
             st.purge_job(conn, settings.staging_schema, context.job_id, staging_tables)
     report["files"] = {
-        "report": str(directory / "report.json"),
-        "rejected_rows": str(directory / f"{st.REJECTED}.csv"),
-        "unknown_names": str(directory / f"{st.UNKNOWN_NAMES}.csv"),
+        "report": store.url(f"{context.job_id}/report.json"),
+        "rejected_rows": store.url(f"{context.job_id}/{st.REJECTED}.csv"),
+        "unknown_names": store.url(f"{context.job_id}/{st.UNKNOWN_NAMES}.csv"),
     }
     for domain, entry in report["domains"].items():
         entry["unknown_names"] = exported[st.UNKNOWN_NAMES].get(domain, 0)
     report["exported"] = {name: sum(per_domain.values()) for name, per_domain in exported.items()}
-    (directory / "report.json").write_text(
-        json.dumps(report, indent=2, ensure_ascii=False, default=str), encoding="utf-8"
-    )
+    location = store.put(f"{context.job_id}/report.json", json_bytes(report), "application/json")
     log.info("ingest report written", extra={"stage": "finalize", "mode": report["mode"],
-                                              "report_dir": str(directory), **report["exported"]})
+                                              "report": location, **report["exported"]})
     return compact(report)
 
 

@@ -2,8 +2,9 @@
 
 Nothing is created on import. The composition root calls `configure(factory, settings)` once; handlers then
 borrow a connection with `with runtime.connection() as conn:` (switched to autocommit for the block: the
-pipeline opens its own transactions). Until then, `connection()` raises a
-`PermanentError` saying so, and `settings()` answers the defaults.
+pipeline opens its own transactions) and write reports through `runtime.artifacts()` (the settings' store).
+Until then, `connection()` and `artifacts()` raise a `PermanentError` saying so, and `settings()` answers the
+defaults.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from core.artifacts import ArtifactStore
 from core.errors import PermanentError
 
 ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
@@ -25,9 +27,10 @@ ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]
 
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
-    """Knobs of the ingestion pipeline. Relative paths are relative to the working directory."""
+    """Knobs of the ingestion pipeline. Relative paths are relative to the working directory; `artifacts` is
+    where run reports go (a local folder or Blob Storage, chosen by the composition root)."""
 
-    reports_dir: Path = Path("reports")
+    artifacts: ArtifactStore | None = None
     data_sources: Path | None = None
     data_root: Path | None = None
     staging_schema: str = "ingest_staging"
@@ -62,6 +65,16 @@ def reset() -> None:
 
 def settings() -> IngestSettings:
     return _current.settings
+
+
+def artifacts() -> ArtifactStore:
+    """Where run reports are written; `RuntimeNotConfigured` until the composition root gives one."""
+    store = _current.settings.artifacts
+    if store is None:
+        raise RuntimeNotConfigured(
+            "ingestion runtime has no artifact store: the composition root must pass IngestSettings(artifacts=...)"
+        )
+    return store
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from services.ingestion.dberrors import warehouse_errors
 from services.ingestion.discovery import discover as find_files
 from services.ingestion.excel import HeaderSpec, SheetError, read_table
 from services.ingestion.models import DataSource, DomainProcessingResult
+from services.ingestion.report import json_bytes
 
 log = logging.getLogger(__name__)
 REJECTED_SAMPLE = 5
@@ -164,19 +165,16 @@ def quality_gate(params: dict[str, Any], context: TaskContext) -> dict[str, Any]
              "passed": report["passed"], "failed": report["failed"], "rows": summary.get("output")}
     if not report["passed"]:
         path = _write_quality_report(context.job_id, domain.name, report)
-        log.error("ingest quality gate failed", extra={**extra, "report": str(path)})
+        log.error("ingest quality gate failed", extra={**extra, "report": path})
         details = "; ".join(c["detail"] for c in report["checks"] if not c["passed"])
         raise PermanentError(f"quality gate failed for {domain.name}: {details} (report: {path})")
     log.info("ingest quality gate passed", extra=extra)
     return {"domain": domain.name, "quality": report, "summary": summary}
 
 
-def _write_quality_report(job_id: str, domain: str, report: dict[str, Any]) -> Path:
-    directory = runtime.settings().reports_dir / job_id
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"quality_{domain}.json"
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    return path
+def _write_quality_report(job_id: str, domain: str, report: dict[str, Any]) -> str:
+    """The failed gate's report as `<job_id>/quality_<domain>.json` in the artifact store; answers its url."""
+    return runtime.artifacts().put(f"{job_id}/quality_{domain}.json", json_bytes(report), "application/json")
 
 
 @register_task("ingest.load")

@@ -23,6 +23,7 @@ from core.ids import task_id_for
 from core.jobs import FinalizeContext, PreviousResults
 from core.models import JobStatus, TaskResultRow, TaskStatus
 from core.registry import TaskContext, TaskRegistry, discover_tasks
+from infrastructure.artifacts.local import LocalArtifactStore
 from jobs.ingest import Ingest
 from services.ingestion import runtime
 from services.ingestion.config import PROJECT_ROOT, data_sources_path
@@ -97,7 +98,7 @@ def connection_factory(database_url: str) -> runtime.ConnectionFactory:
 @pytest.fixture
 def ingest_settings(connection_factory: runtime.ConnectionFactory, tmp_path: Path) -> Iterator[IngestSettings]:
     """The ingestion runtime configured on this test's database."""
-    settings = IngestSettings(reports_dir=tmp_path / "reports")
+    settings = IngestSettings(artifacts=LocalArtifactStore(tmp_path / "reports"))
     runtime.configure(connection_factory, settings)
     yield settings
     runtime.reset()

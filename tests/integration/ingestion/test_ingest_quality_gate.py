@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from core.errors import PermanentError
+from services.ingestion import runtime
 
 
 def test_duplicate_keys_across_files_fail_the_gate(runner, data_root, table_rows, ingest_settings):
@@ -20,7 +21,7 @@ def test_duplicate_keys_across_files_fail_the_gate(runner, data_root, table_rows
     assert table_rows("warehouse.annuity_performance") == -1
     assert table_rows("warehouse.annual_award") == -1, "fail fast: no domain is loaded"
     assert table_rows("warehouse.plans") == 10, "references are backfilled in the stage before the gate"
-    report = json.loads((ingest_settings.reports_dir / run.job_id / "quality_annuity_performance.json").read_text())
+    report = json.loads(runtime.artifacts().get(f"{run.job_id}/quality_annuity_performance.json"))
     [unique] = [c for c in report["checks"] if c["rule"] == "unique_key"]
     assert not unique["passed"] and unique["duplicates"][0]["copies"] == 2
     assert Path(run.report["files"]["report"]).is_file(), "the run report is still written"

@@ -1,0 +1,1 @@
+"""Adapters of `core.artifacts.ArtifactStore`: a local folder and Azure Blob Storage."""
