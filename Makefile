@@ -16,8 +16,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 deps: $(VENV)/.deps
-$(VENV)/.deps: requirements.txt pyproject.toml | venv
-	$(BIN)/pip install --quiet -r requirements.txt
+$(VENV)/.deps: requirements.txt requirements-local.txt pyproject.toml | venv
+	$(BIN)/pip install --quiet -r requirements-local.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
