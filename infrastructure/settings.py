@@ -1,8 +1,11 @@
 """Settings: every knob of CoreMachine in one Pydantic model, read from `COREMACHINE_*` environment variables.
 
-Exceptions to the prefix: `DATABASE_URL` (the conventional name) and `ServiceBusConnection` (the Azure Functions
-app-setting name, also accepted as `COREMACHINE_SERVICEBUS_CONNECTION`). Construct one `Settings` at the
-composition root and pass it down; nothing reads the environment anywhere else.
+Exceptions to the prefix: `DATABASE_URL` and `DATABASE_DIRECT_URL` (the conventional names), the Azure Functions
+app-setting names of the Service Bus connection (`ServiceBusConnection`, or for an identity-based connection
+`ServiceBusConnection__fullyQualifiedNamespace` and `ServiceBusConnection__clientId`), `AZURE_CLIENT_ID` (the
+user-assigned managed identity azure-identity uses), and the host's own variables that tell we run under the
+Functions host (`FUNCTIONS_WORKER_RUNTIME`, `WEBSITE_INSTANCE_ID`). Construct one `Settings` at the composition root
+and pass it down; nothing reads the environment anywhere else.
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ import logging
 from pathlib import Path
 from typing import Any, Literal, Self
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PGBOUNCER_PORT = "6432"
+"""The port of Azure Database for PostgreSQL's built-in PgBouncer: a URL on it is pooled unless said otherwise."""
 
 
 class Settings(BaseSettings):
@@ -47,7 +54,54 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices(
             "COREMACHINE_SERVICEBUS_CONNECTION", "ServiceBusConnection", "servicebus_connection"
         ),
-        description="Service Bus connection string; required when `transport` is 'servicebus'.",
+        description="Service Bus connection string (shared access key); or use `servicebus_namespace`.",
+    )
+    servicebus_namespace: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "COREMACHINE_SERVICEBUS_NAMESPACE", "ServiceBusConnection__fullyQualifiedNamespace", "servicebus_namespace"
+        ),
+        description="Service Bus namespace (`<name>.servicebus.windows.net`) reached with an Azure AD identity; "
+        "the Functions host's identity-based connection setting. A connection string, if also set, wins.",
+    )
+    servicebus_client_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "COREMACHINE_SERVICEBUS_CLIENT_ID", "ServiceBusConnection__clientId", "servicebus_client_id"
+        ),
+        description="Client id of the user-assigned managed identity for Service Bus; unset means `azure_client_id`.",
+    )
+    azure_client_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("COREMACHINE_AZURE_CLIENT_ID", "AZURE_CLIENT_ID", "azure_client_id"),
+        description="Client id of the user-assigned managed identity; unset means DefaultAzureCredential's chain "
+        "(system-assigned identity on Azure, `az login` on a laptop).",
+    )
+    database_auth: Literal["password", "entra"] = Field(
+        default="password",
+        description="'password': the credentials in `database_url` (or none, for the embedded server); 'entra': "
+        "a Microsoft Entra ID token of the managed identity, fetched for every new connection, as the password.",
+    )
+    database_pgbouncer: bool | None = Field(
+        default=None,
+        description="`database_url` goes through PgBouncer in transaction mode: no server-side prepared statements, "
+        "no LISTEN on it. Unset means: yes when the URL's port is 6432 (Azure's built-in PgBouncer).",
+    )
+    database_direct_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_DIRECT_URL", "COREMACHINE_DATABASE_DIRECT_URL", "database_direct_url"),
+        description="A URL that bypasses PgBouncer, for the PostgreSQL queue's LISTEN connection; without it, "
+        "workers behind PgBouncer poll instead of listening.",
+    )
+    functions_worker_runtime: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FUNCTIONS_WORKER_RUNTIME", "functions_worker_runtime"),
+        description="Set by the Azure Functions host (and in local.settings.json); read only to detect the host.",
+    )
+    website_instance_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("WEBSITE_INSTANCE_ID", "website_instance_id"),
+        description="Set by App Service / Azure Functions on every instance; read only to detect Azure.",
     )
     jobs_queue: str = Field(default="jobs", min_length=1, description="Queue carrying job (stage) messages.")
     tasks_queue: str = Field(default="tasks", min_length=1, description="Queue carrying task messages.")
@@ -65,6 +119,15 @@ class Settings(BaseSettings):
     )
     pool_min_size: int = Field(default=1, description="Connections the pool keeps open at least.")
     pool_max_size: int = Field(default=8, description="Connections the pool opens at most.")
+    pool_max_lifetime_seconds: float = Field(
+        default=1800.0,
+        description="A pooled connection older than this is closed and replaced (spreads server-side reconnects).",
+    )
+    pool_check: bool = Field(
+        default=True,
+        description="Check each connection (an empty query) as it leaves the pool, so a connection the server or "
+        "a load balancer dropped is replaced instead of failing the caller.",
+    )
     worker_batch_size: int = Field(default=16, description="Messages a worker receives per round trip.")
     worker_flush_seconds: float = Field(
         default=0.25,
@@ -136,7 +199,13 @@ class Settings(BaseSettings):
 
     @field_validator(
         "database_url",
+        "database_direct_url",
         "servicebus_connection",
+        "servicebus_namespace",
+        "servicebus_client_id",
+        "azure_client_id",
+        "functions_worker_runtime",
+        "website_instance_id",
         "admin_key",
         "api_key",
         "artifacts_account_url",
@@ -149,7 +218,13 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("lock_seconds", "worker_flush_seconds", "duplicate_window_seconds", "stuck_job_seconds")
+    @field_validator(
+        "lock_seconds",
+        "worker_flush_seconds",
+        "duplicate_window_seconds",
+        "stuck_job_seconds",
+        "pool_max_lifetime_seconds",
+    )
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if not value > 0:
@@ -189,12 +264,45 @@ class Settings(BaseSettings):
             )
         if self.jobs_queue == self.tasks_queue:
             raise ValueError(f"jobs_queue and tasks_queue must differ, both are {self.jobs_queue!r}")
-        if self.transport == "servicebus" and not self.servicebus_connection:
+        if self.transport == "servicebus" and not (self.servicebus_connection or self.servicebus_namespace):
             raise ValueError(
-                "transport 'servicebus' needs a connection string: set ServiceBusConnection "
-                "or COREMACHINE_SERVICEBUS_CONNECTION"
+                "transport 'servicebus' needs a namespace or a connection string: set "
+                "ServiceBusConnection__fullyQualifiedNamespace (managed identity) or ServiceBusConnection"
             )
+        if self.database_auth == "entra" and not self.database_url:
+            raise ValueError("database_auth 'entra' needs DATABASE_URL (the embedded server has no Entra ID)")
         return self
+
+    @field_validator("servicebus_namespace")
+    @classmethod
+    def _bare_namespace(cls, value: str | None) -> str | None:
+        """`sb://name.servicebus.windows.net/` and `name.servicebus.windows.net` both mean the host name."""
+        if value is None:
+            return None
+        return value.strip().removeprefix("sb://").rstrip("/")
+
+    @property
+    def servicebus_identity_client_id(self) -> str | None:
+        """The managed identity the Service Bus client uses: its own setting, else `azure_client_id`."""
+        return self.servicebus_client_id or self.azure_client_id
+
+    @property
+    def on_azure_functions(self) -> bool:
+        """Running under the Azure Functions host (or App Service): its variables are present."""
+        return bool(self.functions_worker_runtime or self.website_instance_id)
+
+    @property
+    def pgbouncer(self) -> bool:
+        """Whether `database_url` is pooled by PgBouncer in transaction mode (explicit, or port 6432)."""
+        if self.database_pgbouncer is not None:
+            return self.database_pgbouncer
+        if not self.database_url:
+            return False
+        try:
+            port = str(conninfo_to_dict(self.database_url).get("port") or "")
+        except psycopg.Error:  # an unparsable URL is reported when the pool first connects, not here
+            return False
+        return PGBOUNCER_PORT in port.split(",")
 
     @property
     def log_level_number(self) -> int:

@@ -137,14 +137,15 @@ def _transport(settings: Settings, database: Database) -> tuple[Transport, Relay
             max_deliveries=settings.max_deliveries,
             duplicate_window_seconds=settings.duplicate_window_seconds,
         )
-        return PostgresQueue(database, lambda: database.connect(autocommit=True), config), NullRelay()
+        listen = (lambda: database.connect(autocommit=True)) if database.listen_available else None
+        return PostgresQueue(database, listen, config), NullRelay()
     from infrastructure.outbox_relay import OutboxRelay
     from infrastructure.servicebus import transport as sb
+    from infrastructure.servicebus.client import ServiceBusAccess
     from infrastructure.servicebus.dlq import ParkedDeadLetters
 
-    assert settings.servicebus_connection is not None  # Settings validates this for transport 'servicebus'
     transport = sb.ServiceBusTransport(
-        sb.client_factory(settings.servicebus_connection),
+        sb.client_factory(ServiceBusAccess.from_settings(settings)),
         {"jobs": settings.jobs_queue, "tasks": settings.tasks_queue},
         parked=ParkedDeadLetters(database),
     )

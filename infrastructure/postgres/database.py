@@ -2,6 +2,11 @@
 
 The embedded server (pgserver) keeps running after this process exits, so several worker processes share one
 cluster under `data_dir/pgdata`; a file lock makes concurrent first starts safe.
+
+Every connection gets TCP keepalives (so a dead peer is noticed within about a minute, not hours) and an
+application name, unless the URL says otherwise; behind PgBouncer in transaction mode it never prepares statements
+on the server (`prepare_threshold=None`); with Entra ID auth its password is a fresh token of the managed identity.
+The pool checks each connection as it hands it out and replaces connections older than `pool_max_lifetime_seconds`.
 """
 
 from __future__ import annotations
@@ -13,16 +18,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
+from core.errors import ConfigurationError
+from infrastructure.identity import azure_credential, postgres_password
 from infrastructure.settings import Settings
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 Connection = psycopg.Connection[TupleRow]
 CleanupMode = Literal["stop", "delete"] | None
+
+APPLICATION_NAME = "coremachine"
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+"""libpq TCP keepalives: probe after 30 s idle, every 10 s, give up after 3 misses (ignored on Unix sockets)."""
 
 
 @contextmanager
@@ -60,14 +75,26 @@ def start_embedded_server(pgdata: Path, cleanup_mode: CleanupMode = None) -> Any
             return get_server(pgdata, cleanup_mode=cleanup_mode)
 
 
-class Database:
-    """Owns the connection pool; resolves the connection URL (starting the embedded server) on first use."""
+def connection_defaults(conninfo: str) -> dict[str, Any]:
+    """Keepalives and the application name, for each of them the URL does not set itself."""
+    given = conninfo_to_dict(conninfo)
+    defaults: dict[str, Any] = {**KEEPALIVES, "application_name": APPLICATION_NAME}
+    return {key: value for key, value in defaults.items() if key not in given}
 
-    def __init__(self, settings: Settings) -> None:
+
+class Database:
+    """Owns the connection pool; resolves the connection URL (starting the embedded server) on first use.
+
+    `credential` is the Azure identity for `database_auth='entra'`; by default one is built from `azure_client_id`
+    when first needed."""
+
+    def __init__(self, settings: Settings, *, credential: TokenCredential | None = None) -> None:
         self._settings = settings
+        self._credential = credential
         self._conninfo: str | None = None
         self._pool: ConnectionPool[Connection] | None = None
         self._lock = threading.Lock()
+        self._credential_lock = threading.Lock()
 
     @property
     def settings(self) -> Settings:
@@ -85,8 +112,34 @@ class Database:
     def _resolve_conninfo(self) -> str:
         if self._settings.database_url:
             return self._settings.database_url
+        if self._settings.on_azure_functions:
+            raise ConfigurationError("DATABASE_URL is not set, and the embedded server never runs on Azure Functions")
         server = start_embedded_server(self._settings.data_dir / "pgdata")
         return str(server.get_uri())
+
+    @property
+    def listen_available(self) -> bool:
+        """Whether `connect()` reaches PostgreSQL itself, so LISTEN works: not through PgBouncer, or a direct URL."""
+        return not self._settings.pgbouncer or self._settings.database_direct_url is not None
+
+    def connection_kwargs(self, *, direct: bool = False) -> dict[str, Any]:
+        """Keyword arguments of a new connection (called once per connection): the defaults the URL leaves open,
+        no server-side prepared statements through PgBouncer, and a fresh Entra ID token as the password.
+        `direct` is for a connection on `database_direct_url` (when set), which bypasses PgBouncer."""
+        direct_url = self._settings.database_direct_url if direct else None
+        kwargs = connection_defaults(direct_url or self.conninfo)
+        if self._settings.pgbouncer and direct_url is None:
+            kwargs["prepare_threshold"] = None
+        if self._settings.database_auth == "entra":
+            kwargs["password"] = postgres_password(self._token_credential())
+        return kwargs
+
+    def _token_credential(self) -> TokenCredential:
+        if self._credential is None:
+            with self._credential_lock:
+                if self._credential is None:
+                    self._credential = azure_credential(self._settings.azure_client_id)
+        return self._credential
 
     @property
     def pool(self) -> ConnectionPool[Connection]:
@@ -100,7 +153,9 @@ class Database:
                         conninfo,
                         min_size=self._settings.pool_min_size,
                         max_size=self._settings.pool_max_size,
-                        kwargs={"autocommit": False},
+                        kwargs=lambda: {"autocommit": False, **self.connection_kwargs()},
+                        check=ConnectionPool.check_connection if self._settings.pool_check else None,
+                        max_lifetime=self._settings.pool_max_lifetime_seconds,
                         name=f"coremachine-{os.getpid()}",
                         open=False,
                     )
@@ -115,8 +170,10 @@ class Database:
             yield conn
 
     def connect(self, *, autocommit: bool = False) -> Connection:
-        """A dedicated connection outside the pool (e.g. for LISTEN, use `autocommit=True`); the caller closes it."""
-        return psycopg.connect(self.conninfo, autocommit=autocommit)
+        """A dedicated connection outside the pool (LISTEN, migrations), on `database_direct_url` when set so it
+        bypasses PgBouncer; the caller closes it."""
+        conninfo = self._settings.database_direct_url or self.conninfo
+        return psycopg.connect(conninfo, autocommit=autocommit, **self.connection_kwargs(direct=True))
 
     def close(self) -> None:
         """Close the pool's connections. The embedded server, if any, keeps running for other processes."""

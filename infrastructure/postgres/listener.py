@@ -22,6 +22,8 @@ from infrastructure.postgres.sql_queries import query
 
 Connect = Callable[[], psycopg.Connection[Any]]
 _SLICE_SECONDS = 1.0
+POLL_SECONDS = 0.5
+"""How often an idle receiver looks again when it cannot listen (behind PgBouncer in transaction mode)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +143,31 @@ class QueueListener:
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
+
+
+class PollingWait:
+    """The listener's interface without LISTEN, for connections through PgBouncer in transaction mode (where a
+    LISTEN would be lost with the server connection): an idle receiver sleeps `poll_seconds` and looks again."""
+
+    def __init__(self, poll_seconds: float = POLL_SECONDS) -> None:
+        self._poll_seconds = poll_seconds
+        self._closed = threading.Event()
+
+    @property
+    def opened(self) -> bool:
+        return False
+
+    def mark(self, queue: str) -> Mark:
+        if self._closed.is_set():
+            raise TransportError("the queue listener is closed", transient=False)
+        return Mark(0, 0)
+
+    def wait(self, queue: str, mark: Mark, timeout: float) -> bool:
+        self._closed.wait(max(0.0, min(timeout, self._poll_seconds)))
+        return False
+
+    def drain(self) -> None:
+        """Nothing to read."""
+
+    def close(self) -> None:
+        self._closed.set()

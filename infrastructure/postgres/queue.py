@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 from core.errors import TransportError
 from core.ids import replay_message_id
 from core.models import DeadLetter, DeadLetterSelector, OutgoingMessage, ReceivedMessage
-from infrastructure.postgres.listener import Connect, QueueListener
+from infrastructure.postgres.listener import Connect, PollingWait, QueueListener
 from infrastructure.postgres.sql_queries import query
 from infrastructure.queue_config import QueueConfig
 
@@ -112,10 +112,15 @@ class PostgresQueue:
     """Transport on PostgreSQL. Thread-safe: claims and settlements use pooled connections; waits share one
     dedicated LISTEN connection, opened on the first wait."""
 
-    def __init__(self, pool: ConnectionSource, listen_connect: Connect, config: QueueConfig | None = None) -> None:
+    def __init__(
+        self, pool: ConnectionSource, listen_connect: Connect | None, config: QueueConfig | None = None
+    ) -> None:
+        """`listen_connect` opens the LISTEN connection; None (behind PgBouncer) makes idle receivers poll."""
         self._pool = pool
         self._config = config or QueueConfig()
-        self._listener = QueueListener(listen_connect)
+        self._listener: QueueListener | PollingWait = (
+            QueueListener(listen_connect) if listen_connect is not None else PollingWait()
+        )
         self._closed = False
 
     @property

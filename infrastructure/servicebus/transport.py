@@ -26,6 +26,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from core.errors import TransportError
 from core.models import DeadLetter, DeadLetterSelector, OutgoingMessage, ReceivedMessage
+from infrastructure.servicebus.client import ServiceBusAccess, build_client
 from infrastructure.servicebus.dlq import DeadLetterBrowser, ParkedDeadLetters
 from infrastructure.servicebus.mapping import (
     LOST_LOCK_ERRORS,
@@ -52,14 +53,12 @@ class ServiceBusClientLike(Protocol):
     def close(self) -> None: ...
 
 
-def client_from_connection_string(connection: str) -> ServiceBusClientLike:
-    from azure.servicebus import ServiceBusClient
-
-    client: ServiceBusClientLike = ServiceBusClient.from_connection_string(connection)
+def client_for(access: ServiceBusAccess) -> ServiceBusClientLike:
+    client: ServiceBusClientLike = build_client(access)
     return client
 
 
-client_factory: Callable[[str], ServiceBusClientLike] = client_from_connection_string
+client_factory: Callable[[ServiceBusAccess], ServiceBusClientLike] = client_for
 """What the composition root builds its client with; tests replace it with the fake's constructor."""
 
 
