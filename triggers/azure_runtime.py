@@ -3,40 +3,130 @@
 Nothing is built at import: the host imports `function_app` to index the functions, and a database or Service
 Bus outage there would take every function down. Each worker process (`FUNCTIONS_WORKER_PROCESS_COUNT`) has its
 own module globals, hence its own Runtime, connection pool and Service Bus client.
+
+Under the Functions host some settings that are fine on a laptop are fatal: no `DATABASE_URL` would start an
+embedded server inside a read-only, short-lived sandbox, and the PostgreSQL queue has no consumer there (the
+triggers listen to Service Bus), so jobs would stall without a word. `check_environment()` turns each of these
+into a `StartupError` that names the setting to change; every invocation fails with it, it is logged, and the
+readiness probe reports it (`startup_problems()`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 import threading
+from pathlib import Path
 
+from pydantic import ValidationError
+
+from core.errors import ConfigurationError
 from infrastructure.settings import Settings
 from triggers.runtime import Runtime, build_runtime
 
+log = logging.getLogger("coremachine.startup")
+
 _lock = threading.Lock()
 _runtime: Runtime | None = None
+_reported_lock = threading.Lock()
+_reported: set[str] = set()
+
+
+class StartupError(ConfigurationError):
+    """The app settings cannot run CoreMachine under the Functions host; `problems` says what to set."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("CoreMachine cannot start: " + "; ".join(problems))
+        self.problems = problems
 
 
 def settings_from_environment() -> Settings:
     """`Settings()` from the app settings; the host's `JOBS_QUEUE`/`TASKS_QUEUE` (the names the triggers bind
-    to) name the queues unless `COREMACHINE_JOBS_QUEUE`/`COREMACHINE_TASKS_QUEUE` say otherwise."""
+    to) name the queues unless `COREMACHINE_JOBS_QUEUE`/`COREMACHINE_TASKS_QUEUE` say otherwise. Under the
+    Functions host, reports default to a folder under the temporary directory: the package directory is
+    read-only there."""
     overrides: dict[str, str] = {}
     for setting, field in (("JOBS_QUEUE", "jobs_queue"), ("TASKS_QUEUE", "tasks_queue")):
         value = os.environ.get(setting, "").strip()
         if value and f"COREMACHINE_{setting}" not in os.environ:
             overrides[field] = value
-    return Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if settings.on_azure_functions and "COREMACHINE_REPORTS_DIR" not in os.environ:
+        settings = settings.model_copy(update={"reports_dir": Path(tempfile.gettempdir()) / "coremachine" / "reports"})
+    return settings
+
+
+def azure_problems(settings: Settings) -> list[str]:
+    """What in `settings` cannot work under the Functions host (nothing when not under it)."""
+    if not settings.on_azure_functions:
+        return []
+    problems: list[str] = []
+    if not settings.database_url:
+        problems.append(
+            "DATABASE_URL is not set: there is no embedded PostgreSQL under the Functions host; set it to the "
+            "Azure Database for PostgreSQL URL (port 6432 for its PgBouncer)"
+        )
+    if settings.transport != "servicebus":
+        problems.append(
+            f"COREMACHINE_TRANSPORT is {settings.transport!r}: under the Functions host only Service Bus messages "
+            "are consumed (by the queue triggers), so jobs would never run; set COREMACHINE_TRANSPORT=servicebus"
+        )
+    return problems
+
+
+def check_environment() -> Settings:
+    """The settings of this process, or `StartupError` listing every reason they cannot run here."""
+    try:
+        settings = settings_from_environment()
+    except ValidationError as exc:
+        raise StartupError([_describe(error) for error in exc.errors()]) from exc
+    problems = azure_problems(settings)
+    if problems:
+        raise StartupError(problems)
+    return settings
+
+
+def _describe(error: object) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error.get('msg')}" if where else str(error.get("msg"))
+
+
+def startup_problems() -> list[str]:
+    """For readiness probes: why this process cannot start, [] when it can. Reads settings only, no I/O."""
+    try:
+        check_environment()
+    except StartupError as exc:
+        return exc.problems
+    return []
+
+
+def log_startup_problems() -> None:
+    """Log each start-up problem once per process, as an error (called at import of the app and on failure)."""
+    for problem in startup_problems():
+        with _reported_lock:
+            if problem in _reported:
+                continue
+            _reported.add(problem)
+        log.error("start-up check failed: %s", problem, extra={"problem": problem})
 
 
 def get_runtime() -> Runtime:
-    """The process's Runtime, built (and the schema migrated) on first use."""
+    """The process's Runtime, built (and the schema migrated) on first use; `StartupError` if it cannot be."""
     global _runtime
     runtime = _runtime
     if runtime is not None:
         return runtime
+    try:
+        settings = check_environment()
+    except StartupError:
+        log_startup_problems()
+        raise
     with _lock:
         if _runtime is None:
-            _runtime = build_runtime(settings_from_environment())
+            _runtime = build_runtime(settings)
         return _runtime
 
 

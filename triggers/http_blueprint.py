@@ -15,7 +15,7 @@ import azure.functions as func
 
 from triggers import azure_runtime
 from triggers.http_api import ROUTES, run_route
-from triggers.http_base import JSON_TYPE, ApiContext, Auth, Request, Route
+from triggers.http_base import JSON_TYPE, ApiContext, Auth, Request, Response, Route
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -57,7 +57,12 @@ def to_request(req: func.HttpRequest) -> Request:
 
 def _function(route: Route) -> Callable[[func.HttpRequest], func.HttpResponse]:
     def handler(req: func.HttpRequest) -> func.HttpResponse:
-        response = run_route(_context(), route, to_request(req))
+        try:
+            context = _context()
+        except azure_runtime.StartupError as exc:
+            response = Response(503, {"status": "not_ready", "error": "startup", "problems": exc.problems})
+        else:
+            response = run_route(context, route, to_request(req))
         return func.HttpResponse(body=response.encoded(), status_code=response.status, mimetype=JSON_TYPE,
                                  headers=dict(response.headers))
 
