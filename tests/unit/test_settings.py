@@ -66,8 +66,8 @@ def test_servicebus_connection_names(monkeypatch: pytest.MonkeyPatch, name: str)
     assert settings.servicebus_connection.startswith("Endpoint=sb://example/")
 
 
-def test_servicebus_transport_needs_a_connection_string() -> None:
-    with pytest.raises(ValidationError, match="needs a connection string"):
+def test_servicebus_transport_needs_a_namespace_or_a_connection_string() -> None:
+    with pytest.raises(ValidationError, match="needs a namespace or a connection string"):
         Settings(transport="servicebus")
 
 
