@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.errors import MalformedMessage
@@ -60,6 +60,16 @@ def task_message(
         },
         delay_seconds=delay_seconds,
     )
+
+
+def resent_task_message(
+    task_id: str, job_id: str, job_type: str, stage: int, task_type: str, attempt: int, resend: int,
+    delay_seconds: float = 0.0,
+) -> OutgoingMessage:
+    """The message of `attempt` sent again (early delivery deferred, or a lost retry re-sent by the janitor);
+    `resend` is the task's resend counter, so each copy has its own id and duplicate detection keeps it."""
+    base = task_message(task_id, job_id, job_type, stage, task_type, attempt, delay_seconds)
+    return replace(base, message_id=bounded_message_id(f"{base.message_id}:s{resend}"))
 
 
 def deferred_finalize_message(

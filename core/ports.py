@@ -50,9 +50,41 @@ class StateStore(Protocol):
         """Task counts by status for each stage of a job."""
         ...
 
-    def claim_tasks(self, task_ids: Sequence[str], worker_id: str) -> list[ClaimedTask]:
+    def claim_tasks(
+        self, task_ids: Sequence[str], worker_id: str, lease_seconds: float | None = None
+    ) -> list[ClaimedTask]:
         """Take a lease on each task that is queued, due for retry, or running with an expired lease, while
-        its job is processing. Increments the attempt. Tasks not returned must not be run."""
+        its job is processing. Increments the attempt. Tasks not returned must not be run. The lease lasts
+        `lease_seconds` (None: the task's time limit); a running worker renews it (`renew_task_leases`)."""
+        ...
+
+    def renew_task_leases(
+        self, claims: Sequence[ClaimedTask], lease_seconds: float | None = None
+    ) -> dict[str, JobStatus]:
+        """Extend the lease of each claimed task still running at the claim's attempt, to now + `lease_seconds`
+        (None: the task's own time limit). Returns the renewed tasks with their job's status; a task missing from
+        the answer is no longer held by this claim (finished, taken back, or cancelled)."""
+        ...
+
+    def release_claims(self, claims: Sequence[ClaimedTask]) -> list[str]:
+        """Undo claims of tasks that were never started: running at the claim's attempt → queued, the attempt
+        given back and the lease cleared. Returns the ids released."""
+        ...
+
+    def live_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these jobs are still processing (their tasks may run); a cheap read for cancel checks."""
+        ...
+
+    def defer_early_tasks(self, deliveries: Sequence[tuple[str, int]]) -> list[str]:
+        """Messages (task id, attempt) that arrived before their retry is due: for each task waiting
+        (retry_scheduled, not due yet, job processing) for exactly that attempt, send a fresh message due at its
+        `not_before`, with an id from the task's resend counter. Returns the ids deferred; the caller may then
+        acknowledge those messages."""
+        ...
+
+    def resend_overdue_retries(self, overdue_seconds: float, limit: int = 1000) -> int:
+        """Re-send tasks whose retry has been due for longer than `overdue_seconds` (their message was lost or
+        never delivered), with ids from the task's resend counter; each is due again from now."""
         ...
 
     def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:

@@ -14,7 +14,13 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from core.ids import is_job_id, task_id_for
-from core.messages import deferred_finalize_message, finalize_message, stage_message, task_message
+from core.messages import (
+    deferred_finalize_message,
+    finalize_message,
+    resent_task_message,
+    stage_message,
+    task_message,
+)
 from core.models import (
     JSON,
     ClaimedTask,
@@ -99,7 +105,9 @@ class InMemoryStore(MemoryViews):
                 self._stage_done(tx, plan.job_id, plan.stage)
             return True
 
-    def claim_tasks(self, task_ids: Sequence[str], worker_id: str) -> list[ClaimedTask]:
+    def claim_tasks(
+        self, task_ids: Sequence[str], worker_id: str, lease_seconds: float | None = None
+    ) -> list[ClaimedTask]:
         if not task_ids:
             return []
         sources = task_sources(TaskStatus.RUNNING) - {TaskStatus.RUNNING}
@@ -118,7 +126,7 @@ class InMemoryStore(MemoryViews):
                     continue
                 task = replace(
                     task, status=TaskStatus.RUNNING, attempt=task.attempt + 1, claimed_by=worker_id,
-                    updated_at=tx.now, lease_until=tx.now + timedelta(seconds=task.timeout_seconds),
+                    updated_at=tx.now, lease_until=tx.now + timedelta(seconds=lease_seconds or task.timeout_seconds),
                 )
                 tx.put_task(task)
                 claimed.append(ClaimedTask(
@@ -127,6 +135,92 @@ class InMemoryStore(MemoryViews):
                     job.failure_policy,
                 ))
             return claimed
+
+    def renew_task_leases(
+        self, claims: Sequence[ClaimedTask], lease_seconds: float | None = None
+    ) -> dict[str, JobStatus]:
+        with self._tx() as tx:
+            renewed: dict[str, JobStatus] = {}
+            for claim in claims:
+                task = tx.task(claim.task_id)
+                job = tx.job(claim.job_id)
+                held = task is not None and task.status is TaskStatus.RUNNING and task.attempt == claim.attempt
+                if task is None or job is None or not held:
+                    continue
+                seconds = lease_seconds or task.timeout_seconds
+                tx.put_task(replace(task, lease_until=tx.now + timedelta(seconds=seconds)))
+                renewed[task.task_id] = job.status
+            return renewed
+
+    def release_claims(self, claims: Sequence[ClaimedTask]) -> list[str]:
+        sources = task_sources(TaskStatus.QUEUED)
+        with self._tx() as tx:
+            released: list[str] = []
+            for claim in claims:
+                task = tx.task(claim.task_id)
+                if task is None or task.status not in sources or task.attempt != claim.attempt:
+                    continue
+                tx.put_task(replace(
+                    task, status=TaskStatus.QUEUED, attempt=task.attempt - 1, lease_until=None, claimed_by=None,
+                    updated_at=tx.now,
+                ))
+                released.append(task.task_id)
+            return released
+
+    def live_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        with self._tx() as tx:
+            return {
+                job_id for job_id in job_ids
+                if (job := tx.job(job_id)) is not None and job.status is JobStatus.PROCESSING
+            }
+
+    def defer_early_tasks(self, deliveries: Sequence[tuple[str, int]]) -> list[str]:
+        with self._tx() as tx:
+            messages: list[OutgoingMessage] = []
+            deferred: list[str] = []
+            for task_id, attempt in deliveries:
+                task = tx.task(task_id)
+                job = tx.job(task.job_id) if task else None
+                if (
+                    task is None or job is None or job.status is not JobStatus.PROCESSING
+                    or task.status is not TaskStatus.RETRY_SCHEDULED or task.attempt + 1 != attempt
+                    or task.not_before is None or task.not_before <= tx.now
+                ):
+                    continue
+                task = replace(task, resend_count=task.resend_count + 1)
+                tx.put_task(task)
+                delay = (task.not_before - tx.now).total_seconds() if task.not_before else 0.0
+                messages.append(resent_task_message(
+                    task.task_id, task.job_id, job.job_type, task.stage, task.task_type, attempt, task.resend_count,
+                    delay,
+                ))
+                deferred.append(task.task_id)
+            tx.send(messages)
+            return deferred
+
+    def resend_overdue_retries(self, overdue_seconds: float, limit: int = 1000) -> int:
+        with self._tx() as tx:
+            cutoff = tx.now - timedelta(seconds=overdue_seconds)
+            overdue = sorted(
+                (t for t in self._tables.tasks.values()
+                 if t.status is TaskStatus.RETRY_SCHEDULED and t.not_before is not None and t.not_before < cutoff),
+                key=lambda t: (t.not_before, t.task_id),
+            )
+            messages: list[OutgoingMessage] = []
+            for task in overdue:
+                job = tx.job(task.job_id)
+                if job is None or job.status is not JobStatus.PROCESSING or len(messages) >= limit:
+                    continue
+                task = replace(task, resend_count=task.resend_count + 1, not_before=tx.now, updated_at=tx.now)
+                tx.put_task(task)
+                messages.append(resent_task_message(
+                    task.task_id, task.job_id, job.job_type, task.stage, task.task_type, task.attempt + 1,
+                    task.resend_count,
+                ))
+                tx.event(task.job_id, "task_retry_resent", {"attempt": task.attempt + 1, "resend": task.resend_count},
+                         stage=task.stage, task_id=task.task_id)
+            tx.send(messages)
+            return len(messages)
 
     def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
         if outcomes:

@@ -78,6 +78,7 @@ class TaskRow:
     not_before: datetime | None = None
     claimed_by: str | None = None
     finished_at: datetime | None = None
+    resend_count: int = 0
 
     def view(self) -> TaskView:
         return TaskView(

@@ -14,7 +14,13 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ra
 
 from core.errors import StoreUnavailable
 from core.ids import task_id_for
-from core.messages import deferred_finalize_message, finalize_message, stage_message, task_message
+from core.messages import (
+    deferred_finalize_message,
+    finalize_message,
+    resent_task_message,
+    stage_message,
+    task_message,
+)
 from core.models import (
     JSON,
     ClaimedTask,
@@ -152,17 +158,95 @@ class PostgresStore(StoreViews):
             cur.execute(query("stage_results"), {"job_id": job_id, "stage": stage})
             return [result_from_row(r) for r in cur.fetchall()]
 
-    def claim_tasks(self, task_ids: Sequence[str], worker_id: str) -> list[ClaimedTask]:
+    def claim_tasks(
+        self, task_ids: Sequence[str], worker_id: str, lease_seconds: float | None = None
+    ) -> list[ClaimedTask]:
         if not task_ids:
             return []
         sources = [s.value for s in task_sources(TaskStatus.RUNNING)]
 
         def work(cur: psycopg.Cursor[Any]) -> list[ClaimedTask]:
-            cur.execute(query("claim_tasks"), {"task_ids": list(task_ids), "worker_id": worker_id, "sources": sources})
+            cur.execute(query("claim_tasks"), {
+                "task_ids": list(task_ids), "worker_id": worker_id, "sources": sources, "lease_seconds": lease_seconds,
+            })
             return [claimed_from_row(r) for r in cur.fetchall()]
 
         claimed: list[ClaimedTask] = self._run(work)
         return claimed
+
+    def renew_task_leases(
+        self, claims: Sequence[ClaimedTask], lease_seconds: float | None = None
+    ) -> dict[str, JobStatus]:
+        if not claims:
+            return {}
+        ordered = sorted(claims, key=lambda c: c.task_id)
+        params = {
+            "task_ids": [c.task_id for c in ordered], "attempts": [c.attempt for c in ordered],
+            "lease_seconds": [lease_seconds] * len(ordered),
+        }
+
+        def work(cur: psycopg.Cursor[Any]) -> dict[str, JobStatus]:
+            cur.execute(query("renew_task_leases"), params)
+            return {task_id: JobStatus(status) for task_id, status in cur.fetchall()}
+
+        renewed: dict[str, JobStatus] = self._run(work)
+        return renewed
+
+    def release_claims(self, claims: Sequence[ClaimedTask]) -> list[str]:
+        if not claims:
+            return []
+        ordered = sorted(claims, key=lambda c: c.task_id)
+        params = {
+            "task_ids": [c.task_id for c in ordered], "attempts": [c.attempt for c in ordered],
+            "sources": [s.value for s in task_sources(TaskStatus.QUEUED)],
+        }
+
+        def work(cur: psycopg.Cursor[Any]) -> list[str]:
+            cur.execute(query("release_claims"), params)
+            return [row[0] for row in cur.fetchall()]
+
+        released: list[str] = self._run(work)
+        return released
+
+    def live_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        with self._tx() as cur:
+            cur.execute(query("live_jobs"), {"job_ids": list(job_ids)})
+            return {row[0] for row in cur.fetchall()}
+
+    def defer_early_tasks(self, deliveries: Sequence[tuple[str, int]]) -> list[str]:
+        if not deliveries:
+            return []
+        params = {"task_ids": [d[0] for d in deliveries], "attempts": [d[1] for d in deliveries]}
+
+        def work(cur: psycopg.Cursor[Any]) -> list[str]:
+            cur.execute(query("defer_early_tasks"), params)
+            rows = cur.fetchall()
+            self._send(cur, [
+                resent_task_message(task_id, job_id, job_type, stage, task_type, attempt + 1, resend, delay)
+                for task_id, job_id, job_type, stage, task_type, attempt, resend, delay in rows
+            ])
+            return [row[0] for row in rows]
+
+        deferred: list[str] = self._run(work)
+        return deferred
+
+    def resend_overdue_retries(self, overdue_seconds: float, limit: int = 1000) -> int:
+        def work(cur: psycopg.Cursor[Any]) -> int:
+            cur.execute(query("resend_overdue_retries"), {"overdue": overdue_seconds, "limit": limit})
+            rows = cur.fetchall()
+            for task_id, job_id, _, stage, _, attempt, resend in rows:
+                self._event(cur, job_id, "task_retry_resent", {"attempt": attempt + 1, "resend": resend},
+                            stage=stage, task_id=task_id)
+            self._send(cur, [
+                resent_task_message(task_id, job_id, job_type, stage, task_type, attempt + 1, resend)
+                for task_id, job_id, job_type, stage, task_type, attempt, resend in rows
+            ])
+            return len(rows)
+
+        count: int = self._run(work)
+        return count
 
     def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
         if outcomes:

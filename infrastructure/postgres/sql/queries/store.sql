@@ -69,7 +69,7 @@ SELECT stage, status, count(*) FROM tasks WHERE job_id = %(job_id)s GROUP BY sta
 -- name: claim_tasks
 UPDATE tasks t
 SET status = 'running', attempt = t.attempt + 1, claimed_by = %(worker_id)s, updated_at = now(),
-    lease_until = now() + make_interval(secs => t.timeout_seconds),
+    lease_until = now() + make_interval(secs => coalesce(%(lease_seconds)s::float8, t.timeout_seconds)),
     errors = CASE WHEN t.status = 'running' THEN t.errors || jsonb_build_array(jsonb_build_object(
         'type', 'LeaseExpired', 'class', 'transient', 'attempt', t.attempt, 'where', t.claimed_by, 'at', now(),
         'message', 'the worker holding this task stopped before finishing; taken back'))
@@ -81,6 +81,54 @@ WHERE t.task_id = ANY(%(task_ids)s::text[]) AND j.job_id = t.job_id AND j.status
        OR (t.status = 'running' AND t.lease_until < now()))
 RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.idx, t.task_type, t.parameters, t.attempt,
           t.max_attempts, t.timeout_seconds, j.failure_policy
+
+-- name: renew_task_leases
+-- Extend the leases a worker still holds (running at the claimed attempt); each comes back with its job's status.
+UPDATE tasks t
+SET lease_until = now() + make_interval(secs => coalesce(u.lease_seconds, t.timeout_seconds))
+FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(lease_seconds)s::float8[]) AS u(task_id, attempt, lease_seconds),
+     jobs j
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = 'running'
+  AND t.attempt = u.attempt AND j.job_id = t.job_id
+RETURNING t.task_id, j.status
+
+-- name: release_claims
+-- Claims of tasks that were never started: back to queued as if the claim had not happened.
+UPDATE tasks t
+SET status = 'queued', attempt = t.attempt - 1, lease_until = NULL, claimed_by = NULL, updated_at = now()
+FROM unnest(%(task_ids)s::text[], %(attempts)s::int[]) AS u(task_id, attempt)
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id
+  AND t.status = ANY(%(sources)s::task_status[]) AND t.attempt = u.attempt
+RETURNING t.task_id
+
+-- name: live_jobs
+SELECT job_id FROM jobs WHERE job_id = ANY(%(job_ids)s::text[]) AND status = 'processing'
+
+-- name: defer_early_tasks
+-- Messages that arrived before their retry is due: count a re-send on each task still waiting for exactly
+-- that attempt; the caller sends the fresh message, due when the task is.
+UPDATE tasks t SET resend_count = t.resend_count + 1
+FROM unnest(%(task_ids)s::text[], %(attempts)s::int[]) AS u(task_id, attempt), jobs j
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = 'retry_scheduled'
+  AND t.attempt + 1 = u.attempt AND t.not_before > now() AND j.job_id = t.job_id AND j.status = 'processing'
+RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.task_type, t.attempt, t.resend_count,
+          greatest(0, extract(epoch FROM t.not_before - now()))::float8
+
+-- name: resend_overdue_retries
+-- Retries due for longer than the deadline whose message never came: re-send them, due again from now (so the
+-- next pass waits the whole deadline again before another copy).
+WITH overdue AS (
+    SELECT t.task_id FROM tasks t JOIN jobs j ON j.job_id = t.job_id
+    WHERE t.status = 'retry_scheduled' AND j.status = 'processing'
+      AND t.not_before < now() - make_interval(secs => %(overdue)s)
+    ORDER BY t.not_before
+    LIMIT %(limit)s
+    FOR UPDATE OF t SKIP LOCKED
+)
+UPDATE tasks t SET resend_count = t.resend_count + 1, not_before = now(), updated_at = now()
+FROM overdue, jobs j
+WHERE t.task_id = overdue.task_id AND j.job_id = t.job_id
+RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.task_type, t.attempt, t.resend_count
 
 -- name: complete_tasks
 UPDATE tasks t
