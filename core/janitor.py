@@ -1,4 +1,5 @@
-"""The janitor: takes back tasks whose worker died, re-relays stranded outbox rows, reports stuck jobs."""
+"""The janitor: takes back tasks whose worker died, re-sends lost retries, re-relays stranded outbox rows and
+reports stuck jobs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ log = logging.getLogger("coremachine.janitor")
 @dataclass(frozen=True, slots=True)
 class JanitorConfig:
     lease_grace_seconds: float = 5.0
+    overdue_retry_seconds: float = 300.0
     stranded_outbox_seconds: float = 30.0
     stuck_job_seconds: float = 3600.0
 
@@ -23,6 +25,7 @@ class JanitorConfig:
 @dataclass(frozen=True, slots=True)
 class JanitorReport:
     requeued_tasks: int = 0
+    resent_retries: int = 0
     relayed_messages: int = 0
     housekeeping: int = 0
     stuck_jobs: list[JobRecord] = field(default_factory=list)
@@ -30,6 +33,7 @@ class JanitorReport:
     def as_dict(self) -> dict[str, object]:
         return {
             "requeued_tasks": self.requeued_tasks,
+            "resent_retries": self.resent_retries,
             "relayed_messages": self.relayed_messages,
             "housekeeping": self.housekeeping,
             "stuck_jobs": [job.job_id for job in self.stuck_jobs],
@@ -53,12 +57,15 @@ class Janitor:
 
     def run_once(self) -> JanitorReport:
         requeued = self._store.requeue_expired_leases(self._config.lease_grace_seconds)
-        relayed = self._relay.flush() if requeued else 0
+        resent = self._store.resend_overdue_retries(self._config.overdue_retry_seconds)
+        relayed = self._relay.flush() if requeued or resent else 0
         relayed += self._relay.relay_stranded(self._config.stranded_outbox_seconds)
         cleaned = sum(task() for task in self._housekeeping)
         stuck = self._store.stuck_jobs(self._config.stuck_job_seconds)
         if requeued:
             log.warning("took back tasks with expired leases", extra={"count": requeued})
+        if resent:
+            log.warning("re-sent retries overdue with no message", extra={"count": resent})
         if relayed:
             log.warning("relayed stranded outbox messages", extra={"count": relayed})
         for job in stuck:
@@ -67,4 +74,4 @@ class Janitor:
                     "job has not moved past the deadline",
                     extra={"status": job.status.value, "updated_at": job.updated_at.isoformat()},
                 )
-        return JanitorReport(requeued, relayed, cleaned, stuck)
+        return JanitorReport(requeued, resent, relayed, cleaned, stuck)

@@ -137,6 +137,10 @@ class Settings(BaseSettings):
         default=5.0,
         description="Extra time past a task's lease before the janitor takes it back from a silent worker.",
     )
+    overdue_retry_seconds: float = Field(
+        default=300.0,
+        description="A retry due for this long without being picked up has lost its message; the janitor re-sends it.",
+    )
     stuck_job_seconds: float = Field(
         default=3600.0,
         description="A job not updated for this long is reported as stuck by the janitor.",
@@ -224,6 +228,7 @@ class Settings(BaseSettings):
         "duplicate_window_seconds",
         "stuck_job_seconds",
         "pool_max_lifetime_seconds",
+        "overdue_retry_seconds",
     )
     @classmethod
     def _positive_seconds(cls, value: float) -> float:

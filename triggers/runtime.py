@@ -109,7 +109,11 @@ def build_runtime(
     janitor = Janitor(
         store,
         relay,
-        JanitorConfig(lease_grace_seconds=settings.lease_grace_seconds, stuck_job_seconds=settings.stuck_job_seconds),
+        JanitorConfig(
+            lease_grace_seconds=settings.lease_grace_seconds,
+            overdue_retry_seconds=settings.overdue_retry_seconds,
+            stuck_job_seconds=settings.stuck_job_seconds,
+        ),
         housekeeping=_housekeeping(transport, settings),
     )
     return Runtime(settings, database, store, transport, relay, registries, engine, janitor)
