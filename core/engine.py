@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import logcontext
+from core.errors import classify
 from core.jobs import JobRegistry
 from core.middleware import DEFAULT_MIDDLEWARE, Middleware
 from core.models import JobRecord, JobSnapshot, NewJob, ReceivedMessage
 from core.ports import Relay, StateStore
 from core.registry import TaskRegistry
-from core.settlement import Settlement
+from core.settlement import Settlement, give_back
 from core.stage_runner import StageRunner
 from core.task_runner import TaskRunner
 
@@ -62,7 +63,20 @@ class CoreMachine:
         return SubmitResult(record, created)
 
     def handle_job_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
-        return [self._stages.run(message) for message in messages]
+        """Each job message on its own: one that fails is given back (with backoff) and the others go on."""
+        return [self._handle_job_message(message) for message in messages]
+
+    def _handle_job_message(self, message: ReceivedMessage) -> Settlement:
+        try:
+            return self._stages.run(message)
+        except Exception as exc:
+            log.warning(
+                "job message failed; giving it back for redelivery",
+                exc_info=True,
+                extra={"message_id": message.message_id, "delivery_count": message.delivery_count,
+                       "error_type": type(exc).__name__, "error_class": classify(exc).value},
+            )
+            return give_back(message, f"{type(exc).__name__}: {exc}")
 
     def handle_task_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
         return self._tasks.run(messages)

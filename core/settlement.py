@@ -1,11 +1,17 @@
-"""What a consumer must do with a message once the engine has handled it."""
+"""What a consumer must do with a message once the engine has handled it: each message gets its own fate."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.models import ReceivedMessage
+from core.models import ErrorClass, ReceivedMessage
+from core.retry import RetryPolicy
+
+REDELIVERY = RetryPolicy(initial_interval=1.0, backoff_coefficient=2.0, maximum_interval=60.0,
+                         maximum_attempts=2**31 - 1, jitter=0.2)
+"""Backoff of a message given back after a failure that is not its handler's outcome (a store or transport
+outage, a planner's transient error): scheduled redelivery, never a sleep in the worker."""
 
 
 class Disposition(StrEnum):
@@ -20,6 +26,7 @@ class Settlement:
     disposition: Disposition
     reason: str = ""
     description: str = ""
+    delay_seconds: float = 0.0
 
 
 def complete(message: ReceivedMessage) -> Settlement:
@@ -28,3 +35,9 @@ def complete(message: ReceivedMessage) -> Settlement:
 
 def dead_letter(message: ReceivedMessage, reason: str, description: str) -> Settlement:
     return Settlement(message, Disposition.DEAD_LETTER, reason, description[:4000])
+
+
+def give_back(message: ReceivedMessage, reason: str) -> Settlement:
+    """Abandon for redelivery after a backoff that grows with the message's delivery count."""
+    delay = REDELIVERY.next_delay(max(1, message.delivery_count), ErrorClass.TRANSIENT) or 0.0
+    return Settlement(message, Disposition.ABANDON, reason[:256], delay_seconds=delay)

@@ -17,7 +17,7 @@ from core.models import JSON, ClaimedTask, ErrorClass, ErrorInfo, OutcomeKind, R
 from core.ports import Relay, StateStore
 from core.registry import TaskContext, TaskRegistry
 from core.retry import RetryPolicy
-from core.settlement import Settlement, complete, dead_letter
+from core.settlement import Settlement, complete, dead_letter, give_back
 
 log = logging.getLogger("coremachine.tasks")
 
@@ -40,39 +40,140 @@ class TaskRunner:
         self._middleware = tuple(middleware)
 
     def run(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
+        """Claim, run and record a batch; every message gets its own settlement, whatever happens to the others.
+
+        The batch shares one claim and one commit (group commit). If the commit fails, the outcomes are recorded
+        one by one, so one poison outcome cannot sink healthy ones.
+        """
         settlements: list[Settlement] = []
         wanted: dict[str, tuple[TaskMessage, ReceivedMessage]] = {}
         for message in messages:
             try:
-                parsed = parse_task_message(message.body)
-            except MalformedMessage as exc:
-                log.warning("malformed task message", extra={"message_id": message.message_id, "error": str(exc)})
-                settlements.append(dead_letter(message, "MalformedMessage", str(exc)))
-                continue
-            if parsed.task_type not in self._tasks:
-                settlements.append(self._unknown_task_type(message, parsed))
-                continue
-            if parsed.task_id in wanted:
-                settlements.append(complete(message))
-                continue
-            wanted[parsed.task_id] = (parsed, message)
+                settlement = self._screen(message, wanted)
+            except Exception as exc:
+                settlement = self._give_back(message, exc, "screening the message")
+            if settlement is not None:
+                settlements.append(settlement)
         if not wanted:
             return settlements
 
-        claimed = self._store.claim_tasks(list(wanted), self._worker_id)
-        claimed_ids = {task.task_id for task in claimed}
-        for task_id, (_, message) in wanted.items():
-            if task_id not in claimed_ids:
-                log.debug("task not claimable (done, leased elsewhere, not due, or job over)",
-                          extra={"task_id": task_id, "message_id": message.message_id})
-                settlements.append(complete(message))
+        claimed, given_back = self._claim(wanted)
+        settlements.extend(given_back.values())
+        settled = {task.task_id for task in claimed} | set(given_back)
+        unclaimed = {task_id: wanted[task_id] for task_id in wanted if task_id not in settled}
+        if unclaimed:
+            settlements.extend(self._not_claimed(unclaimed))
 
         outcomes = [self._execute(task) for task in claimed]
-        if outcomes:
-            self._store.record_outcomes(outcomes)
+        settlements.extend(self._record(outcomes, wanted))
+        try:
             self._relay.flush()
-        settlements.extend(complete(wanted[task.task_id][1]) for task in claimed)
+        except Exception:
+            log.exception("relay flush failed; the janitor relays the stranded outbox rows")
         return settlements
+
+    def _screen(
+        self, message: ReceivedMessage, wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
+    ) -> Settlement | None:
+        """Settle a message that cannot be run (malformed, unknown type, repeated in the batch), else note it."""
+        try:
+            parsed = parse_task_message(message.body)
+        except MalformedMessage as exc:
+            log.warning("malformed task message", extra={"message_id": message.message_id, "error": str(exc)})
+            return dead_letter(message, "MalformedMessage", str(exc))
+        if parsed.task_type not in self._tasks:
+            return self._unknown_task_type(message, parsed)
+        if parsed.task_id in wanted:
+            return complete(message)
+        wanted[parsed.task_id] = (parsed, message)
+        return None
+
+    def _claim(
+        self, wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
+    ) -> tuple[list[ClaimedTask], dict[str, Settlement]]:
+        """One claim for the batch; if it fails, one per message, and a message whose claim fails is given back
+        (returned by task id)."""
+        try:
+            return self._store.claim_tasks(list(wanted), self._worker_id), {}
+        except Exception as exc:
+            if len(wanted) == 1:
+                [(task_id, (_, message))] = wanted.items()
+                return [], {task_id: self._give_back(message, exc, "claiming its task")}
+            log.warning("claiming a batch failed; claiming one by one", extra={"error": str(exc)[:500]})
+        claimed: list[ClaimedTask] = []
+        given_back: dict[str, Settlement] = {}
+        for task_id, (_, message) in wanted.items():
+            try:
+                claimed.extend(self._store.claim_tasks([task_id], self._worker_id))
+            except Exception as exc:
+                given_back[task_id] = self._give_back(message, exc, "claiming its task")
+        return claimed, given_back
+
+    def _not_claimed(self, unclaimed: dict[str, tuple[TaskMessage, ReceivedMessage]]) -> list[Settlement]:
+        """Tasks not claimable: done, leased elsewhere, job over - or not due yet. A message that came before its
+        retry is due (clock skew, an early scheduled delivery) is deferred to the due time, never just dropped."""
+        try:
+            deferred = set(self._store.defer_early_tasks([(t, p.attempt) for t, (p, _) in unclaimed.items()]))
+        except Exception as exc:
+            return [self._give_back(message, exc, "checking whether it came early") for _, message in
+                    unclaimed.values()]
+        for task_id, (parsed, message) in unclaimed.items():
+            if task_id in deferred:
+                log.info("task message came before its retry is due; deferred to the due time",
+                         extra={"task_id": task_id, "attempt": parsed.attempt, "message_id": message.message_id})
+            else:
+                log.debug("task not claimable (done, leased elsewhere or job over)",
+                          extra={"task_id": task_id, "message_id": message.message_id})
+        return [complete(message) for _, message in unclaimed.values()]
+
+    def _record(
+        self, outcomes: Sequence[TaskOutcome], wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
+    ) -> list[Settlement]:
+        if not outcomes:
+            return []
+        try:
+            self._store.record_outcomes(outcomes)
+        except Exception as exc:
+            if len(outcomes) == 1:
+                return [self._record_alone(outcomes[0], wanted[outcomes[0].task.task_id][1], exc)]
+            log.warning("group commit of %d outcomes failed; recording them one by one", len(outcomes),
+                        extra={"error_type": type(exc).__name__, "error": str(exc)[:500]})
+            return [self._record_alone(o, wanted[o.task.task_id][1]) for o in outcomes]
+        return [complete(wanted[o.task.task_id][1]) for o in outcomes]
+
+    def _record_alone(
+        self, outcome: TaskOutcome, message: ReceivedMessage, failure: Exception | None = None
+    ) -> Settlement:
+        """Record one outcome. One the store refuses (not an outage: its own data) becomes a permanent failure of
+        the task, recorded with the reason; an outage gives the message back for redelivery."""
+        if failure is None:
+            try:
+                self._store.record_outcomes([outcome])
+                return complete(message)
+            except Exception as exc:
+                failure = exc
+        if classify(failure) is ErrorClass.TRANSIENT:
+            return self._give_back(message, failure, "recording its outcome")
+        error = ErrorInfo(
+            "OutcomeNotRecorded", ErrorClass.PERMANENT,
+            f"the {outcome.kind.value} outcome of attempt {outcome.task.attempt} could not be stored: "
+            f"{type(failure).__name__}: {failure}"[:2000],
+            attempt=outcome.task.attempt, where="worker", at=_now(),
+        )
+        with logcontext.bind(job_id=outcome.task.job_id, task_id=outcome.task.task_id, attempt=outcome.task.attempt):
+            log.error("task outcome could not be stored; failing the task", extra={"error": error.message})
+        try:
+            self._store.record_outcomes([TaskOutcome(outcome.task, OutcomeKind.FAILED, error=error)])
+        except Exception as exc:
+            return self._give_back(message, exc, "recording its outcome")
+        return complete(message)
+
+    @staticmethod
+    def _give_back(message: ReceivedMessage, exc: Exception, doing: str) -> Settlement:
+        log.warning("giving a task message back for redelivery: %s failed", doing,
+                    extra={"message_id": message.message_id, "delivery_count": message.delivery_count,
+                           "error_type": type(exc).__name__, "error": str(exc)[:500]})
+        return give_back(message, f"{doing}: {type(exc).__name__}: {exc}")
 
     def _unknown_task_type(self, message: ReceivedMessage, parsed: TaskMessage) -> Settlement:
         description = f"no handler registered for task type {parsed.task_type!r} on worker {self._worker_id}"

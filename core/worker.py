@@ -7,13 +7,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from core.batching import DurationEstimates, message_kind
 from core.engine import CoreMachine
 from core.janitor import Janitor
 from core.models import JOBS_QUEUE, TASKS_QUEUE, ReceivedMessage
 from core.ports import Transport
-from core.settlement import Disposition, Settlement
+from core.settlement import Disposition, Settlement, give_back
 
 log = logging.getLogger("coremachine.worker")
 
@@ -143,12 +144,12 @@ class Worker:
     def _process(self, queue: str, handle: Handler, messages: Sequence[ReceivedMessage]) -> None:
         try:
             settlements = handle(messages)
-        except Exception:
-            log.exception("handling a batch failed; abandoning it for redelivery",
+        except Exception as exc:
+            # The engine settles each message on its own; reaching here is a bug, not a message's fault.
+            log.exception("handling a batch failed unexpectedly; giving it back for redelivery",
                           extra={"queue": queue, "messages": len(messages)})
-            self.stats.add(failures=len(messages))
-            self._settle([Settlement(m, Disposition.ABANDON) for m in messages])
-            return
+            settlements = [give_back(m, f"{type(exc).__name__}: {exc}") for m in messages]
+        self.stats.add(failures=sum(1 for s in settlements if s.disposition is Disposition.ABANDON))
         self._settle(settlements)
         if queue == self._config.jobs_queue:
             self.stats.add(jobs=len(messages))
@@ -156,17 +157,25 @@ class Worker:
             self.stats.add(tasks=len(messages))
 
     def _settle(self, settlements: Sequence[Settlement]) -> None:
+        """Completes go in one call; if that fails, one by one. Each other settlement is tried on its own."""
         completes = [s.message for s in settlements if s.disposition is Disposition.COMPLETE]
+        if completes and not self._try("complete", partial(self._transport.complete, completes)):
+            for message in completes if len(completes) > 1 else ():
+                self._try("complete", partial(self._transport.complete, [message]))
+        for s in settlements:
+            if s.disposition is Disposition.DEAD_LETTER:
+                self._try("dead-letter", partial(self._transport.dead_letter, s.message, s.reason, s.description))
+            elif s.disposition is Disposition.ABANDON:
+                self._try("abandon", partial(self._transport.abandon, s.message, s.delay_seconds))
+
+    @staticmethod
+    def _try(action: str, call: Callable[[], None]) -> bool:
         try:
-            if completes:
-                self._transport.complete(completes)
-            for s in settlements:
-                if s.disposition is Disposition.DEAD_LETTER:
-                    self._transport.dead_letter(s.message, s.reason, s.description)
-                elif s.disposition is Disposition.ABANDON:
-                    self._transport.abandon(s.message)
+            call()
         except Exception:
-            log.exception("settling messages failed; their locks will lapse and they will be redelivered")
+            log.exception("%s failed; the message's lock will lapse and it will be redelivered", action)
+            return False
+        return True
 
     def _release(self, messages: Sequence[ReceivedMessage]) -> None:
         try:

@@ -18,6 +18,7 @@ class DrillParameters(JobParameters):
     n: int = Field(4, ge=0, le=100_000)
     fail_index: int | None = Field(None, description="this task index fails permanently")
     sleep_ms: int = Field(0, ge=0)
+    poison_index: int | None = Field(None, description="this task returns a result PostgreSQL cannot store")
     tag: str = ""
 
 
@@ -30,7 +31,8 @@ class DrillFailFast(JobDefinition):
     def create_tasks(self, stage: Stage, params: Any, previous: PreviousResults) -> Iterable[JSON]:
         if stage.number == 2:
             return [{"index": r["index"], "fail_index": None, "sleep_ms": 0} for r in previous]
-        return [{"index": i, "fail_index": params.fail_index, "sleep_ms": params.sleep_ms} for i in range(params.n)]
+        return [{"index": i, "fail_index": params.fail_index, "sleep_ms": params.sleep_ms,
+                 "poison": i == params.poison_index} for i in range(params.n)]
 
     def finalize(self, context: FinalizeContext) -> JSON:
         return {"outcome": context.outcome.value, "counts": {str(k): dict(v) for k, v in context.stage_counts.items()}}

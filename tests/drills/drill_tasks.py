@@ -15,4 +15,6 @@ def work(params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
         time.sleep(int(params["sleep_ms"]) / 1000)
     if params.get("fail_index") is not None and params["index"] == params["fail_index"]:
         raise PermanentError(f"task {params['index']} is broken on purpose")
+    if params.get("poison"):
+        return {"index": params["index"], "note": "NUL \u0000 is valid JSON but not storable as jsonb"}
     return {"index": params["index"], "attempt": context.attempt}

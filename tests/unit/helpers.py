@@ -115,6 +115,7 @@ class Harness:
         self.engine = self.engine_with(self.probe.handlers() if handlers is None else handlers)
         self.janitor = Janitor(self.store, NullRelay(), JanitorConfig(lease_grace_seconds=5.0))
         self.escaped: list[Exception] = []
+        self.given_back: list[Settlement] = []
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -135,10 +136,11 @@ class Harness:
             elif s.disposition is Disposition.DEAD_LETTER:
                 self.transport.dead_letter(s.message, s.reason, s.description)
             else:
-                self.transport.abandon(s.message)
+                self.given_back.append(s)
+                self.transport.abandon(s.message, s.delay_seconds)
 
     def handle(self, engine: CoreMachine, queue: str, batch: Sequence[ReceivedMessage]) -> list[Settlement]:
-        """What a worker does with a batch: an exception escaping the engine abandons the whole batch."""
+        """What a worker does with a batch; an exception escaping the engine (a bug) abandons the whole batch."""
         handle = engine.handle_job_messages if queue == JOBS_QUEUE else engine.handle_task_messages
         try:
             return handle(batch)

@@ -1,0 +1,140 @@
+"""Each message has its own fate, on the real PostgreSQL queue: a failing message batched with healthy ones
+leaves them alone, an early retry message is deferred to its due time, a lost retry is re-sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.errors import TransientError
+from core.models import DeadLetterSelector, ErrorClass, ErrorInfo, JobStatus, OutcomeKind, TaskOutcome
+from tests.integration.engine_helpers import rows, run_to_end, task_rows
+from triggers.runtime import Runtime
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_flaky_job_message_batched_with_healthy_ones_does_not_hold_them_back(runtime: Runtime) -> None:
+    definition = runtime.registries.jobs.get("drill_continue")
+    original = definition.create_tasks
+    failures = {"left": 3}
+
+    def flaky(stage: Any, params: Any, previous: Any) -> Any:
+        if params.tag == "flaky" and failures["left"]:
+            failures["left"] -= 1
+            raise TransientError("the data share is down")
+        return original(stage, params, previous)
+
+    definition.create_tasks = flaky  # type: ignore[method-assign]
+    flaky_id = runtime.engine.submit("drill_continue", {"n": 2, "tag": "flaky"}).job.job_id
+    healthy = [runtime.engine.submit("drill_continue", {"n": 2, "tag": f"ok{i}"}).job.job_id for i in range(5)]
+    # All six stage messages wait in the queue, so the first receive takes several in one batch.
+    worker = runtime.worker(concurrency=2, wait_seconds=0.2, jobs_threads=1)
+    done = {"healthy_first": False}
+
+    def finished() -> bool:
+        jobs = {job_id: runtime.store.get_job(job_id) for job_id in [flaky_id, *healthy]}
+        if all(j is not None and j.status.terminal for k, j in jobs.items() if k != flaky_id):
+            flaky_job = jobs[flaky_id]
+            done["healthy_first"] = done["healthy_first"] or (flaky_job is not None and not flaky_job.status.terminal)
+        return all(j is not None and j.status.terminal for j in jobs.values())
+
+    assert worker.run_until(finished, timeout=60, poll_seconds=0.05)
+    assert failures["left"] == 0
+    for job_id in [flaky_id, *healthy]:
+        job = runtime.store.get_job(job_id)
+        assert job is not None and job.status is JobStatus.COMPLETED, job_id
+    assert done["healthy_first"], "the healthy jobs waited for the flaky one"
+    [(deliveries,)] = rows(runtime, "SELECT delivery_count FROM queue_messages WHERE message_id = %s",
+                           f"j:{flaky_id}:s1")
+    assert deliveries == 4
+    for job_id in healthy:
+        [(count,)] = rows(runtime, "SELECT delivery_count FROM queue_messages WHERE message_id = %s", f"j:{job_id}:s1")
+        assert count == 1, "a healthy neighbour's delivery was counted again"
+    assert runtime.transport.list_dead_letters(DeadLetterSelector()) == []
+
+
+def test_a_poison_outcome_batched_with_healthy_ones_fails_alone(runtime: Runtime) -> None:
+    job_id = runtime.engine.submit("drill_continue", {"n": 40, "poison_index": 17}).job.job_id
+    job = run_to_end(runtime, job_id, concurrency=1)
+    assert job.status is JobStatus.COMPLETED_WITH_ERRORS
+    stage1 = task_rows(runtime, job_id, 1)
+    poisoned = [r for r in stage1 if r[0] == 17]
+    assert [(r[1], r[2]) for r in poisoned] == [("failed", 1)]
+    assert poisoned[0][3][-1]["type"] == "OutcomeNotRecorded"
+    assert {(r[1], r[2]) for r in stage1 if r[0] != 17} == {("completed", 1)}, "a healthy task ran twice"
+    [(max_deliveries,)] = rows(runtime, "SELECT max(delivery_count) FROM queue_messages WHERE queue = 'tasks'")
+    assert max_deliveries == 1
+    assert runtime.transport.list_dead_letters(DeadLetterSelector()) == []
+    # several outcomes shared the failed commit: the poison one was in a real batch
+    [(batched,)] = rows(runtime, "SELECT count(DISTINCT date_trunc('milliseconds', finished_at)) < 39 FROM tasks "
+                                 "WHERE job_id = %s AND stage = 1", job_id)
+    assert batched
+
+
+def fail_first_attempt(runtime: Runtime, job_id: str) -> str:
+    """Run the job's single task once, failing transiently with a long backoff: it waits for its retry."""
+    definition = runtime.registries.jobs.get("drill_continue")
+    stage = definition.stage(1)
+    task_id = f"{job_id}-s1-t0"
+    [message] = [m for m in runtime.transport.receive("tasks", 10, 1) if m.body["task_id"] == task_id]
+    [claim] = runtime.store.claim_tasks([task_id], "test")
+    error = ErrorInfo("TransientError", ErrorClass.TRANSIENT, "share is down", attempt=1)
+    runtime.store.record_outcomes([TaskOutcome(claim, OutcomeKind.RETRY, error=error, retry_delay_seconds=3600)])
+    runtime.transport.complete([message])
+    assert stage.max_attempts >= 2
+    return task_id
+
+
+def start_one_task_job(runtime: Runtime, tag: str) -> str:
+    job_id = runtime.engine.submit("drill_continue", {"n": 1, "tag": tag}).job.job_id
+    [stage_message] = runtime.transport.receive("jobs", 1, 1)
+    [settlement] = runtime.engine.handle_job_messages([stage_message])
+    runtime.transport.complete([settlement.message])
+    return job_id
+
+
+def test_a_retry_message_delivered_early_is_deferred_until_the_task_is_due(runtime: Runtime) -> None:
+    job_id = start_one_task_job(runtime, "early")
+    task_id = fail_first_attempt(runtime, job_id)
+    retry_id = f"t:{task_id}:a2"
+    # Clock skew: the scheduled retry becomes visible an hour before the task is due.
+    rows(runtime, "UPDATE queue_messages SET available_at = now() WHERE message_id = %s RETURNING id", retry_id)
+    [early] = runtime.transport.receive("tasks", 1, 1)
+    assert early.message_id == retry_id
+    settlements = runtime.engine.handle_task_messages([early])
+    runtime.transport.complete([s.message for s in settlements])
+    [(status, attempt, resends)] = rows(runtime, "SELECT status, attempt, resend_count FROM tasks WHERE task_id = %s",
+                                        task_id)
+    assert (status, attempt, resends) == ("retry_scheduled", 1, 1)
+    [(deferred_id, due_gap)] = rows(
+        runtime,
+        "SELECT q.message_id, abs(extract(epoch FROM q.available_at - t.not_before)) FROM queue_messages q, tasks t "
+        "WHERE t.task_id = %s AND q.state = 'ready' AND q.body ->> 'task_id' = t.task_id",
+        task_id,
+    )
+    assert deferred_id == f"{retry_id}:s1" and due_gap < 1.0
+    # When the task is due, the deferred message runs it.
+    rows(runtime, "UPDATE tasks SET not_before = now() WHERE task_id = %s RETURNING 1", task_id)
+    rows(runtime, "UPDATE queue_messages SET available_at = now() WHERE message_id = %s RETURNING 1", deferred_id)
+    job = run_to_end(runtime, job_id)
+    assert job.status is JobStatus.COMPLETED
+    assert [(r[1], r[2]) for r in task_rows(runtime, job_id, 1)] == [("completed", 2)]
+
+
+def test_the_janitor_resends_an_overdue_retry_with_an_id_from_the_task_counter(runtime: Runtime) -> None:
+    job_id = start_one_task_job(runtime, "overdue")
+    task_id = fail_first_attempt(runtime, job_id)
+    # The retry message is lost (a purge, a relay that never ran) and the retry is long overdue.
+    rows(runtime, "DELETE FROM queue_messages WHERE message_id = %s RETURNING 1", f"t:{task_id}:a2")
+    rows(runtime, "UPDATE tasks SET not_before = now() - interval '1 hour' WHERE task_id = %s RETURNING 1", task_id)
+    rows(runtime, "DELETE FROM job_events WHERE job_id = %s RETURNING 1", job_id)  # ids never come from here
+    report = runtime.janitor.run_once()
+    assert report.resent_retries == 1
+    assert runtime.janitor.run_once().resent_retries == 0
+    [(message_id,)] = rows(runtime, "SELECT message_id FROM queue_messages WHERE state = 'ready' AND queue = 'tasks'")
+    assert message_id == f"t:{task_id}:a2:s1"
+    job = run_to_end(runtime, job_id)
+    assert job.status is JobStatus.COMPLETED
+    assert [(r[1], r[2]) for r in task_rows(runtime, job_id, 1)] == [("completed", 2)]
