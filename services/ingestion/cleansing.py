@@ -1,6 +1,6 @@
 """Vectorised cleansing of raw sheet columns: blanks, totals, text, names, codes, numbers, percents, dates.
 
-Every cleaner takes a raw object Series (values as openpyxl returned them: str, int, float, datetime, None)
+Every cleaner takes a raw object Series (values as the reader returned them: str, int, float, date, datetime, None)
 and returns `Cleaned(values, invalid)`: the typed values (missing as NaN/None/NaT) and a mask of cells that
 held something but could not be parsed. Work is done per column with pandas, not per row in Python; only
 cells of an unusual type (numbers in a text column, say) go through a per-value conversion.

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import ConfigurationError
+from services.ingestion.readers import FileFormat
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_SOURCES = Path("config/data_sources.yml")
@@ -58,6 +59,10 @@ class SourceConfig(_Strict):
     version_folders: VersionStrategy = VersionStrategy.HIGHEST
     version_pattern: str = r"^V(\d+)$"
     sheet: str | None = Field(default=None, description="Sheet name; the first sheet when omitted")
+    file_format: FileFormat = Field(
+        default=FileFormat.AUTO, alias="format",
+        description="xlsx, xlsm, xls, ods or csv; auto (the default) goes by each file's extension",
+    )
 
     @field_validator("version_pattern")
     @classmethod

@@ -1,50 +1,31 @@
-"""Reading one worksheet into a DataFrame: sheet lookup, header-row detection and column mapping.
+"""Reading one sheet as DataFrames: header-row detection, column mapping, chunks of rows for bounded memory.
 
-Workbooks are read with openpyxl in read-only mode (values only, formulas as their cached values) and turned
-into a pandas DataFrame whose columns are the input model's field names and whose index is the 1-based sheet
-row. Title rows above the header, stray whitespace and case in header labels are tolerated; merged cells read
-as a value in their top-left cell and empties elsewhere (domains fill such columns down).
+Rows come from `readers.open_sheet` (calamine for workbooks, the csv module for csv). The header is the row
+within the first rows that names the most input fields; title rows above it, stray whitespace and case in its
+labels are tolerated. Below it, rows are cut into DataFrames of at most `chunk_rows` rows whose columns are the
+input model's field names and whose index is the 1-based sheet row. Merged cells read as a value in their
+top-left cell and empties elsewhere (domains fill such columns down).
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
-import zipfile
-from collections.abc import Sequence
+import itertools
+import operator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import openpyxl
 import pandas as pd
 from pydantic import AliasChoices, BaseModel
 
-from core.errors import PermanentError
-from services.ingestion.gc import gc_paused
+from services.ingestion.readers import Cell, FileFormat, SheetError, normalise_label, open_sheet
 
 HEADER_SCAN_ROWS = 30
-_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
-
-
-class SheetError(PermanentError):
-    """The workbook or sheet cannot be used at all: unreadable, no such sheet, no header, missing columns."""
-
-    def __init__(self, file: str, sheet: str, reason: str, row: int | None = None) -> None:
-        self.file = file
-        self.sheet = sheet
-        self.row = row
-        self.reason = reason
-        where = f"{file} [{sheet}]" + (f" row {row}" if row else "")
-        super().__init__(f"{where}: {reason}")
-
-
-def normalise_label(value: Any) -> str:
-    """Header label key: NFKC, lower case, punctuation and whitespace removed ('Plan  Code:' → 'plancode')."""
-    if value is None:
-        return ""
-    text = unicodedata.normalize("NFKC", str(value)).lower()
-    return _NON_WORD.sub("", text)
+CHUNK_ROWS = 50_000
+__all__ = ["CHUNK_ROWS", "HeaderSpec", "SheetError", "SheetStream", "SheetTable", "detect_header",
+           "normalise_label", "read_sheet", "read_table"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +54,6 @@ class HeaderSpec:
         return cls(labels, required, tuple(model.model_fields))
 
 
-@dataclass(frozen=True, slots=True)
-class SheetTable:
-    frame: pd.DataFrame
-    sheet: str
-    header_row: int
-    unmapped: list[str]
-
-
 def detect_header(rows: Sequence[Sequence[Any]], spec: HeaderSpec, scan: int = HEADER_SCAN_ROWS) -> int:
     """0-based index of the row within the first `scan` rows that names the most input fields.
 
@@ -98,74 +71,105 @@ def detect_header(rows: Sequence[Sequence[Any]], spec: HeaderSpec, scan: int = H
     return best
 
 
-def _pick_sheet(names: list[str], wanted: str | None, file: str) -> str:
-    if wanted is None:
-        return names[0]
-    if wanted in names:
-        return wanted
-    by_key = {normalise_label(n): n for n in names}
-    found = by_key.get(normalise_label(wanted))
-    if found is None:
-        raise SheetError(file, wanted, f"no sheet {wanted!r}; sheets are {names}")
-    return found
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Where each input field sits in the sheet's rows, found from the header row."""
+
+    positions: dict[str, int]
+    unmapped: list[str]
+    header_row: int
+
+    @classmethod
+    def from_header(cls, header: Sequence[Any], spec: HeaderSpec, header_row: int, file: str, sheet: str) -> Columns:
+        positions: dict[str, int] = {}
+        unmapped: list[str] = []
+        for position, cell in enumerate(header):
+            field = spec.labels.get(normalise_label(cell))
+            if field is not None and field not in positions:
+                positions[field] = position
+            elif cell is not None and str(cell).strip():
+                unmapped.append(str(cell).strip())
+        missing = [f for f in spec.required if f not in positions]
+        if missing:
+            raise SheetError(file, sheet, f"missing required column(s): {', '.join(missing)}", row=header_row)
+        return cls(positions, unmapped, header_row)
+
+    def frame(self, rows: list[list[Cell]], first_row: int, fields: tuple[str, ...]) -> pd.DataFrame:
+        """The rows as an object DataFrame of the input fields, indexed by sheet row."""
+        index = pd.RangeIndex(first_row, first_row + len(rows), name="row")
+        width = max(self.positions.values(), default=0) + 1
+        padded = [r if len(r) >= width else r + [None] * (width - len(r)) for r in rows]
+        data: dict[str, pd.Series] = {}
+        present = [f for f in fields if f in self.positions]
+        if present and padded:
+            picked = operator.itemgetter(*(self.positions[f] for f in present))
+            columns = list(zip(*map(picked, padded), strict=True)) if len(present) > 1 else [
+                tuple(map(picked, padded))]
+        else:
+            columns = [() for _ in present]
+        by_field = dict(zip(present, columns, strict=True))
+        for field in fields:
+            values = by_field.get(field)
+            data[field] = pd.Series(list(values) if values is not None else [None] * len(rows), index=index,
+                                    dtype=object)
+        return pd.DataFrame(data, index=index)
 
 
-def read_rows(path: Path, sheet: str | None) -> tuple[str, list[tuple[Any, ...]]]:
-    """All rows of one sheet (trailing empty rows dropped), with the sheet's real name."""
+@dataclass(frozen=True, slots=True)
+class SheetStream:
+    """One sheet below its header, as DataFrames of at most `chunk_rows` rows."""
+
+    sheet: str
+    header_row: int
+    unmapped: list[str]
+    chunks: Iterator[pd.DataFrame]
+    file_format: FileFormat
+    positions: dict[str, int]  # input field → 0-based sheet column
+
+
+@dataclass(frozen=True, slots=True)
+class SheetTable:
+    frame: pd.DataFrame
+    sheet: str
+    header_row: int
+    unmapped: list[str]
+
+
+@contextmanager
+def read_sheet(
+    path: Path, sheet: str | None, spec: HeaderSpec, file_format: FileFormat = FileFormat.AUTO,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[SheetStream]:
+    """Find the header of one sheet and stream the rows below it in chunks (the file stays open meanwhile)."""
     file = str(path)
-    try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
-    except FileNotFoundError as exc:
-        raise SheetError(file, sheet or "", "file not found") from exc
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
-        raise SheetError(file, sheet or "", f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from exc
-    try:
-        name = _pick_sheet(list(workbook.sheetnames), sheet, file)
-        worksheet = workbook[name]
-        worksheet.reset_dimensions()
-        with gc_paused():
-            rows = list(worksheet.iter_rows(min_row=1, values_only=True))
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
-        raise SheetError(file, sheet or "", f"sheet cannot be read ({type(exc).__name__}: {exc})") from exc
-    finally:
-        workbook.close()
-    while rows and all(v is None for v in rows[-1]):
-        rows.pop()
-    return name, rows
+    with open_sheet(path, sheet, file_format) as source:
+        head = list(itertools.islice(source.rows, HEADER_SCAN_ROWS))
+        index = detect_header(head, spec)
+        if index < 0:
+            expected = ", ".join(spec.required or spec.fields)
+            raise SheetError(file, source.name,
+                             f"no header row in the first {HEADER_SCAN_ROWS} rows (expected {expected})")
+        header_row = source.first_row + index
+        columns = Columns.from_header(head[index], spec, header_row, file, source.name)
+        rest = itertools.chain(head[index + 1 :], source.rows)
+
+        def chunks() -> Iterator[pd.DataFrame]:
+            first = header_row + 1
+            while batch := list(itertools.islice(rest, chunk_rows)):
+                yield columns.frame(batch, first, spec.fields)
+                first += len(batch)
+
+        positions = {f: source.first_column + p for f, p in columns.positions.items()}
+        yield SheetStream(source.name, header_row, columns.unmapped, chunks(), source.file_format, positions)
 
 
-def to_table(rows: list[tuple[Any, ...]], spec: HeaderSpec, file: str, sheet: str) -> SheetTable:
-    """Find the header, map its labels to fields and build the frame of the rows below it."""
-    header_index = detect_header(rows, spec)
-    if header_index < 0:
-        expected = ", ".join(spec.required or spec.fields)
-        raise SheetError(file, sheet, f"no header row in the first {HEADER_SCAN_ROWS} rows (expected {expected})")
-    header = rows[header_index]
-    positions: dict[str, int] = {}
-    unmapped: list[str] = []
-    for position, cell in enumerate(header):
-        field = spec.labels.get(normalise_label(cell))
-        if field is not None and field not in positions:
-            positions[field] = position
-        elif cell is not None and str(cell).strip():
-            unmapped.append(str(cell).strip())
-    missing = [f for f in spec.required if f not in positions]
-    if missing:
-        raise SheetError(file, sheet, f"missing required column(s): {', '.join(missing)}", row=header_index + 1)
-    body = rows[header_index + 1 :]
-    data: dict[str, list[Any]] = {}
-    with gc_paused():
-        for field in spec.fields:
-            at = positions.get(field)
-            if at is None:
-                data[field] = [None] * len(body)
-            else:
-                data[field] = [row[at] if at < len(row) else None for row in body]
-    index = pd.RangeIndex(header_index + 2, header_index + 2 + len(body), name="row")
-    frame = pd.DataFrame({k: pd.Series(v, index=index, dtype=object) for k, v in data.items()}, index=index)
-    return SheetTable(frame, sheet, header_index + 1, unmapped)
-
-
-def read_table(path: Path, sheet: str | None, spec: HeaderSpec) -> SheetTable:
-    name, rows = read_rows(path, sheet)
-    return to_table(rows, spec, str(path), name)
+def read_table(
+    path: Path, sheet: str | None, spec: HeaderSpec, file_format: FileFormat = FileFormat.AUTO
+) -> SheetTable:
+    """The whole sheet below its header as one DataFrame (small files, tests)."""
+    with read_sheet(path, sheet, spec, file_format) as stream:
+        frames = list(stream.chunks)
+    if not frames:
+        frames = [Columns({}, [], stream.header_row).frame([], stream.header_row + 1, spec.fields)]
+    frame = pd.concat(frames) if len(frames) > 1 else frames[0]
+    return SheetTable(frame, stream.sheet, stream.header_row, stream.unmapped)

@@ -20,7 +20,6 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from services.ingestion import cleansing
 from services.ingestion.config import DomainConfig
 from services.ingestion.enrichment import Enricher, EnrichmentOutcome, open_company_enricher
-from services.ingestion.gc import gc_paused
 from services.ingestion.models import DataSource, DomainProcessingResult, EnrichmentStats, RejectedRow, UnknownName
 
 EnricherFactory = Callable[[DomainConfig, DataSource], AbstractContextManager[Enricher]]
@@ -116,19 +115,18 @@ class TabularDomainService:
         columns = list(self.output_model.model_fields)
         candidates = cleaned[~cleaned.index.isin(list(reasons))]
         present = [c for c in columns if c in candidates]
-        with gc_paused():
-            lists = [_python_values(candidates[c]) for c in present]
-            dicts = [dict(zip(present, values, strict=True)) for values in zip(*lists, strict=True)]
-            row_numbers = [int(r) for r in candidates.index]
-            try:
-                return self._adapter.validate_python(dicts), row_numbers
-            except ValidationError as exc:
-                bad = _validation_reasons(exc)
-            for position, why in bad.items():
-                reasons.setdefault(row_numbers[position], []).extend(why)
-            keep = [i for i in range(len(dicts)) if i not in bad]
-            records = self._adapter.validate_python([dicts[i] for i in keep])
-            return records, [row_numbers[i] for i in keep]
+        lists = [_python_values(candidates[c]) for c in present]
+        dicts = [dict(zip(present, values, strict=True)) for values in zip(*lists, strict=True)]
+        row_numbers = [int(r) for r in candidates.index]
+        try:
+            return self._adapter.validate_python(dicts), row_numbers
+        except ValidationError as exc:
+            bad = _validation_reasons(exc)
+        for position, why in bad.items():
+            reasons.setdefault(row_numbers[position], []).extend(why)
+        keep = [i for i in range(len(dicts)) if i not in bad]
+        records = self._adapter.validate_python([dicts[i] for i in keep])
+        return records, [row_numbers[i] for i in keep]
 
 
 def _python_values(s: pd.Series) -> list[Any]:

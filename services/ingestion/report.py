@@ -75,11 +75,21 @@ def build_report(context: FinalizeContext) -> dict[str, Any]:
     }
 
 
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR first) gets a leading `'`."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
 def csv_bytes(header: list[str], rows: Sequence[Sequence[Any]]) -> bytes:
     text = io.StringIO(newline="")
     writer = csv.writer(text)
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([safe_cell(h) for h in header])
+    writer.writerows([safe_cell(v) for v in row] for row in rows)
     return text.getvalue().encode("utf-8")
 
 

@@ -1,15 +1,17 @@
 """The staging area in PostgreSQL: processed records, rejected rows and unknown names of a job, by file.
 
-Records are never passed through task results: the read-and-process task COPYs them into a typed,
-unlogged table per domain (`<staging schema>.<domain>_<shape fingerprint>`) with lineage columns
-`_job_id`, `_source_file`, `_source_row`; later stages read them by job id. Writing one file first deletes
-what an earlier attempt of the same task left, in the same transaction, so a retried task never doubles rows.
+Records are never passed through task results: the read-and-process task COPYs them, chunk by chunk, into a
+typed, unlogged table per domain (`<staging schema>.<domain>_<shape fingerprint>`) with lineage columns
+`_job_id`, `_source_file`, `_source_sheet`, `_source_row`; later stages read them by job id. Writing one file
+first deletes what an earlier attempt of the same task left, in the same transaction, so a retried task never
+doubles rows.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +48,7 @@ class StagingTable:
     @classmethod
     def for_domain(cls, schema: str, domain: str, model: type[BaseModel]) -> StagingTable:
         columns = model_columns(model)
-        return cls(schema, f"{domain}_{fingerprint(columns)}", columns)
+        return cls(schema, f"{domain}_{fingerprint(lineage_columns() + columns)}", columns)
 
     @property
     def identifier(self) -> sql.Identifier:
@@ -118,36 +120,76 @@ def _row_getter(columns: list[str]) -> Callable[[BaseModel], tuple[Any, ...]]:
     return getter
 
 
-def copy_records(
-    conn: psycopg.Connection[Any], staging: StagingTable, job_id: str, file: str,
-    records: list[BaseModel], source_rows: list[int],
-) -> None:
-    """COPY one file's records (inside the caller's transaction)."""
-    columns = staging.data_columns
-    get = _row_getter(columns)
-    statement = query("copy_in", table=staging.identifier, columns=identifiers([*LINEAGE, *columns]))
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        for record, row in zip(records, source_rows, strict=True):
-            copy.write_row((job_id, file, row, *get(record)))
+@dataclass(frozen=True, slots=True)
+class FileWriter:
+    """Writes one file's staged rows inside the transaction `stage_file` opened."""
+
+    conn: psycopg.Connection[Any]
+    schema: str
+    staging: StagingTable
+    job_id: str
+    domain: str
+    file: str
+
+    def records(self, sheet: str, records: list[BaseModel], source_rows: list[int]) -> None:
+        columns = self.staging.data_columns
+        get = _row_getter(columns)
+        statement = query("copy_in", table=self.staging.identifier, columns=identifiers([*LINEAGE, *columns]))
+        prefix = (self.job_id, self.file, sheet)
+        with self.conn.cursor() as cur, cur.copy(statement) as copy:
+            for record, row in zip(records, source_rows, strict=True):
+                copy.write_row((*prefix, row, *get(record)))
+
+    def rejected(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """(sheet, row, reason, raw values) per rejected row."""
+        _copy_rows(self.conn, table(self.schema, REJECTED),
+                   ["job_id", "domain", "source_file", "sheet", "source_row", "reason", "raw"],
+                   ((self.job_id, self.domain, self.file, sheet, row, reason, Json(raw))
+                    for sheet, row, reason, raw in rows))
+
+    def unknown(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """(name, temporary id, occurrences, first row) per unknown name."""
+        _copy_rows(self.conn, table(self.schema, UNKNOWN_NAMES),
+                   ["job_id", "domain", "source_file", "name", "temporary_id", "occurrences", "first_row"],
+                   ((self.job_id, self.domain, self.file, *values) for values in rows))
+
+    def reject_duplicates(self, key: list[str]) -> int:
+        """Move staged rows repeating an earlier row's key (across chunks of this file) to the rejected rows."""
+        reason = sql.SQL(" || ', ' || ").join(
+            sql.SQL("{} || '=' || coalesce({}::text, '')").format(sql.Literal(k), sql.Identifier("d", k))
+            for k in key
+        )
+        statement = query(
+            "reject_duplicate_keys", staging=self.staging.identifier, key=identifiers(key),
+            rejected=table(self.schema, REJECTED), reason=reason,
+        )
+        with self.conn.cursor() as cur:
+            cur.execute(statement, {"job": self.job_id, "file": self.file, "domain": self.domain})
+            return max(cur.rowcount, 0)
 
 
-def replace_file(
-    conn: psycopg.Connection[Any], schema: str, staging: StagingTable, job_id: str, domain: str, file: str,
-    records: list[BaseModel], source_rows: list[int], rejected: Iterable[tuple[Any, ...]],
-    unknown: Iterable[tuple[Any, ...]],
-) -> None:
-    """Stage one file's records, rejected rows and unknown names in one transaction, replacing any earlier try."""
+@contextmanager
+def stage_file(
+    conn: psycopg.Connection[Any], schema: str, staging: StagingTable, job_id: str, domain: str, file: str
+) -> Iterator[FileWriter]:
+    """One transaction for one file: what an earlier attempt staged is deleted, then the writer adds rows."""
     with conn.transaction():
         conn.execute(_delete_file(staging.identifier, "_job_id", "_source_file"), (job_id, file))
         for name in (REJECTED, UNKNOWN_NAMES):
             conn.execute(_delete_file(table(schema, name), "job_id", "source_file"), (job_id, file))
-        copy_records(conn, staging, job_id, file, records, source_rows)
-        _copy_rows(conn, table(schema, REJECTED),
-                   ["job_id", "domain", "source_file", "sheet", "source_row", "reason", "raw"],
-                   ((job_id, domain, file, sheet, row, reason, Json(raw)) for sheet, row, reason, raw in rejected))
-        _copy_rows(conn, table(schema, UNKNOWN_NAMES),
-                   ["job_id", "domain", "source_file", "name", "temporary_id", "occurrences", "first_row"],
-                   ((job_id, domain, file, *values) for values in unknown))
+        yield FileWriter(conn, schema, staging, job_id, domain, file)
+
+
+def replace_file(
+    conn: psycopg.Connection[Any], schema: str, staging: StagingTable, job_id: str, domain: str, file: str,
+    sheet: str, records: list[BaseModel], source_rows: list[int], rejected: Iterable[tuple[Any, ...]],
+    unknown: Iterable[tuple[Any, ...]],
+) -> None:
+    """Stage one file's records, rejected rows and unknown names in one transaction, replacing any earlier try."""
+    with stage_file(conn, schema, staging, job_id, domain, file) as writer:
+        writer.records(sheet, records, source_rows)
+        writer.rejected(rejected)
+        writer.unknown(unknown)
 
 
 def _delete_file(target: sql.Identifier, job: str, file: str) -> sql.Composed:

@@ -18,8 +18,9 @@ from psycopg import sql
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-LINEAGE = ("_job_id", "_source_file", "_source_row")
-_LINEAGE_TYPES = {"_job_id": "text", "_source_file": "text", "_source_row": "integer"}
+LINEAGE = ("_job_id", "_source_file", "_source_sheet", "_source_row")
+LOADED_AT = "_loaded_at"
+_LINEAGE_TYPES = {"_job_id": "text", "_source_file": "text", "_source_sheet": "text", "_source_row": "integer"}
 _SQL_TYPES: dict[type, str] = {
     str: "text",
     bool: "boolean",
@@ -37,10 +38,12 @@ class Column:
     name: str
     sql_type: str
     nullable: bool
+    default: str | None = None  # a fixed SQL expression from this module, never user input
 
     def definition(self) -> sql.Composable:
         null = sql.SQL("") if self.nullable else sql.SQL(" NOT NULL")
-        return sql.SQL("{} {}{}").format(sql.Identifier(self.name), sql.SQL(self.sql_type), null)
+        default = sql.SQL(" DEFAULT {}").format(sql.SQL(self.default)) if self.default else sql.SQL("")
+        return sql.SQL("{} {}{}{}").format(sql.Identifier(self.name), sql.SQL(self.sql_type), default, null)
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -82,7 +85,13 @@ def optional_fields(model: type[BaseModel]) -> set[str]:
 
 
 def lineage_columns() -> list[Column]:
+    """Where a staged or loaded row came from: job, file, sheet and sheet row."""
     return [Column(name, _LINEAGE_TYPES[name], nullable=False) for name in LINEAGE]
+
+
+def loaded_at_column() -> Column:
+    """When a warehouse row was loaded (the load transaction's time)."""
+    return Column(LOADED_AT, "timestamptz", nullable=False, default="now()")
 
 
 def fingerprint(columns: list[Column]) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,11 @@ from services.ingestion import staging as st
 from services.ingestion.catalog import DomainCatalog, load_catalog
 from services.ingestion.dberrors import warehouse_errors
 from services.ingestion.discovery import discover as find_files
-from services.ingestion.excel import HeaderSpec, SheetError, read_table
-from services.ingestion.models import DataSource, DomainProcessingResult
+from services.ingestion.processing import process_file
+from services.ingestion.readers import SheetError
 from services.ingestion.report import json_bytes
 
 log = logging.getLogger(__name__)
-REJECTED_SAMPLE = 5
 
 
 def _mode(execute: bool) -> str:
@@ -58,50 +56,35 @@ def discover(params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
 @register_task("ingest.process")
 def process(params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
     """params: domain, path, sheet, period → counts; records, rejected rows and unknown names go to staging."""
-    started = time.perf_counter()
     catalog = load_catalog()
     domain = catalog.domain(params["domain"])
-    service = catalog.service(domain.name)
     path = Path(params["path"])
-    try:
-        table = read_table(path, params.get("sheet"), HeaderSpec.from_model(service.input_model))
-    except SheetError as exc:
-        return _file_error(context, catalog, domain.name, exc)
-    read_seconds = time.perf_counter() - started
-    source = DataSource(domain.name, path, table.sheet, table.header_row, context.job_id, params.get("period"))
-    result = service.process(table.frame, source, domain)
-    began = time.perf_counter()
     settings = runtime.settings()
     staging = _staging(catalog, domain.name)
-    with runtime.connection() as conn, warehouse_errors(f"staging {path.name}"):
-        st.ensure_base_tables(conn, settings.staging_schema)
-        st.ensure_staging_table(conn, staging)
-        st.replace_file(
-            conn, settings.staging_schema, staging, context.job_id, domain.name, source.file,
-            result.records, result.source_rows,
-            ((r.sheet, r.row, r.reason, r.values) for r in result.rejected),
-            ((u.name, u.temporary_id, u.occurrences, u.first_row) for u in result.unknown_names),
-        )
-    timings = {"read": read_seconds, **result.timings, "stage": time.perf_counter() - began}
-    summary = _summary(domain.name, source, table.unmapped, result, timings)
+    try:
+        with runtime.connection() as conn, warehouse_errors(f"staging {path.name}"):
+            st.ensure_base_tables(conn, settings.staging_schema)
+            st.ensure_staging_table(conn, staging)
+            stream, tally = process_file(
+                conn, schema=settings.staging_schema, staging=staging, domain=domain,
+                service=catalog.service(domain.name), path=path, sheet=params.get("sheet"), job_id=context.job_id,
+                period=params.get("period"), file_format=domain.source.file_format,
+            )
+    except SheetError as exc:
+        return _file_error(context, catalog, domain.name, exc)
+    summary: dict[str, Any] = {
+        "domain": domain.name, "file": str(path), "sheet": stream.sheet, "header_row": stream.header_row,
+        "format": stream.file_format.value, "input": tally.input, "output": tally.output,
+        "rejected": tally.rejected, "skipped": tally.skipped, "unknown_names": len(tally.unknown),
+        "formula_without_value": tally.formula_rejects, "unmapped_columns": stream.unmapped, "file_error": None,
+        "rejected_sample": [_json_safe(r) for r in tally.sample], "enrichment": tally.enrichment,
+        "timings": {k: round(v, 4) for k, v in tally.timings.items()},
+    }
     log.info("ingest file processed", extra={
-        "stage": "process", "mode": _mode(bool(params.get("execute"))), "seconds": round(sum(timings.values()), 3),
+        "stage": "process", "mode": _mode(bool(params.get("execute"))), "seconds": summary["timings"]["total"],
         **{k: v for k, v in summary.items() if k not in ("rejected_sample", "timings", "enrichment")},
     })
     return summary
-
-
-def _summary(domain: str, source: DataSource, unmapped: list[str], result: DomainProcessingResult,
-             timings: dict[str, float]) -> dict[str, Any]:
-    return {
-        "domain": domain, "file": source.file, "sheet": source.sheet, "header_row": source.header_row,
-        "input": result.input_count, "output": result.output_count, "rejected": result.rejected_count,
-        "skipped": result.skipped_count, "unknown_names": len(result.unknown_names),
-        "unmapped_columns": unmapped, "file_error": None,
-        "rejected_sample": [_json_safe(r.to_json()) for r in result.rejected[:REJECTED_SAMPLE]],
-        "enrichment": result.enrichment.to_json() if result.enrichment else None,
-        "timings": {k: round(v, 4) for k, v in timings.items()},
-    }
 
 
 def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +99,7 @@ def _file_error(context: TaskContext, catalog: DomainCatalog, domain: str, exc: 
     with runtime.connection() as conn, warehouse_errors(f"staging {exc.file}"):
         st.ensure_base_tables(conn, schema)
         st.ensure_staging_table(conn, staging)
-        st.replace_file(conn, schema, staging, context.job_id, domain, exc.file, [], [],
+        st.replace_file(conn, schema, staging, context.job_id, domain, exc.file, exc.sheet, [], [],
                         [(exc.sheet, exc.row, exc.reason, {})], [])
     log.warning("ingest file rejected", extra={"stage": "process", "domain": domain, "file": exc.file,
                                                 "sheet": exc.sheet, "reason": exc.reason})

@@ -152,3 +152,41 @@ ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {definition};
 
 -- name: schema_exists
 SELECT to_regnamespace(%s) IS NOT NULL;
+
+-- name: reject_duplicate_keys
+WITH ranked AS (
+    SELECT ctid AS at, _source_sheet, _source_row,
+           first_value(_source_row) OVER (PARTITION BY {key} ORDER BY _source_row) AS first_row,
+           row_number() OVER (PARTITION BY {key} ORDER BY _source_row) AS copy
+    FROM {staging}
+    WHERE _job_id = %(job)s AND _source_file = %(file)s
+), dropped AS (
+    DELETE FROM {staging} d
+    USING ranked r
+    WHERE d.ctid = r.at AND r.copy > 1
+    RETURNING d.*, r.first_row
+)
+INSERT INTO {rejected} (job_id, domain, source_file, sheet, source_row, reason, raw)
+SELECT %(job)s, %(domain)s, %(file)s, d._source_sheet, d._source_row,
+       'duplicate primary key (' || {reason} || '), first at row ' || d.first_row,
+       (to_jsonb(d) - '_job_id' - '_source_file' - '_source_sheet' - '_source_row' - 'first_row')::json
+FROM dropped d;
+
+-- name: delete_by_source_file
+DELETE FROM {target} t
+WHERE t._source_file IN (SELECT DISTINCT _source_file FROM {staging} WHERE _job_id = %s);
+
+-- name: count_by_source_file
+SELECT count(*) FROM {target} t
+WHERE t._source_file IN (SELECT DISTINCT _source_file FROM {staging} WHERE _job_id = %s);
+
+-- name: has_unique_key
+SELECT EXISTS (
+    SELECT 1 FROM pg_index i
+    WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL
+      AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
+           FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = %s::text[]
+);
+
+-- name: create_unique_key
+CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} ({key});
