@@ -106,9 +106,10 @@ def _backends_gone(warehouse: psycopg.Connection[Any], wait: float = 5.0) -> boo
     """A closed connection's server process exits asynchronously; give it a moment."""
     deadline = time.monotonic() + wait
     while True:
-        active = warehouse.execute(
+        row = warehouse.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()[0]
+        ).fetchone()
+        active = row[0] if row else -1
         if active == 0 or time.monotonic() > deadline:
             return bool(active == 0)
         time.sleep(0.05)
