@@ -51,9 +51,9 @@ def _messy_performance(path: Path, rows: int, seed: int) -> tuple[Path, list[lis
     return write_workbook(path, layout, data, "2024-06"), data
 
 
-def test_keys_repeated_across_chunks_are_rejected_once(data_root, warehouse, connection_factory, ingest_settings):
+def test_keys_repeated_across_chunks_are_rejected_once(data_root, tmp_path, connection_factory, ingest_settings):
     data_root()
-    path, _ = _messy_performance(Path(ingest_settings.reports_dir).parent / "perf.xlsx", 60, 5)
+    path, _ = _messy_performance(tmp_path / "perf.xlsx", 60, 5)
     catalog = load_catalog()
     domain = catalog.domain("annuity_performance")
     staging = st.StagingTable.for_domain("ingest_staging", domain.name, catalog.service(domain.name).output_model)
