@@ -60,6 +60,14 @@ class TransportError(CoreMachineError):
         super().__init__(message)
 
 
+class MessageRefused(TransportError):
+    """The transport refuses this message itself (too large, invalid id): sending it again can never succeed,
+    but other messages still can."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
 class TaskError(CoreMachineError):
     """Base for errors raised by task handlers that say how they should be treated."""
 

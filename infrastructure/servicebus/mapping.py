@@ -10,25 +10,32 @@ from typing import Any
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus import exceptions as sbx
 
-from core.errors import TransportError
+from core.errors import MessageRefused, TransportError
 from core.models import OutgoingMessage
 
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     sbx.ServiceBusServerBusyError,
     sbx.ServiceBusConnectionError,
+    sbx.ServiceBusCommunicationError,
     sbx.OperationTimeoutError,
+    sbx.ServiceBusQuotaExceededError,
 )
-LOST_LOCK_ERRORS: tuple[type[Exception], ...] = (sbx.MessageLockLostError, sbx.MessageAlreadySettled)
+LOST_LOCK_ERRORS: tuple[type[Exception], ...] = (sbx.MessageLockLostError, sbx.MessageAlreadySettled, ValueError)
+"""Settlement errors meaning "this lock is gone": expired, already settled, or (ValueError) the receiver that
+held it was closed. The message comes back when its lock lapses; there is nothing else to do."""
 _DEAD_LETTER_KEYS = frozenset({"DeadLetterReason", "DeadLetterErrorDescription"})
 
 
 @contextmanager
 def translated(action: str) -> Iterator[None]:
-    """Re-raise SDK errors as `TransportError`; only busy/connection/timeout errors are transient."""
+    """Re-raise SDK errors as `TransportError`; busy, connection, communication, timeout and quota errors are
+    transient; a message too large for the link is `MessageRefused` (that message can never be sent)."""
     try:
         yield
     except TransportError:
         raise
+    except sbx.MessageSizeExceededError as exc:
+        raise MessageRefused(f"service bus {action} refused a message: {type(exc).__name__}: {exc}") from exc
     except (sbx.ServiceBusError, sbx.MessageAlreadySettled) as exc:
         transient = isinstance(exc, TRANSIENT_ERRORS)
         raise TransportError(f"service bus {action} failed: {type(exc).__name__}: {exc}", transient=transient) from exc
@@ -38,14 +45,17 @@ def to_servicebus_message(message: OutgoingMessage) -> ServiceBusMessage:
     """Our message as the SDK's: deterministic `message_id`, JSON body, properties as application properties."""
     properties: dict[str | bytes, Any] = {}
     properties.update(message.properties)
-    return ServiceBusMessage(
-        json.dumps(message.body, separators=(",", ":"), allow_nan=False).encode(),
-        message_id=message.message_id,
-        content_type="application/json",
-        subject=str(message.properties.get("kind", "")) or None,
-        correlation_id=str(message.properties.get("job_id", "")) or None,
-        application_properties=properties,
-    )
+    try:
+        return ServiceBusMessage(
+            json.dumps(message.body, separators=(",", ":"), allow_nan=False).encode(),
+            message_id=message.message_id,
+            content_type="application/json",
+            subject=str(message.properties.get("kind", "")) or None,
+            correlation_id=str(message.properties.get("job_id", "")) or None,
+            application_properties=properties,
+        )
+    except (ValueError, TypeError) as exc:
+        raise MessageRefused(f"message {message.message_id[:140]!r} is not a valid Service Bus message: {exc}") from exc
 
 
 def _text(value: Any) -> Any:

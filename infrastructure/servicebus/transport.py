@@ -3,8 +3,13 @@
 Every SDK call goes through a client seam (`ServiceBusClientLike`: the real `ServiceBusClient` or the test fake).
 Senders and receivers are created once per queue and reused; the SDK's objects are not thread-safe, so each is
 used under its own lock. Sends are split into `ServiceBusMessageBatch`es that fit the link's size limit, delayed
-messages go through `schedule_messages`, and a send is retried (tenacity) on transient SDK errors only. Every
-SDK exception leaves as `TransportError(transient=...)`.
+messages go through `schedule_messages`, every send has a timeout, and a send is retried (tenacity) on transient
+SDK errors only. Every SDK exception leaves as `TransportError(transient=...)`; a message the link can never take
+(too large, invalid) as `MessageRefused`.
+
+A received message is settled through the very receiver that received it (Service Bus accepts nothing else).
+After a transient receive error that receiver is closed and replaced; messages it still held cannot be settled
+any more: their locks lapse and Service Bus redelivers them, so settling them is a logged no-op.
 
 Dead letters come from two places, listed, replayed and purged together (see `servicebus.dlq`): the Service Bus
 dead-letter subqueues, and PostgreSQL's `dead_letters` table, where messages the Functions triggers could not
@@ -38,6 +43,8 @@ from infrastructure.servicebus.mapping import (
 )
 
 log = logging.getLogger(__name__)
+
+_SMALLEST_WAIT_SECONDS = 0.05
 
 HOST_LOCK_PREFIX = "functions-host:"
 """Lock tokens of messages the Functions host received (and settles): `complete`/`abandon` leave them alone."""
@@ -75,6 +82,10 @@ class _Guarded:
             self._handle = self._factory()
         return self._handle
 
+    def current(self, handle: Any) -> bool:
+        """Whether `handle` is still the live one (not closed by a reset)."""
+        return handle is not None and handle is self._handle
+
     def reset(self) -> None:
         handle, self._handle = self._handle, None
         if handle is not None:
@@ -96,6 +107,7 @@ class ServiceBusTransport:
         send_attempts: int = 4,
         retry_wait_seconds: float = 0.5,
         min_wait_seconds: float = 1.0,
+        send_timeout_seconds: float = 30.0,
         dead_letter_scan_limit: int = 5000,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -106,10 +118,11 @@ class ServiceBusTransport:
         self._send_attempts = max(1, send_attempts)
         self._retry_wait = max(0.0, retry_wait_seconds)
         self._min_wait = max(0.0, min_wait_seconds)
+        self._send_timeout = send_timeout_seconds if send_timeout_seconds > 0 else None
         self._lock = threading.Lock()
         self._senders: dict[str, _Guarded] = {}
         self._receivers: dict[tuple[str, str | None], _Guarded] = {}
-        self._held: dict[str, tuple[_Guarded, Any]] = {}
+        self._held: dict[str, tuple[_Guarded, Any, Any]] = {}
         self._parked = parked
         self._browser = DeadLetterBrowser(self, parked, scan_limit=dead_letter_scan_limit)
 
@@ -159,7 +172,9 @@ class ServiceBusTransport:
 
     def _schedule(self, queue: str, message: ServiceBusMessage, at: datetime) -> None:
         """One scheduled message (invisible until `at`); Service Bus gives it a sequence number we do not keep."""
-        self._with_retry(queue, "schedule", lambda sender: sender.schedule_messages(message, at))
+        self._with_retry(
+            queue, "schedule", lambda sender: sender.schedule_messages(message, at, timeout=self._send_timeout)
+        )
 
     def send_now(self, queue: str, messages: Sequence[ServiceBusMessage]) -> None:
         """Send in as few batches as the link's size limit allows."""
@@ -179,7 +194,7 @@ class ServiceBusTransport:
                     raise
                 break
             taken += 1
-        sender.send_messages(batch)
+        sender.send_messages(batch, timeout=self._send_timeout)
         return taken
 
     def _with_retry(self, queue: str, action: str, call: Callable[[Any], Any]) -> Any:
@@ -207,32 +222,39 @@ class ServiceBusTransport:
             return []
         logical = self.logical(queue)
         guarded = self.receiver(logical)
+        # The SDK refuses a wait of 0 (ValueError): "no wait" is the smallest positive one.
+        wait = max(self._min_wait, wait_seconds) or _SMALLEST_WAIT_SECONDS
         with guarded.lock, translated(f"receive from {self.entity(logical)}"):
+            handle = guarded.get()
             try:
-                raw = guarded.get().receive_messages(
-                    max_message_count=max_messages, max_wait_time=max(self._min_wait, wait_seconds)
-                )
+                raw = handle.receive_messages(max_message_count=max_messages, max_wait_time=wait)
             except TRANSIENT_ERRORS:
                 guarded.reset()
                 raise
+            except ValueError as exc:  # the receiver was shut down under us: replace it
+                guarded.reset()
+                raise TransportError(f"receive from {self.entity(logical)} failed: {exc}", transient=True) from exc
         received: list[ReceivedMessage] = []
         for message in raw:
-            converted = self._convert(logical, message, guarded)
+            converted = self._convert(logical, message, guarded, handle)
             if converted is not None:
                 received.append(converted)
         return received
 
-    def _convert(self, queue: str, message: Any, guarded: _Guarded) -> ReceivedMessage | None:
+    def _convert(self, queue: str, message: Any, guarded: _Guarded, handle: Any) -> ReceivedMessage | None:
         """Our message from the SDK's; a body that is not JSON is dead-lettered at once (poison)."""
         try:
             body = decode_body(message)
         except (ValueError, TypeError) as exc:
             with guarded.lock, translated("dead-letter undecodable message"):
-                guarded.get().dead_letter_message(message, reason="MalformedMessage", error_description=str(exc))
+                try:
+                    handle.dead_letter_message(message, reason="MalformedMessage", error_description=str(exc))
+                except LOST_LOCK_ERRORS as lost:
+                    log.info("dead-lettering an undecodable message skipped: %s", type(lost).__name__)
             return None
         token = str(message.lock_token)
         with self._lock:
-            self._held[token] = (guarded, message)
+            self._held[token] = (guarded, handle, message)
         return ReceivedMessage(
             queue=queue,
             message_id=str(message.message_id),
@@ -243,19 +265,23 @@ class ServiceBusTransport:
             enqueued_at=message.enqueued_time_utc,
         )
 
-    def _take_held(self, message: ReceivedMessage) -> tuple[_Guarded, Any] | None:
+    def _take_held(self, message: ReceivedMessage) -> tuple[_Guarded, Any, Any] | None:
         with self._lock:
             return self._held.pop(message.lock_token, None)
 
     def _settle(self, message: ReceivedMessage, action: str, settle: Callable[[Any, Any], None]) -> None:
-        """Settle through the receiver that holds the lock; a no-op if the lock is gone or held elsewhere."""
+        """Settle through the receiver that received the message; a no-op if the lock is gone, held elsewhere,
+        or that receiver has been closed since (the message comes back when its lock lapses)."""
         held = self._take_held(message)
         if held is None:
             return
-        guarded, raw = held
+        guarded, handle, raw = held
         with guarded.lock, translated(f"{action} {message.message_id}"):
+            if not guarded.current(handle):
+                log.info("%s of %s skipped: its receiver was replaced", action, message.message_id)
+                return
             try:
-                settle(guarded.get(), raw)
+                settle(handle, raw)
             except LOST_LOCK_ERRORS as exc:
                 log.info("%s of %s skipped: %s", action, message.message_id, type(exc).__name__)
 

@@ -9,7 +9,7 @@ import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
 from azure.servicebus import exceptions as sbx
 
-from core.errors import TransportError
+from core.errors import MessageRefused, TransportError
 from core.models import OutgoingMessage
 from infrastructure.memory.transport import ManualClock
 from infrastructure.servicebus.mapping import decode_body, decode_properties, to_servicebus_message
@@ -39,8 +39,9 @@ def test_mapping_sets_id_properties_and_json_body() -> None:
 
 
 def test_too_long_message_id_is_refused_by_the_sdk() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(MessageRefused) as caught:
         to_servicebus_message(outgoing("x" * 129))
+    assert isinstance(caught.value.__cause__, ValueError)
 
 
 def test_send_splits_into_batches_that_fit_and_maps_queue_names() -> None:
@@ -57,9 +58,9 @@ def test_send_splits_into_batches_that_fit_and_maps_queue_names() -> None:
     assert got[0].delivery_count == 1
 
 
-def test_a_message_larger_than_a_batch_is_a_permanent_error() -> None:
+def test_a_message_larger_than_a_batch_is_refused() -> None:
     t = transport(FakeServiceBus(max_batch_bytes=500))
-    with pytest.raises(TransportError) as caught:
+    with pytest.raises(MessageRefused) as caught:
         t.send([outgoing("big", size=2000)])
     assert caught.value.transient is False
     assert isinstance(caught.value.__cause__, sbx.MessageSizeExceededError)
@@ -129,3 +130,47 @@ def test_dead_letter_decoding_on_a_real_sdk_received_message() -> None:
     assert decode_properties(received.application_properties) == {"job_id": "J9", "attempt": 1}
     assert received.dead_letter_reason == "ValidationError"
     assert received.delivery_count == 2
+
+
+def test_messages_held_by_a_receiver_replaced_after_a_receive_error_settle_as_a_no_op() -> None:
+    """The receiver is closed and replaced after a transient receive error; settling what it held must neither
+    raise (the SDK's ValueError for a closed handler) nor go through the new receiver (the service refuses
+    that): the locks lapse and Service Bus redelivers."""
+    clock = ManualClock()
+    bus = FakeServiceBus(clock=clock, lock_seconds=30.0)
+    t = transport(bus, clock=clock)
+    t.send([outgoing("m1"), outgoing("m2")])
+    [first] = t.receive("tasks", 1, 0)
+    bus.fail_next_receive(1, sbx.ServiceBusConnectionError(message="link detached"))
+    with pytest.raises(TransportError) as caught:
+        t.receive("tasks", 1, 0)
+    assert caught.value.transient is True
+    t.complete([first])
+    t.abandon(first)
+    t.dead_letter(first, "Boom", "never reaches the queue")
+    [second] = t.receive("tasks", 1, 0)
+    assert second.message_id == "m2"
+    t.complete([second])
+    clock.advance(31.0)
+    [again] = t.receive("tasks", 1, 0)
+    assert (again.message_id, again.delivery_count) == ("m1", 2)
+    t.complete([again])
+    assert bus.count("cm-tasks") == 0 and bus.count("cm-tasks/$DeadLetterQueue") == 0
+
+
+def test_every_send_and_schedule_has_a_timeout() -> None:
+    bus = FakeServiceBus()
+    transport(bus, send_timeout_seconds=12.5).send([outgoing("now"), outgoing("later", delay=5.0)])
+    assert bus.send_timeouts == [12.5, 12.5]
+
+
+def test_a_communication_error_is_transient_and_retried() -> None:
+    bus = FakeServiceBus()
+    bus.fail_next(1, sbx.ServiceBusCommunicationError(message="socket closed"))
+    t = transport(bus)
+    t.send([outgoing("m1")])
+    assert [m.message_id for m in t.receive("tasks", 10, 0)] == ["m1"]
+    bus.fail_next(5, sbx.ServiceBusCommunicationError(message="socket closed"))
+    with pytest.raises(TransportError) as caught:
+        transport(bus, send_attempts=2).send([outgoing("m2")])
+    assert caught.value.transient is True
