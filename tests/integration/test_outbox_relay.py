@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from core.errors import TransportError
+from core.errors import MessageRefused, TransportError
 from core.models import OutgoingMessage
 from infrastructure.memory.transport import InMemoryTransport, ManualClock
 from infrastructure.outbox_relay import OutboxRelay
@@ -135,3 +135,90 @@ def test_a_failed_send_leaves_the_rows_ready(database: Database) -> None:
     target = RecordingTransport()
     assert OutboxRelay(database, target).flush() == 2
     assert sorted(target.sent) == ["a", "b"]
+
+
+class ObservingTransport(RecordingTransport):
+    """While sending, looks at the database from outside: open transactions and row locks on the outbox."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__()
+        self.database = database
+        self.seen: list[tuple[int, int]] = []
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> None:
+        with self.database.connection() as conn:
+            open_transactions = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            lockable = conn.execute(
+                "SELECT count(*) FROM (SELECT id FROM queue_messages WHERE state = 'ready' FOR UPDATE NOWAIT) t"
+            ).fetchone()
+            conn.rollback()
+        assert open_transactions is not None and lockable is not None
+        self.seen.append((int(open_transactions[0]), int(lockable[0])))
+        super().send(messages)
+
+
+def test_no_transaction_is_open_and_no_row_locked_while_sending(database: Database) -> None:
+    write_outbox(database, [message("a"), message("b"), message("c")])
+    target = ObservingTransport(database)
+    assert OutboxRelay(database, target, batch_size=2).flush() == 3
+    assert target.seen == [(0, 3), (0, 1)], "rows are leased, not locked, while the transport is called"
+    assert ready_rows(database) == 0
+
+
+class RefusingTransport(RecordingTransport):
+    """Refuses, for good, any send that contains a message whose id starts with 'big'."""
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> None:
+        for m in messages:
+            if m.message_id.startswith("big"):
+                raise MessageRefused(f"{m.message_id} is larger than the link allows")
+        super().send(messages)
+
+
+def test_a_refused_row_is_set_aside_with_its_reason_and_later_rows_flow(database: Database) -> None:
+    write_outbox(database, [message("a"), message("big-1"), message("c")])
+    target = RefusingTransport()
+    relay = OutboxRelay(database, target)
+    assert relay.flush() == 3
+    assert sorted(target.sent) == ["a", "c"]
+    assert ready_rows(database) == 0
+    write_outbox(database, [message("d")])
+    assert relay.flush() == 1 and target.sent[-1] == "d", "the outbox is not blocked"
+    with database.connection() as conn:
+        dead = conn.execute("SELECT queue, message_id, reason, description, body FROM dead_letters").fetchall()
+    assert dead == [(QUEUE, "big-1", "MessageRefused", "big-1 is larger than the link allows", {"id": "big-1"})]
+
+
+def test_rows_of_a_relay_that_died_after_claiming_are_relayed_once_its_lease_lapses(database: Database) -> None:
+    write_outbox(database, [message("a"), message("b")])
+    with database.connection() as conn:  # what a relay that died between claim and send leaves behind
+        conn.execute("UPDATE queue_messages SET relay_token = gen_random_uuid(), relay_until = now() + interval '1 h'")
+    target = RecordingTransport()
+    relay = OutboxRelay(database, target)
+    assert relay.flush() == 0 and target.sent == [], "a live lease keeps other relays off"
+    with database.connection() as conn:
+        conn.execute("UPDATE queue_messages SET relay_until = now() - interval '1 s'")
+    assert relay.relay_stranded(0.0) == 2
+    assert sorted(target.sent) == ["a", "b"]
+    assert ready_rows(database) == 0
+
+
+def test_a_row_too_large_for_service_bus_shows_in_the_dead_letter_tooling(database: Database) -> None:
+    from core.models import DeadLetterSelector
+    from infrastructure.servicebus.dlq import ParkedDeadLetters
+    from infrastructure.servicebus.transport import ServiceBusTransport
+    from tests.fakes.servicebus_fake import FakeServiceBus
+
+    bus = FakeServiceBus(max_batch_bytes=4096)
+    transport = ServiceBusTransport(bus, parked=ParkedDeadLetters(database), min_wait_seconds=0.0)
+    big = OutgoingMessage(QUEUE, "huge", {"pad": "x" * 10_000}, {"job_id": "J7"})
+    write_outbox(database, [message("a"), big, message("b")])
+    assert OutboxRelay(database, transport).flush() == 3
+    assert sorted(m.message_id for m in transport.receive(QUEUE, 10, 0)) == ["a", "b"]
+    [dead] = transport.list_dead_letters(DeadLetterSelector(job_id="J7"))
+    assert (dead.id.startswith("pg:"), dead.message_id, dead.reason) == (True, "huge", "MessageRefused")
+    assert "MessageSizeExceededError" in dead.description
+    transport.close()

@@ -181,23 +181,6 @@ WHERE (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(task_type)s::text IS NULL OR properties ->> 'task_type' = %(task_type)s::text)
   AND (%(reason)s::text IS NULL OR reason = %(reason)s::text)
 
--- name: relay_claim
--- Ready outbox rows (optionally only those enqueued longer ago than `older_than_seconds`), locked until the
--- relay has sent them and marked them done. `delay_seconds` keeps a scheduled message's remaining delay.
-SELECT id, queue, message_id, body, properties,
-       greatest(0, extract(epoch FROM available_at - now()))::float8 AS delay_seconds
-FROM queue_messages
-WHERE state = 'ready'
-  AND (%(older_than_seconds)s::float8 IS NULL
-       OR enqueued_at < now() - make_interval(secs => %(older_than_seconds)s::float8))
-ORDER BY id
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
-
--- name: relay_mark_done
-UPDATE queue_messages SET state = 'done', done_at = now(), lock_token = NULL
-WHERE id = ANY(%(ids)s::bigint[]) AND state = 'ready'
-
 -- name: dead_letter_park
 -- A dead letter the Functions host cannot settle itself (Python triggers cannot dead-letter): parked here.
 INSERT INTO dead_letters
