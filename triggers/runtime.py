@@ -16,6 +16,7 @@ from core.registry import TaskRegistry, discover_tasks
 from core.worker import Worker, WorkerConfig
 from infrastructure.artifacts.local import LocalArtifactStore
 from infrastructure.postgres.database import Database
+from infrastructure.postgres.listener import set_queue_notify
 from infrastructure.postgres.migrations import migrate
 from infrastructure.postgres.queue import PostgresQueue
 from infrastructure.postgres.store import PostgresStore
@@ -135,6 +136,7 @@ def build_artifact_store(settings: Settings) -> ArtifactStore:
 
 
 def _transport(settings: Settings, database: Database) -> tuple[Transport, Relay]:
+    set_queue_notify(database, enabled=settings.transport == "postgres")
     if settings.transport == "postgres":
         config = QueueConfig(
             lock_seconds=settings.lock_seconds,

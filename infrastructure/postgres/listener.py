@@ -13,12 +13,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from core.errors import TransportError
 from infrastructure.postgres.sql_queries import query
+
+if TYPE_CHECKING:
+    from infrastructure.postgres.queue import ConnectionSource
 
 Connect = Callable[[], psycopg.Connection[Any]]
 _SLICE_SECONDS = 1.0
@@ -171,3 +174,9 @@ class PollingWait:
 
     def close(self) -> None:
         self._closed.set()
+
+
+def set_queue_notify(pool: ConnectionSource, enabled: bool) -> None:
+    """Turn NOTIFY on queue inserts on (the PostgreSQL queue's workers listen) or off (nobody listens)."""
+    with pool.connection() as conn, conn.transaction():
+        conn.execute(query("queue_notify_set"), {"enabled": enabled})

@@ -7,7 +7,8 @@ LISTEN coremachine_queue
 -- name: queue_send
 -- A message id still in the queue, or enqueued within the duplicate window, is dropped; a settled row older
 -- than the window is taken over by the new message. The insert trigger notifies for new rows; taken-over
--- rows notify here (one notification per queue and transaction either way).
+-- rows notify here (one notification per queue and transaction either way). Neither notifies while
+-- `queue_notify` is off (Service Bus mode: nobody listens).
 WITH written AS (
     INSERT INTO queue_messages AS q (queue, message_id, body, properties, available_at)
     SELECT u.queue, u.message_id, u.body, u.properties, now() + make_interval(secs => u.delay_seconds)
@@ -21,6 +22,7 @@ WITH written AS (
 )
 SELECT w.queue, pg_notify('coremachine_queue', w.queue)::text AS notified
 FROM (SELECT DISTINCT queue FROM written) AS w
+WHERE coalesce((SELECT enabled FROM queue_notify), true)
 
 -- name: queue_claim
 -- Lock up to `limit` due messages; those already delivered `max_deliveries` times go to the dead letters
