@@ -5,18 +5,24 @@ a Functions trigger, which cannot dead-letter a message itself), `sb:<queue>:<se
 a queue's `$DeadLetterQueue`. Listing orders parked rows first (by id), then Service Bus dead letters by
 (sequence number, queue); `after` is a position in that order.
 
-Service Bus replay and purge receive from the DLQ in peek-lock mode, settle the selected messages (replay first
-sends a NEW message under `replay_message_id` with `replay_count` + 1, then completes the DLQ copy) and abandon
-the others. A crash between send and complete duplicates the message; handlers are idempotent.
+Replay and purge work page by page and hold nothing across pages. Service Bus: receive a page of the DLQ in
+peek-lock mode, settle the selected messages (replay first sends a NEW message under `replay_message_id` with
+`replay_count` + 1, then completes the DLQ copy) and defer the others, so the next page reaches further and no
+lock is held while it does; deferred dead letters are listed as before and a later replay or purge fetches the
+selected ones by sequence number. Parked rows: read a page (no lock), send it with no transaction open, delete
+it. A crash between send and settle duplicates the message under the same replay id, which duplicate detection
+drops; handlers are idempotent anyway.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from azure.servicebus import ServiceBusMessageState
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -121,18 +127,28 @@ class ParkedDeadLetters:
     def take(
         self, selector: DeadLetterSelector, ids: list[int] | None, send: Callable[[list[DeadLetter]], None] | None
     ) -> list[DeadLetter]:
-        """Lock the selected rows, hand them to `send` (None: purge), delete them; one transaction."""
+        """Page by page: read selected rows (no lock), hand them to `send` (None: purge) with no transaction
+        open, delete them. Rows dead-lettered after the call started are left for the next one."""
         if ids is not None and not ids:
             return []
-        params = {**_selector_params(selector, ids), "after": 0, "upto": None, "limit": 100_000}
         with translated("take parked dead letters"), self._pool.connection() as conn, conn.transaction():
-            rows = conn.cursor(row_factory=dict_row).execute(query("queue_lock_dead_letters"), params).fetchall()
-            taken = [dead_letter_from_row(row) for row in rows]
-            if taken:
-                if send is not None:
-                    send([_renamed(d) for d in taken])
-                conn.execute(query("queue_delete_dead_letters"), {"ids": [int(d.id) for d in taken]})
-        return [_renamed(d) for d in taken]
+            high_water = conn.execute(query("queue_dead_letters_high_water")).fetchone()
+        taken: list[DeadLetter] = []
+        after = 0
+        while True:
+            params = {**_selector_params(selector, ids), "after": after, "upto": high_water[0] if high_water else 0,
+                      "limit": _PAGE}
+            with translated("take parked dead letters"), self._pool.connection() as conn, conn.transaction():
+                rows = conn.cursor(row_factory=dict_row).execute(query("queue_list_dead_letters"), params).fetchall()
+            page = [dead_letter_from_row(row) for row in rows]
+            if not page:
+                return taken
+            after = int(page[-1].id)
+            if send is not None:
+                send([_renamed(d) for d in page])
+            with translated("delete parked dead letters"), self._pool.connection() as conn, conn.transaction():
+                deleted = {r[0] for r in conn.execute(query("parked_delete"), {"ids": [int(d.id) for d in page]})}
+            taken += [_renamed(d) for d in page if int(d.id) in deleted]
 
     def purge_settled(self, older_than_seconds: float) -> int:
         with translated("purge settled outbox rows"), self._pool.connection() as conn, conn.transaction():
@@ -161,6 +177,8 @@ class DeadLetterBrowser:
         self._transport = transport
         self._parked = parked
         self._scan_limit = scan_limit
+        self._deferred: defaultdict[str, set[int]] = defaultdict(set)
+        """Sequence numbers of dead letters set aside (deferred) by an earlier replay or purge, by queue."""
 
     def _queues(self, selector: DeadLetterSelector) -> list[str]:
         queues = self._transport.logical_queues
@@ -189,12 +207,16 @@ class DeadLetterBrowser:
         guarded = self._transport.receiver(queue, dead_letters=True)
         found: list[DeadLetter] = []
         next_seq = 0
+        self._deferred[queue] = set()
         with guarded.lock, sb_translated(f"peek dead letters of {queue}"):
             while len(found) < self._scan_limit:
                 page = guarded.get().peek_messages(max_message_count=_PAGE, sequence_number=next_seq)
                 if not page:
                     break
                 found.extend(self._converted(queue, m) for m in page)
+                self._deferred[queue].update(
+                    int(m.sequence_number) for m in page if getattr(m, "state", None) == ServiceBusMessageState.DEFERRED
+                )
                 next_seq = max(int(m.sequence_number) for m in page) + 1
         return found
 
@@ -251,33 +273,49 @@ class DeadLetterBrowser:
 
     def _settle_selected(self, selector: DeadLetterSelector, replay: bool) -> list[DeadLetter]:
         selected = self._servicebus(selector)
-        wanted = {d.id: d for d in selected}
         settled: list[DeadLetter] = []
         for queue in sorted({d.queue for d in selected}):
+            wanted = {_seq(d): d for d in selected if d.queue == queue}
+            deferred = sorted(seq for seq in wanted if seq in self._deferred[queue])
             guarded = self._transport.receiver(queue, dead_letters=True)
-            kept: list[Any] = []
-            remaining = {i for i, d in wanted.items() if d.queue == queue}
             with guarded.lock, sb_translated(f"settle dead letters of {queue}"):
                 receiver = guarded.get()
-                try:
-                    while remaining and len(kept) < self._scan_limit:
-                        batch = receiver.receive_messages(max_message_count=_PAGE, max_wait_time=1.0)
-                        if not batch:
-                            break
-                        for raw in batch:
-                            dead_id = f"sb:{queue}:{raw.sequence_number}"
-                            if dead_id not in remaining:
-                                kept.append(raw)
-                                continue
-                            if replay:
-                                self._transport.send_now(queue, [to_servicebus_message(_replayed(wanted[dead_id]))])
-                            receiver.complete_message(raw)
-                            remaining.discard(dead_id)
-                            settled.append(wanted[dead_id])
-                finally:
-                    for raw in kept:
-                        receiver.abandon_message(raw)
+                for start in range(0, len(deferred), _PAGE):
+                    page = receiver.receive_deferred_messages(deferred[start : start + _PAGE])
+                    settled += self._settle_page(queue, receiver, page, wanted, replay)
+                self._deferred[queue].difference_update(deferred)
+                remaining = set(wanted) - set(deferred)
+                scanned = 0
+                while remaining and scanned < self._scan_limit:
+                    page = receiver.receive_messages(max_message_count=_PAGE, max_wait_time=1.0)
+                    if not page:
+                        break
+                    scanned += len(page)
+                    settled += self._settle_page(queue, receiver, page, wanted, replay)
+                    remaining.difference_update(int(raw.sequence_number) for raw in page)
         return sorted(settled, key=lambda d: (_seq(d), d.queue))
+
+    def _settle_page(
+        self, queue: str, receiver: Any, page: list[Any], wanted: dict[int, DeadLetter], replay: bool
+    ) -> list[DeadLetter]:
+        """Settle one received page before the next is received: the selected ones are replayed (sent anew, one
+        batch) and completed, the others deferred (kept in the DLQ, their locks released)."""
+        chosen = [raw for raw in page if int(raw.sequence_number) in wanted]
+        for raw in page:
+            if int(raw.sequence_number) not in wanted:
+                receiver.defer_message(raw)
+                self._deferred[queue].add(int(raw.sequence_number))
+        if replay and chosen:
+            try:
+                replays = [to_servicebus_message(_replayed(wanted[int(raw.sequence_number)])) for raw in chosen]
+                self._transport.send_now(queue, replays)
+            except BaseException:
+                for raw in chosen:
+                    receiver.abandon_message(raw)
+                raise
+        for raw in chosen:
+            receiver.complete_message(raw)
+        return [wanted[int(raw.sequence_number)] for raw in chosen]
 
 
 def _seq(dead: DeadLetter) -> int:

@@ -321,6 +321,17 @@ class ServiceBusTransport:
             lambda r, m: r.dead_letter_message(m, reason=reason[:256], error_description=description[:4000]),
         )
 
+    def ping(self) -> None:
+        """Readiness: one peek of at most one message per queue. Never a dead-letter subqueue, never a lock."""
+        for queue in self.logical_queues:
+            guarded = self.receiver(queue)
+            with guarded.lock, translated(f"peek {self.entity(queue)}"):
+                try:
+                    guarded.get().peek_messages(max_message_count=1)
+                except TRANSIENT_ERRORS:
+                    guarded.reset()
+                    raise
+
     def list_dead_letters(
         self, selector: DeadLetterSelector, limit: int = 100, after: str | None = None
     ) -> list[DeadLetter]:

@@ -17,7 +17,9 @@ production would refuse:
   maximum raises `MessageSizeExceededError` on send or schedule, a list that does not fit one batch too;
 - `receive_messages` waits up to `max_wait_time` for the first message, 60 s when it is None (the SDK default),
   refuses a non-positive wait or count, and answers [] at once for `max_message_count=None` (prefetch 0);
-- `timeout` on send/schedule must be positive.
+- `timeout` on send/schedule must be positive;
+- a deferred message is never received again except by `receive_deferred_messages` with its sequence number,
+  and peeking shows its state as DEFERRED.
 Sequence numbers are namespace-wide here (Service Bus numbers them per entity). A DLQ copy keeps the delivery
 count it had when dead-lettered; whether receiving from a real DLQ increments it is unverified.
 Time for locks, schedules and the duplicate window comes from an injectable clock; waits are real time.
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch, ServiceBusSubQueue
+from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch, ServiceBusMessageState, ServiceBusSubQueue
 from azure.servicebus import exceptions as sbx
 
 MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
@@ -65,6 +67,7 @@ class _Stored:
     lock_token: str | None = None
     locked_until: float = 0.0
     holder: int | None = None
+    deferred: bool = False
     dead_letter_reason: str | None = None
     dead_letter_description: str | None = None
 
@@ -89,6 +92,7 @@ class FakeReceivedMessage:
     entity: str = ""
     receiver_id: int | None = None
     settled: bool = False
+    state: ServiceBusMessageState = ServiceBusMessageState.ACTIVE
 
     @property
     def body(self) -> Iterator[bytes]:
@@ -133,6 +137,8 @@ class FakeServiceBus:
         self.scheduled: list[tuple[str, str, datetime]] = []
         self.send_timeouts: list[float | None] = []
         self.peeked: list[str] = []
+        self.peak_locked: dict[str, int] = {}
+        """Per entity, the most messages locked at once (to show page-by-page settlement)."""
         self.closed = False
 
     def get_queue_sender(self, queue_name: str, **_: Any) -> FakeSender:
@@ -219,6 +225,7 @@ class FakeServiceBus:
             dead_letter_error_description=stored.dead_letter_description,
             entity=entity,
             receiver_id=receiver,
+            state=ServiceBusMessageState.DEFERRED if stored.deferred else ServiceBusMessageState.ACTIVE,
         )
 
     def _to_dead_letters(self, entity: str, stored: _Stored, reason: str, description: str) -> None:
@@ -234,7 +241,7 @@ class FakeServiceBus:
         now = self.clock()
         claimed: list[FakeReceivedMessage] = []
         due = sorted(
-            (m for m in self._entity(entity).messages.values() if m.available_at <= now),
+            (m for m in self._entity(entity).messages.values() if m.available_at <= now and not m.deferred),
             key=lambda m: (m.available_at, m.seq),
         )
         for stored in due:
@@ -250,6 +257,25 @@ class FakeServiceBus:
             stored.holder = receiver
             stored.locked_until = stored.available_at = now + self.lock_seconds
             claimed.append(self._view(entity, stored, receiver))
+        self._note_locks(entity)
+        return claimed
+
+    def _note_locks(self, entity: str) -> None:
+        now = self.clock()
+        held = sum(1 for m in self._entity(entity).messages.values() if m.holder is not None and m.locked_until > now)
+        self.peak_locked[entity] = max(self.peak_locked.get(entity, 0), held)
+
+    def _claim_deferred(self, entity: str, sequence_numbers: list[int], receiver: int) -> list[FakeReceivedMessage]:
+        now = self.clock()
+        claimed: list[FakeReceivedMessage] = []
+        for seq in sequence_numbers:
+            stored = self._entity(entity).messages.get(seq)
+            if stored is None or not stored.deferred:
+                raise sbx.MessageNotFoundError(message=f"deferred message {seq} not found")
+            stored.lock_token, stored.holder = str(uuid.uuid4()), receiver
+            stored.locked_until = now + self.lock_seconds
+            claimed.append(self._view(entity, stored, receiver))
+        self._note_locks(entity)
         return claimed
 
     def _locked(self, entity: str, message: FakeReceivedMessage, receiver: int) -> _Stored:
@@ -396,6 +422,18 @@ class FakeReceiver:
             stored.lock_token, stored.holder = None, None
             stored.available_at = self._bus.clock()
             self._bus._cond.notify_all()
+
+    def defer_message(self, message: FakeReceivedMessage) -> None:
+        """Set aside in the entity: only `receive_deferred_messages` by sequence number returns it again."""
+        with self._bus._cond:
+            stored = self._settle(message)
+            stored.lock_token, stored.holder, stored.deferred = None, None, True
+
+    def receive_deferred_messages(self, sequence_numbers: int | list[int], **_: Any) -> list[FakeReceivedMessage]:
+        self._check_live()
+        numbers = [sequence_numbers] if isinstance(sequence_numbers, int) else list(sequence_numbers)
+        with self._bus._cond:
+            return self._bus._claim_deferred(self._entity, numbers, self._number)
 
     def dead_letter_message(
         self, message: FakeReceivedMessage, reason: str | None = None, error_description: str | None = None

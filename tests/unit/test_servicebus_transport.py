@@ -174,3 +174,15 @@ def test_a_communication_error_is_transient_and_retried() -> None:
     with pytest.raises(TransportError) as caught:
         transport(bus, send_attempts=2).send([outgoing("m2")])
     assert caught.value.transient is True
+
+
+def test_readiness_ping_peeks_one_message_per_queue_and_never_a_dead_letter_queue() -> None:
+    bus = FakeServiceBus()
+    t = transport(bus)
+    t.send([outgoing(f"m{i}") for i in range(5)])
+    for message in t.receive("tasks", 5, 0):
+        t.dead_letter(message, "Boom", "drill")
+    bus.peeked.clear()
+    t.ping()
+    assert sorted(bus.peeked) == ["cm-jobs", "cm-tasks"]
+    assert bus.count("cm-tasks/$DeadLetterQueue") == 5 and bus.count("cm-tasks") == 0
