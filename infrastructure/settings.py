@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         default=3600.0,
         description="A job not updated for this long is reported as stuck by the janitor.",
     )
+    outage_budget_seconds: float = Field(
+        default=480.0,
+        gt=0,
+        description="Functions triggers: how long one invocation waits out a database or transport outage (with "
+        "backoff) before giving its message back. Keep it below host.json's functionTimeout.",
+    )
     reports_dir: Path = Field(
         default=Path("reports"),
         description="Where run reports (JSON and CSVs) go when no blob storage is set, one folder per job.",

@@ -130,6 +130,15 @@ def get_runtime() -> Runtime:
         return _runtime
 
 
+def outage_budget_seconds() -> float:
+    """The running runtime's `outage_budget_seconds`; before one is built (it may be the outage that stops it
+    being built), the setting's default."""
+    runtime = _runtime
+    if runtime is not None:
+        return runtime.settings.outage_budget_seconds
+    return float(Settings.model_fields["outage_budget_seconds"].default)
+
+
 def set_runtime(runtime: Runtime | None) -> Runtime | None:
     """Install a Runtime (tests) or forget the current one; returns the previous one, which is not closed."""
     global _runtime

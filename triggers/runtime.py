@@ -15,6 +15,7 @@ from core.ports import NullRelay, Relay, Transport
 from core.registry import TaskRegistry, discover_tasks
 from core.worker import Worker, WorkerConfig
 from infrastructure.artifacts.local import LocalArtifactStore
+from infrastructure.identity import azure_credential
 from infrastructure.postgres.database import Database
 from infrastructure.postgres.listener import set_queue_notify
 from infrastructure.postgres.migrations import migrate
@@ -131,7 +132,10 @@ def build_artifact_store(settings: Settings) -> ArtifactStore:
             return blob.BlobArtifactStore(lambda: blob.container_from_connection_string(connection, container))
         url = settings.artifacts_account_url
         assert url is not None
-        return blob.BlobArtifactStore(lambda: blob.container_from_account_url(url, container))
+        client_id = settings.azure_client_id
+        return blob.BlobArtifactStore(
+            lambda: blob.container_from_account_url(url, container, azure_credential(client_id))
+        )
     return LocalArtifactStore(settings.reports_dir)
 
 

@@ -25,7 +25,8 @@ from core.models import JOBS_QUEUE, TASKS_QUEUE, ReceivedMessage
 from core.settlement import Disposition, Settlement
 from infrastructure.servicebus.mapping import decode_properties
 from infrastructure.servicebus.transport import HOST_LOCK_PREFIX
-from triggers.azure_runtime import get_runtime
+from triggers.azure_runtime import get_runtime, outage_budget_seconds
+from triggers.outage import OutageBackoff
 from triggers.runtime import Runtime
 
 log = logging.getLogger("coremachine.triggers")
@@ -89,18 +90,41 @@ def handle(runtime: Runtime, msg: func.ServiceBusMessage, queue: str, handler: H
             log.exception("relay flush failed; the janitor relays the stranded outbox rows", extra=extra)
 
 
+def _backoff(budget_seconds: float) -> OutageBackoff:
+    return OutageBackoff(budget_seconds=budget_seconds)
+
+
+backoff_factory: Callable[[float], OutageBackoff] = _backoff
+"""How triggers wait out an outage; tests give it a fake clock and sleep."""
+
+
+def handle_riding_out_outages(msg: func.ServiceBusMessage, queue: str) -> Disposition:
+    """`handle` on the process's runtime; a database or transport outage is waited out inside the invocation
+    (see `triggers.outage`) instead of abandoning at once, which would spend a delivery per attempt."""
+    runtime: Runtime | None = None
+
+    def attempt() -> Disposition:
+        nonlocal runtime
+        runtime = runtime or get_runtime()
+        engine = runtime.engine
+        return handle(runtime, msg, queue, engine.handle_job_messages if queue == JOBS_QUEUE
+                      else engine.handle_task_messages)
+
+    budget = outage_budget_seconds()
+    extra: dict[str, object] = {"message_id": msg.message_id or "", "queue": queue}
+    return backoff_factory(budget).run(attempt, extra)
+
+
 @bp.function_name("process_job_message")
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name="%JOBS_QUEUE%", connection="ServiceBusConnection")
 def process_job_message(msg: func.ServiceBusMessage) -> None:
-    runtime = get_runtime()
-    handle(runtime, msg, JOBS_QUEUE, runtime.engine.handle_job_messages)
+    handle_riding_out_outages(msg, JOBS_QUEUE)
 
 
 @bp.function_name("process_task_message")
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name="%TASKS_QUEUE%", connection="ServiceBusConnection")
 def process_task_message(msg: func.ServiceBusMessage) -> None:
-    runtime = get_runtime()
-    handle(runtime, msg, TASKS_QUEUE, runtime.engine.handle_task_messages)
+    handle_riding_out_outages(msg, TASKS_QUEUE)
 
 
 @bp.function_name("janitor")

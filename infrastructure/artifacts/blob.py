@@ -11,12 +11,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from core.artifacts import ArtifactNotFound, ArtifactStoreUnavailable, checked_key
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 _CONNECT_SECONDS, _READ_SECONDS = 10, 60
 """A storage call never hangs a worker thread for long (the SDK's own retries run within these)."""
@@ -29,13 +32,8 @@ def container_from_connection_string(connection: str, container: str) -> Contain
     return service.get_container_client(container)
 
 
-def container_from_account_url(account_url: str, container: str, credential: Any = None) -> ContainerClient:
-    """With no credential given, `DefaultAzureCredential` (it honours `AZURE_CLIENT_ID` for a user-assigned
-    managed identity)."""
-    if credential is None:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
+def container_from_account_url(account_url: str, container: str, credential: TokenCredential) -> ContainerClient:
+    """Identity auth: `credential` is the process's managed identity (see `infrastructure.identity`)."""
     service = BlobServiceClient(
         account_url, credential=credential, connection_timeout=_CONNECT_SECONDS, read_timeout=_READ_SECONDS
     )

@@ -12,11 +12,13 @@ import azure.functions as func
 import pytest
 from azure.functions.servicebus import ServiceBusMessage as HostMessage
 
+from core.errors import StoreUnavailable, TransportError
 from core.models import ReceivedMessage
 from core.settlement import Disposition, Settlement
 from infrastructure.servicebus.transport import HOST_LOCK_PREFIX
 from triggers import sb_triggers
 from triggers.azure_runtime import set_runtime
+from triggers.outage import OutageBackoff
 
 
 @functools.cache
@@ -37,6 +39,7 @@ class StubRuntime:
         self.transport = SimpleNamespace(dead_letter=lambda m, r, d: self.dead.append((m.message_id, r, d)))
         self.relay = SimpleNamespace(flush=self._flush)
         self.janitor = SimpleNamespace(run_once=self._janitor)
+        self.settings = SimpleNamespace(outage_budget_seconds=480.0)
 
     def _handle(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
         self.seen.extend(messages)
@@ -147,3 +150,85 @@ def test_janitor_timer_runs_one_pass(stub: StubRuntime) -> None:
     timer = SimpleNamespace(past_due=False)
     functions()["janitor"].get_user_function()(timer)
     assert stub.janitor_runs == 1
+
+
+class FakeTime:
+    """A clock that only moves when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class OutageRuntime(StubRuntime):
+    """The state store is down until `until` on the fake clock."""
+
+    def __init__(self, clock: FakeTime, until: float, error: Exception) -> None:
+        super().__init__()
+        self.clock, self.until, self.outage = clock, until, error
+
+    def _handle(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
+        if self.clock.now < self.until:
+            raise self.outage
+        return super()._handle(messages)
+
+
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    clock = FakeTime()
+    monkeypatch.setattr(
+        sb_triggers,
+        "backoff_factory",
+        lambda budget: OutageBackoff(budget_seconds=budget, sleep=clock.sleep, clock=lambda: clock.now,
+                                     jitter=lambda: 0.5),
+    )
+    return clock
+
+
+def deliver_until_done(clock: FakeTime, max_deliveries: int = 10) -> tuple[int, list[float]]:
+    """The host's loop: deliver, abandon at once on an exception, until the function returns or the message
+    would be dead-lettered. Answers the deliveries used and the (fake) time each invocation took."""
+    took: list[float] = []
+    for delivery in range(1, max_deliveries + 1):
+        started = clock.now
+        try:
+            functions()["process_task_message"].get_user_function()(message(delivery_count=delivery))
+        except Exception:
+            took.append(clock.now - started)
+            clock.now += 0.1  # redelivered at once
+            continue
+        took.append(clock.now - started)
+        return delivery, took
+    return max_deliveries + 1, took
+
+
+@pytest.mark.parametrize(
+    "error",
+    [StoreUnavailable("connection refused"), TransportError("service bus unreachable", transient=True)],
+    ids=["database", "transport"],
+)
+def test_a_ten_minute_outage_dead_letters_nothing(fake_time: FakeTime, error: Exception) -> None:
+    runtime = install(OutageRuntime(fake_time, until=600.0, error=error))
+    deliveries, took = deliver_until_done(fake_time)
+    assert deliveries <= 2, "the outage is waited out inside the invocation, not by spending deliveries"
+    assert max(took) <= 480.0 < 600.0, "each invocation stays within the budget, below functionTimeout"
+    assert len(runtime.seen) == 1 and runtime.dead == []
+    assert fake_time.sleeps[0] == pytest.approx(2.0) and max(fake_time.sleeps) <= 60.0
+
+
+def test_an_outage_longer_than_the_budget_gives_the_message_back(fake_time: FakeTime) -> None:
+    install(OutageRuntime(fake_time, until=10_000.0, error=StoreUnavailable("down")))
+    with pytest.raises(StoreUnavailable):
+        functions()["process_task_message"].get_user_function()(message())
+    assert 400.0 < fake_time.now <= 480.0
+
+
+def test_errors_that_are_not_outages_are_not_waited_on(fake_time: FakeTime) -> None:
+    install(StubRuntime(error=RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        functions()["process_task_message"].get_user_function()(message())
+    assert fake_time.sleeps == []
