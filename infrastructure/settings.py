@@ -200,11 +200,11 @@ class Settings(BaseSettings):
     )
     admin_key: str | None = Field(
         default=None,
-        description="Local server only: the `x-functions-key` (or `?code=`) admin routes require when set.",
+        description="Key (x-functions-key or ?code=) of the HTTP admin routes; unset: open locally, closed on Azure.",
     )
     api_key: str | None = Field(
         default=None,
-        description="Local server only: the key job routes require when set (the admin key is accepted too).",
+        description="Key of the HTTP job routes (the admin key works too); unset: open locally, closed on Azure.",
     )
 
     @field_validator(

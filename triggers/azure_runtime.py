@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from core.errors import ConfigurationError
 from infrastructure.settings import Settings
+from triggers.http_base import ApiContext
 from triggers.runtime import Runtime, build_runtime
 
 log = logging.getLogger("coremachine.startup")
@@ -145,3 +146,26 @@ def set_runtime(runtime: Runtime | None) -> Runtime | None:
     with _lock:
         previous, _runtime = _runtime, runtime
     return previous
+
+
+def http_settings() -> Settings:
+    """Settings for building the HTTP app at import (job packages, body limit). Invalid settings fall back to
+    the defaults here: the app must still index, and every invocation reports the start-up problem."""
+    try:
+        return settings_from_environment()
+    except ValidationError:
+        return Settings.model_construct()
+
+
+_context: tuple[Runtime, ApiContext] | None = None
+
+
+def api_context() -> ApiContext:
+    """The HTTP routes' context over the process's Runtime (built on the first request, not at import);
+    raises `StartupError` like `get_runtime`."""
+    global _context
+    runtime = get_runtime()
+    with _lock:
+        if _context is None or _context[0] is not runtime:
+            _context = (runtime, ApiContext.from_runtime(runtime))
+        return _context[1]

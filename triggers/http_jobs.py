@@ -1,166 +1,196 @@
-"""Job routes of the HTTP API: submit, status, list, tasks, cancel, retry and the events timeline."""
+"""Job routes of the HTTP API: submit (one route per job type), status, list, tasks, cancel, retry, events."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from core import admin
-from core.models import DeadLetterSelector, JobRecord, JobStatus, TaskStatus, TaskView
-from triggers.cli_display import snapshot_json
+from core.jobs import JobDefinition, JobRegistry
+from core.models import DeadLetterSelector, JobStatus, TaskStatus
+from triggers.http_auth import FunctionKey
 from triggers.http_base import (
-    API_PREFIX,
-    ApiContext,
+    DEFAULT_PAGE,
+    JOB_ID_PATTERN,
+    MAX_PAGE,
+    NO_NUL_PATTERN,
     ApiError,
-    Request,
-    Response,
-    Route,
+    BodyModels,
+    Context,
+    JsonObject,
     decode_cursor,
     encode_cursor,
-    int_param,
-    job_id_param,
-    json_object,
-    page_limit,
+    parse_body,
+)
+from triggers.http_models import (
+    JobEvents,
+    JobPage,
+    JobStatusBody,
+    JobSummary,
+    Retried,
+    Submitted,
+    TaskBody,
+    TaskPage,
+    status_url,
 )
 
-
-def status_url(job_id: str) -> str:
-    return f"{API_PREFIX}/jobs/status/{job_id}"
+CURSOR_PATTERN = "^[A-Za-z0-9_-]{1,1000}$"
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+def _list_pattern(values: list[str]) -> str:
+    one = "(" + "|".join(values) + ")"
+    return f"^{one}(,{one})*$"
 
 
-def job_summary(job: JobRecord) -> dict[str, Any]:
-    return {
-        "job_id": job.job_id, "job_type": job.job_type, "status": job.status.value,
-        "outcome": job.outcome.value if job.outcome else None, "stage": job.current_stage,
-        "total_stages": job.total_stages, "error": job.error, "created_at": _iso(job.created_at),
-        "updated_at": _iso(job.updated_at), "finished_at": _iso(job.finished_at), "status_url": status_url(job.job_id),
-    }
+JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the job's id (64 lowercase hex characters)")]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"page size (1-{MAX_PAGE})")]
+Cursor = Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the previous page")]
+JobStatuses = Annotated[str | None, Query(
+    pattern=_list_pattern([s.value for s in JobStatus]), description="comma-separated job statuses",
+    examples=["failed,cancelled"])]
+TaskStatuses = Annotated[str | None, Query(
+    pattern=_list_pattern([s.value for s in TaskStatus]), description="comma-separated task statuses")]
+
+_ERRORS_JOB: dict[int | str, dict[str, Any]] = {
+    400: {"description": "invalid job id or query"}, 404: {"description": "no such job"},
+}
 
 
-def task_json(task: TaskView) -> dict[str, Any]:
-    return {
-        "task_id": task.task_id, "stage": task.stage, "index": task.index, "task_type": task.task_type,
-        "status": task.status.value, "attempt": task.attempt, "max_attempts": task.max_attempts,
-        "lease_until": _iso(task.lease_until), "not_before": _iso(task.not_before), "claimed_by": task.claimed_by,
-        "errors": task.errors, "result": task.result, "updated_at": _iso(task.updated_at),
-    }
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="cancelled by an operator", max_length=1000, pattern=NO_NUL_PATTERN)
 
 
-def _statuses(req: Request, valid: list[str]) -> list[str]:
-    raw = req.query.get("status") or ""
-    wanted = [s.strip() for s in raw.split(",") if s.strip()]
-    bad = [s for s in wanted if s not in valid]
-    if bad:
-        raise ApiError(400, "invalid_query", f"unknown status {', '.join(map(repr, bad))}; valid: {', '.join(valid)}",
-                       [{"field": "status", "message": f"{s!r} is not one of {', '.join(valid)}"} for s in bad])
-    return wanted
+def _split(raw: str | None) -> list[str]:
+    return [s for s in (raw or "").split(",") if s]
 
 
-def submit(ctx: ApiContext, req: Request) -> Response:
-    job_type = req.route_params.get("job_type", "")
-    definition = ctx.jobs.get(job_type)  # UnknownJobType → 404 listing the valid ones
-    parameters = json_object(req)
-    result = ctx.engine.submit(definition.job_type, parameters)
-    body = {**job_summary(result.job), "created": result.created}
-    return Response(201 if result.created else 200, body, {"Location": status_url(result.job.job_id)})
+def job_router(jobs: JobRegistry, bodies: BodyModels) -> APIRouter:
+    """The job routes; `jobs` decides the submit routes and the job-type enum of the documented API."""
+    router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[FunctionKey])
+    for definition in jobs:
+        _add_submit(router, definition, bodies)
+    names = jobs.names()
+
+    @router.post("/submit/{job_type}", include_in_schema=False, status_code=404)
+    def submit_unknown(ctx: Context, job_type: str) -> None:
+        ctx.jobs.get(job_type)  # raises UnknownJobType → 404 listing the valid ones
+        raise ApiError(404, "unknown_job_type", f"job type {job_type!r} is not served by this app")
+
+    @router.get("/status/{job_id}", response_model=JobStatusBody, summary="A job's status, stages, result or errors",
+                responses=_ERRORS_JOB)
+    def job_status(ctx: Context, job_id: JobIdPath) -> JobStatusBody:
+        snapshot = ctx.engine.status(job_id)
+        if snapshot is None:
+            raise admin.JobNotFound(job_id)
+        dead = ctx.transport.list_dead_letters(DeadLetterSelector(job_id=job_id))
+        return JobStatusBody.of(snapshot, dead)
+
+    @router.get("", response_model=JobPage, summary="Jobs, newest first, filtered and paged",
+                responses={400: {"description": "invalid query"}})
+    def list_jobs(
+        ctx: Context, status: JobStatuses = None,
+        type: str | None = Query(None, json_schema_extra={"enum": names}, description="job type"),
+        limit: Limit = DEFAULT_PAGE, cursor: Cursor = None,
+    ) -> JobPage:
+        if type is not None and type not in ctx.jobs.names():
+            raise ApiError(400, "invalid_query", f"unknown job type {type!r}",
+                           [{"field": "type", "message": f"valid: {', '.join(ctx.jobs.names())}"}])
+        after = None
+        decoded = decode_cursor(cursor)
+        if decoded is not None:
+            try:
+                after = admin.JobPageCursor(datetime.fromisoformat(str(decoded["created_at"])), str(decoded["job_id"]))
+            except (KeyError, ValueError, TypeError):
+                raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+        found = ctx.admin.list_jobs([JobStatus(s) for s in _split(status)], type, limit + 1, after)
+        page, more = found[:limit], len(found) > limit
+        next_cursor = (
+            encode_cursor({"created_at": page[-1].created_at.isoformat(), "job_id": page[-1].job_id}) if more else None
+        )
+        return JobPage(jobs=[JobSummary.of(j) for j in page], next_cursor=next_cursor)
+
+    @router.get("/{job_id}/tasks", response_model=TaskPage, summary="A job's tasks, filtered and paged",
+                responses=_ERRORS_JOB)
+    def list_tasks(
+        ctx: Context, job_id: JobIdPath, status: TaskStatuses = None,
+        stage: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="stage number")] = None,
+        limit: Limit = DEFAULT_PAGE, cursor: Cursor = None,
+    ) -> TaskPage:
+        after = None
+        decoded = decode_cursor(cursor)
+        if decoded is not None:
+            stage_at, index_at = decoded.get("stage"), decoded.get("index")
+            if not isinstance(stage_at, int) or not isinstance(index_at, int):
+                raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+            after = admin.TaskPageCursor(stage_at, index_at)
+        if ctx.store.get_job(job_id) is None:
+            raise admin.JobNotFound(job_id)
+        found = ctx.admin.list_tasks(job_id, stage, _split(status), limit + 1, after)
+        page, more = found[:limit], len(found) > limit
+        next_cursor = encode_cursor({"stage": page[-1].stage, "index": page[-1].index}) if more else None
+        return TaskPage(job_id=job_id, tasks=[TaskBody.of(t) for t in page], next_cursor=next_cursor)
+
+    @router.post("/{job_id}/cancel", status_code=202, response_model=JobSummary,
+                 summary="Cancel a queued or processing job",
+                 responses={**_ERRORS_JOB, 409: {"description": "the job is finalizing or finished"},
+                            415: {"description": "the body is not JSON"}})
+    def cancel_job(ctx: Context, job_id: JobIdPath, body: JsonObject) -> JobSummary:
+        request = parse_body(CancelRequest, body)
+        return JobSummary.of(admin.cancel_job(ctx.store, ctx.relay, job_id, request.reason))
+
+    bodies.add("cancel_job", CancelRequest, required=False)
+
+    @router.post("/{job_id}/retry", status_code=202, response_model=Retried,
+                 summary="Re-run a failed job's failed tasks", responses={
+                     **_ERRORS_JOB, 409: {"description": "the job is not failed"}})
+    def retry_job(ctx: Context, job_id: JobIdPath) -> Retried:
+        outcome = admin.retry_job(ctx.store, ctx.admin, ctx.relay, ctx.jobs, job_id)
+        job = ctx.store.get_job(job_id)
+        if job is None:
+            raise admin.JobNotFound(job_id)
+        return Retried(**JobSummary.of(job).model_dump(), retried_stage=outcome.stage,
+                       tasks_requeued=outcome.tasks_requeued, stage_resent=outcome.stage_resent, round=outcome.round)
+
+    @router.get("/{job_id}/events", response_model=JobEvents, summary="Timeline and why the job isn't finished",
+                responses=_ERRORS_JOB)
+    def job_events(
+        ctx: Context, job_id: JobIdPath,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="latest events to return")] = 200,
+    ) -> JobEvents:
+        snapshot = ctx.store.snapshot(job_id, events=limit)
+        if snapshot is None:
+            raise admin.JobNotFound(job_id)
+        return JobEvents.of(snapshot, ctx.transport.list_dead_letters(DeadLetterSelector(job_id=job_id)))
+
+    return router
 
 
-def status(ctx: ApiContext, req: Request) -> Response:
-    job_id = job_id_param(req)
-    snapshot = ctx.engine.status(job_id)
-    if snapshot is None:
-        raise admin.JobNotFound(job_id)
-    dead = ctx.transport.list_dead_letters(DeadLetterSelector(job_id=job_id))
-    body = snapshot_json(snapshot, dead)
-    body["outcome"] = snapshot.job.outcome.value if snapshot.job.outcome else None
-    body["status_url"] = status_url(job_id)
-    body["events_url"] = f"{API_PREFIX}/jobs/{job_id}/events"
-    body["tasks_url"] = f"{API_PREFIX}/jobs/{job_id}/tasks"
-    return Response(200, body)
+def _add_submit(router: APIRouter, definition: JobDefinition, bodies: BodyModels) -> None:
+    job_type = definition.job_type
+    operation_id = f"submit_{job_type}"
 
+    def submit(ctx: Context, body: JsonObject, response: Response) -> Submitted:
+        result = ctx.engine.submit(job_type, body)
+        response.status_code = 201 if result.created else 200
+        response.headers["Location"] = status_url(result.job.job_id)
+        return Submitted(**JobSummary.of(result.job).model_dump(), created=result.created)
 
-def list_jobs(ctx: ApiContext, req: Request) -> Response:
-    statuses = [JobStatus(s) for s in _statuses(req, [s.value for s in JobStatus])]
-    job_type = req.query.get("type") or None
-    limit = page_limit(req)
-    cursor = decode_cursor(req)
-    after = None
-    if cursor is not None:
-        try:
-            after = admin.JobPageCursor(datetime.fromisoformat(str(cursor["created_at"])), str(cursor["job_id"]))
-        except (KeyError, ValueError, TypeError):
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
-    jobs = ctx.admin.list_jobs(statuses, job_type, limit + 1, after)
-    page, more = jobs[:limit], len(jobs) > limit
-    next_cursor = (
-        encode_cursor({"created_at": page[-1].created_at.isoformat(), "job_id": page[-1].job_id}) if more else None
+    required = any(field.is_required() for field in definition.Parameters.model_fields.values())
+    bodies.add(operation_id, definition.Parameters, required=required)
+    description = (definition.description or f"Submit a {job_type} job.") + (
+        " Idempotent: the same parameters give the same job id; a repeat answers 200 with the existing job."
     )
-    return Response(200, {"jobs": [job_summary(j) for j in page], "next_cursor": next_cursor})
-
-
-def list_tasks(ctx: ApiContext, req: Request) -> Response:
-    job_id = job_id_param(req)
-    statuses = _statuses(req, [s.value for s in TaskStatus])
-    stage = int_param(req, "stage")
-    limit = page_limit(req)
-    cursor = decode_cursor(req)
-    after = None
-    if cursor is not None:
-        stage_at, index_at = cursor.get("stage"), cursor.get("index")
-        if not isinstance(stage_at, int) or not isinstance(index_at, int):
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
-        after = admin.TaskPageCursor(stage_at, index_at)
-    if ctx.store.get_job(job_id) is None:
-        raise admin.JobNotFound(job_id)
-    tasks = ctx.admin.list_tasks(job_id, stage, statuses, limit + 1, after)
-    page, more = tasks[:limit], len(tasks) > limit
-    next_cursor = encode_cursor({"stage": page[-1].stage, "index": page[-1].index}) if more else None
-    return Response(200, {"job_id": job_id, "tasks": [task_json(t) for t in page], "next_cursor": next_cursor})
-
-
-def cancel(ctx: ApiContext, req: Request) -> Response:
-    job_id = job_id_param(req)
-    body = json_object(req)
-    reason = body.get("reason", "cancelled by an operator")
-    if not isinstance(reason, str) or len(reason) > 1000:
-        raise ApiError(400, "invalid_body", "reason must be a string of at most 1000 characters",
-                       [{"field": "reason", "message": "must be a string of at most 1000 characters"}])
-    job = admin.cancel_job(ctx.store, ctx.relay, job_id, reason)
-    return Response(202, job_summary(job))
-
-
-def retry(ctx: ApiContext, req: Request) -> Response:
-    job_id = job_id_param(req)
-    outcome = admin.retry_job(ctx.store, ctx.admin, ctx.relay, ctx.jobs, job_id)
-    job = ctx.store.get_job(job_id)
-    assert job is not None
-    body = {**job_summary(job), "retried_stage": outcome.stage, "tasks_requeued": outcome.tasks_requeued,
-            "stage_resent": outcome.stage_resent, "round": outcome.round}
-    return Response(202, body)
-
-
-def events(ctx: ApiContext, req: Request) -> Response:
-    job_id = job_id_param(req)
-    limit = page_limit(req) if req.query.get("limit") else 200
-    snapshot = ctx.store.snapshot(job_id, events=limit)
-    if snapshot is None:
-        raise admin.JobNotFound(job_id)
-    dead = ctx.transport.list_dead_letters(DeadLetterSelector(job_id=job_id))
-    full = snapshot_json(snapshot, dead)
-    keys = ("job_id", "job_type", "status", "stage", "total_stages", "events", "diagnosis", "dead_letters")
-    return Response(200, {k: full[k] for k in keys})
-
-
-ROUTES = [
-    Route("submit_job", "POST", "jobs/submit/{job_type}", submit, summary="Submit a job (idempotent)"),
-    Route("job_status", "GET", "jobs/status/{job_id}", status, summary="A job's status, stages, result or errors"),
-    Route("list_jobs", "GET", "jobs", list_jobs, summary="Jobs, newest first, filtered and paged"),
-    Route("list_tasks", "GET", "jobs/{job_id}/tasks", list_tasks, summary="A job's tasks, filtered and paged"),
-    Route("cancel_job", "POST", "jobs/{job_id}/cancel", cancel, summary="Cancel a queued or processing job"),
-    Route("retry_job", "POST", "jobs/{job_id}/retry", retry, summary="Re-run a failed job's failed tasks"),
-    Route("job_events", "GET", "jobs/{job_id}/events", events, summary="Timeline and why the job isn't finished"),
-]
+    router.add_api_route(
+        f"/submit/{job_type}", submit, methods=["POST"], status_code=201, response_model=Submitted,
+        operation_id=operation_id, summary=f"Submit a {job_type} job", description=description,
+        responses={200: {"model": Submitted, "description": "the same job was submitted before",
+                         "headers": {"Location": {"schema": {"type": "string"}}}},
+                   201: {"description": "job created", "headers": {"Location": {"schema": {"type": "string"}}}},
+                   400: {"description": "invalid parameters (details name each bad field)"},
+                   415: {"description": "the body is not JSON"}},
+    )

@@ -1,84 +1,69 @@
-"""`coremachine serve`: the HTTP API on a local stdlib server (127.0.0.1 by default), same handlers as Azure."""
+"""`coremachine serve`: the HTTP app on uvicorn (127.0.0.1 by default), the same app Azure Functions hosts."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
+import uvicorn
+from fastapi import FastAPI
 from rich.console import Console
 
-from triggers.http_api import handle
-from triggers.http_base import JSON_TYPE, ApiContext, ApiError, Response
+from triggers.http_app import DOCS_PATH, OPENAPI_PATH, create_app
+from triggers.http_base import API_PREFIX, ApiContext
 
 log = logging.getLogger("coremachine.http")
 
 
-class ApiServer(ThreadingHTTPServer):
-    daemon_threads = True
+class ApiServer:
+    """uvicorn on a socket bound up front, so the URL (and an ephemeral port) is known before it serves."""
 
-    def __init__(self, address: tuple[str, int], context: ApiContext) -> None:
-        super().__init__(address, _Handler)
-        self.context = context
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((host, port))
+        self.host, self.port = self.socket.getsockname()[:2]
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[0], self.server_address[1]
-        return f"http://{host!s}:{port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
+    def serve(self) -> None:
+        """Serve in this thread until `stop` (or, in the main thread, SIGINT/SIGTERM)."""
+        self.server.run(sockets=[self.socket])
 
-class _Handler(BaseHTTPRequestHandler):
-    server: ApiServer
-    protocol_version = "HTTP/1.1"
+    def start(self) -> ApiServer:
+        """Serve in a background thread; returns once the server accepts connections."""
+        self._thread = threading.Thread(target=self.serve, name="coremachine-http", daemon=True)
+        self._thread.start()
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the HTTP server stopped while starting; see the logs")
+            self._thread.join(0.02)
+        return self
 
-    def _dispatch(self) -> None:
-        parts = urlsplit(self.path)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        limit = self.server.context.settings.http_max_body_bytes
-        length_header = self.headers.get("Content-Length") or "0"
-        if not length_header.isdecimal():
-            self._send(ApiError(400, "invalid_request", "Content-Length is not a number").response(), close=True)
-            return
-        length = int(length_header)
-        if length > limit:
-            # Do not read a body we will refuse; close the connection so its bytes are never parsed as a request.
-            error = ApiError(413, "payload_too_large", f"the body is {length} bytes; the limit is {limit}")
-            self._send(error.response(), close=True)
-            return
-        body = self.rfile.read(length) if length else b""
-        response = handle(self.server.context, self.command, parts.path, query, dict(self.headers.items()), body)
-        self._send(response)
-
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _dispatch  # noqa: N815
-
-    def _send(self, response: Response, close: bool = False) -> None:
-        payload = response.encoded()
-        self.send_response(response.status)
-        self.send_header("Content-Type", JSON_TYPE)
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.info("http %s", format % args, extra={"client": self.client_address[0]})
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+        self.socket.close()
 
 
 def make_server(context: ApiContext, host: str = "127.0.0.1", port: int = 0) -> ApiServer:
-    """A server bound to host:port (0 = an ephemeral port); call `serve_forever` or run it in a thread."""
-    return ApiServer((host, port), context)
+    """The app for this context's job types, on host:port (0 = an ephemeral port)."""
+    app = create_app(context.jobs, lambda: context, max_body_bytes=context.settings.http_max_body_bytes)
+    return ApiServer(app, host, port)
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve the HTTP API locally (same handlers as on Azure)")
+    p = sub.add_parser("serve", help="serve the HTTP API and the dashboard locally (the same app as on Azure)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7071)
     p.add_argument("--concurrency", type=int, default=0, help="also run an in-process worker with N threads")
@@ -90,23 +75,13 @@ def run(args: argparse.Namespace, runtime: Any, console: Console) -> int:
     worker = runtime.worker(concurrency=args.concurrency) if args.concurrency > 0 else None
     if worker is not None:
         worker.start()
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    thread = threading.Thread(target=server.serve_forever, name="coremachine-http", daemon=True)
-    thread.start()
-    keys = "admin routes need x-functions-key" if runtime.settings.admin_key else "no admin key set"
-    console.print(f"serving {server.url}/api (OpenAPI at {server.url}/api/openapi.json; {keys}); Ctrl-C stops",
-                  style="dim", highlight=False)
+    keys = "keys required" if runtime.settings.api_key or runtime.settings.admin_key else "no keys set"
+    console.print(f"serving {server.url}{API_PREFIX} (Swagger UI at {server.url}{DOCS_PATH}, OpenAPI at "
+                  f"{server.url}{OPENAPI_PATH}; {keys}); Ctrl-C stops", style="dim", highlight=False)
     try:
-        stop.wait()
+        server.serve()
     finally:
-        server.shutdown()
-        server.server_close()
+        server.socket.close()
         if worker is not None:
             worker.stop()
     return 0

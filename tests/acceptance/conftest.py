@@ -1,13 +1,14 @@
-"""HTTP API fixtures: a runtime on this test's database with the drill jobs, and its ApiContext."""
+"""HTTP API fixtures: a runtime on this test's database with the drill jobs, its ApiContext and a test client."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from fastapi.testclient import TestClient
 
 from infrastructure.settings import Settings
-from triggers import http_blueprint
+from triggers.http_app import create_app
 from triggers.http_base import ApiContext
 from triggers.runtime import Runtime, build_runtime
 
@@ -29,11 +30,17 @@ def http_runtime(http_settings: Settings) -> Iterator[Runtime]:
 
 
 @pytest.fixture
-def api(http_runtime: Runtime) -> Iterator[ApiContext]:
-    """The ApiContext, also installed as the Azure blueprint's provider for the test's duration."""
-    context = ApiContext.from_runtime(http_runtime)
-    http_blueprint.set_context_provider(lambda: context)
-    try:
-        yield context
-    finally:
-        http_blueprint.set_context_provider(None)
+def api(http_runtime: Runtime) -> ApiContext:
+    return ApiContext.from_runtime(http_runtime)
+
+
+def client_for(context: ApiContext, *, require_keys: bool = False) -> TestClient:
+    app = create_app(context.jobs, lambda: context, max_body_bytes=context.settings.http_max_body_bytes,
+                     require_keys=require_keys)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(api: ApiContext) -> TestClient:
+    """The FastAPI app over the test's runtime, called in-process."""
+    return client_for(api)

@@ -1,23 +1,24 @@
-"""Every HTTP route called through the registered Azure function objects, on the real PostgreSQL."""
+"""The Azure Functions app: one ASGI function for the HTTP app beside the queue and timer triggers, called the way
+the host calls it (a `func.HttpRequest` through `AsgiFunctionApp`'s middleware) on the real PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import azure.functions as func
 import pytest
 
 import function_app
-from core.models import JOBS_QUEUE, DeadLetterSelector, OutgoingMessage
-from tests.integration.engine_helpers import run_to_end
-from triggers.http_api import ROUTES
-from triggers.http_base import ApiContext
+from triggers import azure_runtime
 from triggers.runtime import Runtime
 
-BY_NAME = {r.name: r for r in ROUTES}
+API_KEY, ADMIN_KEY = "api-secret", "admin-secret"
+LOOP = asyncio.new_event_loop()  # the host's one event loop: the ASGI app's lifespan starts once and lives on it
 
 
 @functools.cache  # FunctionApp.get_functions() raises on a second call (azure-functions 1.26.0)
@@ -25,227 +26,72 @@ def fns() -> dict[str, Any]:
     return {str(f.get_function_name()): f for f in function_app.app.get_functions()}
 
 
-def call(name: str, route_params: dict[str, str] | None = None, *, body: Any = None, raw: bytes | None = None,
-         params: dict[str, str] | None = None, content_type: str | None = "application/json") -> tuple[int, Any]:
-    route = BY_NAME[name]
-    route_params = route_params or {}
-    path = route.path.format(**route_params)
-    data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-    headers = {"Content-Type": content_type} if content_type and data else {}
-    req = func.HttpRequest(method=route.method, url=f"http://localhost{path}", headers=headers,
-                           params=params or {}, route_params=route_params, body=data)
-    response = fns()[name].get_user_function()(req)
-    assert response.mimetype == "application/json"
-    payload = json.loads(response.get_body())
-    if response.status_code >= 400:
-        assert set(payload) == {"error", "message", "details"}, payload
-    return response.status_code, payload
+@pytest.fixture
+def keyed_runtime(http_runtime: Runtime) -> Iterator[Runtime]:
+    """The test's runtime with keys set, installed as the Functions worker's runtime."""
+    keyed = Runtime(**{**http_runtime.__dict__, "settings": http_runtime.settings.model_copy(
+        update={"api_key": API_KEY, "admin_key": ADMIN_KEY})})
+    previous = azure_runtime.set_runtime(keyed)
+    try:
+        yield keyed
+    finally:
+        azure_runtime.set_runtime(previous)
 
 
-def submit(job_type: str, params: dict[str, Any]) -> tuple[int, Any]:
-    return call("submit_job", {"job_type": job_type}, body=params)
+class HostContext(func.Context):
+    """The invocation context the Functions host passes (the app does not read it)."""
+
+    invocation_id = "test-invocation"
+    function_name = "http_api"
+    function_directory = "."
+    trace_context: Any = None
+    retry_context: Any = None
+    thread_local_storage: Any = None
 
 
-def test_registered_functions_match_the_route_table_and_the_openapi_document(api: ApiContext) -> None:
-    registered = set()
-    for f in fns().values():
-        binding = json.loads(f.get_function_json())["bindings"][0]
-        if binding["type"] == "httpTrigger":
-            registered |= {(f"/api/{binding['route']}", m.lower()) for m in binding["methods"]}
-    table = {(r.path, r.method.lower()) for r in ROUTES}
-    status, spec = call("openapi")
-    assert status == 200
-    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
-    assert registered == table == documented
-    levels = {f.get_function_name(): json.loads(f.get_function_json())["bindings"][0].get("authLevel") for f in
-              fns().values()}
-    assert levels["deadletters_replay"] == levels["deadletters_list"] == levels["deadletters_purge"] == "ADMIN"
-    assert levels["submit_job"] == levels["job_status"] == levels["retry_job"] == "FUNCTION"
+def call(method: str, path: str, *, body: Any = None, headers: dict[str, str] | None = None,
+         params: dict[str, str] | None = None) -> tuple[int, Any, func.HttpResponse]:
+    data = b"" if body is None else json.dumps(body).encode()
+    all_headers = {"Content-Type": "application/json", **(headers or {})} if data else dict(headers or {})
+    query = f"?{urlencode(params)}" if params else ""
+    req = func.HttpRequest(method=method, url=f"http://localhost{path}{query}", headers=all_headers,
+                           params=params or {}, route_params={"route": path.removeprefix("/")}, body=data)
+    response = LOOP.run_until_complete(fns()["http_api"].get_user_function()(req, HostContext()))
+    payload = json.loads(response.get_body()) if response.get_body() else None
+    return response.status_code, payload, response
 
 
-def test_submit_is_idempotent_and_validates(api: ApiContext) -> None:
-    status, created = submit("drill_continue", {"n": 2, "tag": "a"})
-    assert status == 201 and created["created"] is True and created["status"] == "queued"
-    assert created["status_url"] == f"/api/jobs/status/{created['job_id']}"
-    status, again = submit("drill_continue", {"tag": "a", "n": 2})
-    assert status == 200 and again["job_id"] == created["job_id"] and again["created"] is False
-
-    status, error = submit("drill_continue", {"n": "many", "fail_index": [], "bogus": 1})
-    assert status == 400 and error["error"] == "invalid_parameters"
-    assert {d["field"] for d in error["details"]} == {"n", "fail_index", "bogus"}
-
-    status, error = submit("no_such_job", {})
-    assert status == 404 and error["error"] == "unknown_job_type" and "drill_continue" in error["details"]
-    assert call("submit_job", {"job_type": "drill_continue"}, raw=b"n=2", content_type="text/plain")[0] == 415
-    assert call("submit_job", {"job_type": "drill_continue"}, raw=b"{nope")[0] == 400
-    assert call("submit_job", {"job_type": "drill_continue"}, raw=b"[1]")[0] == 400
-    assert call("submit_job", {"job_type": "drill_continue"}, raw=b'{"n": NaN}')[0] == 400
-    big = json.dumps({"tag": "x" * (api.settings.http_max_body_bytes + 1)}).encode()
-    assert call("submit_job", {"job_type": "drill_continue"}, raw=big)[0] == 413
+def test_one_http_function_beside_the_queue_and_timer_triggers() -> None:
+    bindings = {name: json.loads(f.get_function_json())["bindings"][0] for name, f in fns().items()}
+    assert set(bindings) == {"http_api", "process_job_message", "process_task_message", "janitor"}
+    http = bindings["http_api"]
+    assert http["type"] == "httpTrigger" and http["route"] == "/{*route}"
+    assert http["authLevel"] == "ANONYMOUS"  # the app checks its own keys, closed when a key is unset
+    assert bindings["process_job_message"]["type"] == "serviceBusTrigger"
+    assert bindings["janitor"]["type"] == "timerTrigger"
 
 
-def test_status_events_and_tasks_of_a_finished_job(api: ApiContext, http_runtime: Runtime) -> None:
-    _, job = submit("drill_continue", {"n": 5, "fail_index": 2})
-    job_id = job["job_id"]
-    run_to_end(http_runtime, job_id)
-    status, body = call("job_status", {"job_id": job_id})
-    assert status == 200 and body["status"] == "completed_with_errors"
-    assert body["stages"][0]["tasks"] == {"completed": 4, "failed": 1}
-    assert body["created_at"] and body["finished_at"] and body["stages"][0]["completed_at"]
-    [failed] = [e for e in body["errors"] if e["status"] == "failed"]
-    assert failed["errors"][-1]["class"] == "permanent" and failed["errors"][-1]["type"] == "PermanentError"
-    assert failed["errors"][-1]["attempt"] == 1 and "broken on purpose" in failed["errors"][-1]["message"]
-
-    assert call("job_status", {"job_id": "0" * 64})[0] == 404
-    assert call("job_status", {"job_id": "not-a-job"})[0] == 400
-
-    status, events = call("job_events", {"job_id": job_id})
-    assert status == 200 and events["diagnosis"] == ["The job is finished completed_with_errors."]
-    assert [e["kind"] for e in events["events"]][:2] == ["submitted", "stage_started"]
-    assert call("job_events", {"job_id": "f" * 64})[0] == 404
-
-    status, page = call("list_tasks", {"job_id": job_id}, params={"stage": "1", "limit": "2"})
-    assert status == 200 and [t["index"] for t in page["tasks"]] == [0, 1] and page["next_cursor"]
-    seen = [t["index"] for t in page["tasks"]]
-    while page["next_cursor"]:
-        _, page = call("list_tasks", {"job_id": job_id}, params={"stage": "1", "limit": "2",
-                                                                 "cursor": page["next_cursor"]})
-        seen += [t["index"] for t in page["tasks"]]
-    assert seen == [0, 1, 2, 3, 4]
-    _, failed_only = call("list_tasks", {"job_id": job_id}, params={"status": "failed"})
-    assert [(t["stage"], t["index"]) for t in failed_only["tasks"]] == [(1, 2)]
-    assert call("list_tasks", {"job_id": job_id}, params={"status": "exploded"})[0] == 400
-    assert call("list_tasks", {"job_id": job_id}, params={"cursor": "garbage!"})[0] == 400
-    assert call("list_tasks", {"job_id": "a" * 64})[0] == 404
+def test_requests_reach_the_app_with_its_keys(keyed_runtime: Runtime) -> None:
+    assert call("GET", "/api/livez")[:2] == (200, {"status": "ok"})
+    status, error, _ = call("POST", "/api/jobs/submit/hello_world", body={"n": 2})
+    assert status == 401 and error["error"] == "unauthorized"
+    status, job, response = call("POST", "/api/jobs/submit/hello_world", body={"n": 2},
+                                 headers={"x-functions-key": API_KEY})
+    assert status == 201 and response.headers["Location"] == job["status_url"]
+    status, same, _ = call("GET", job["status_url"], params={"code": API_KEY})
+    assert status == 200 and same["job_id"] == job["job_id"]
+    assert call("GET", "/api/ops/deadletters", headers={"x-functions-key": API_KEY})[0] == 401
+    assert call("GET", "/api/ops/deadletters", headers={"x-functions-key": ADMIN_KEY})[0] == 200
+    status, spec, _ = call("GET", "/api/openapi.json")
+    assert status == 200 and "/api/jobs/submit/hello_world" in spec["paths"]
 
 
-def test_list_jobs_newest_first_with_filters_and_cursor(api: ApiContext) -> None:
-    ids = [submit("drill_continue", {"tag": f"t{i}"})[1]["job_id"] for i in range(5)]
-    other = submit("drill_fail_fast", {"tag": "other"})[1]["job_id"]
-    status, page = call("list_jobs", params={"type": "drill_continue", "limit": "2"})
-    assert status == 200
-    seen = [j["job_id"] for j in page["jobs"]]
-    while page["next_cursor"]:
-        _, page = call("list_jobs", params={"type": "drill_continue", "limit": "2", "cursor": page["next_cursor"]})
-        seen += [j["job_id"] for j in page["jobs"]]
-    assert seen == list(reversed(ids))
-    _, everything = call("list_jobs", params={"status": "queued,processing"})
-    assert {j["job_id"] for j in everything["jobs"]} == {*ids, other}
-    _, none = call("list_jobs", params={"status": "failed"})
-    assert none["jobs"] == [] and none["next_cursor"] is None
-    status, error = call("list_jobs", params={"status": "queued,nope"})
-    assert status == 400 and error["details"][0]["field"] == "status"
-    assert call("list_jobs", params={"limit": "0"})[0] == 400
-
-
-def test_cancel_stops_new_tasks_and_ends_cancelled(api: ApiContext, http_runtime: Runtime) -> None:
-    _, job = submit("drill_fail_fast", {"n": 3})
-    job_id = job["job_id"]
-    status, body = call("cancel_job", {"job_id": job_id}, body={"reason": "operator said so"})
-    assert status == 202 and body["status"] == "finalizing" and body["outcome"] == "cancelled"
-    assert call("cancel_job", {"job_id": job_id})[0] == 409  # finalizing: past cancelling
-    assert run_to_end(http_runtime, job_id).status.value == "cancelled"
-    status, error = call("cancel_job", {"job_id": job_id})
-    assert status == 409 and error["details"] == [{"status": "cancelled"}]
-    assert call("cancel_job", {"job_id": "b" * 64})[0] == 404
-    assert call("cancel_job", {"job_id": job_id}, body={"reason": 5})[0] == 400
-
-
-def test_retry_reruns_only_the_failed_tasks_and_resumes(api: ApiContext, http_runtime: Runtime, tmp_path: Path) -> None:
-    marker = tmp_path / "broken"
-    marker.touch()
-    _, job = submit("http_flaky", {"marker": str(marker), "n": 3})
-    job_id = job["job_id"]
-    assert call("retry_job", {"job_id": job_id})[0] == 409  # queued, not failed
-    assert run_to_end(http_runtime, job_id).status.value == "failed"
-    _, tasks = call("list_tasks", {"job_id": job_id})
-    before = {t["index"]: t for t in tasks["tasks"]}
-    assert before[1]["status"] == "failed"
-
-    marker.unlink()
-    status, body = call("retry_job", {"job_id": job_id})
-    assert status == 202 and body["status"] == "processing" and body["error"] is None
-    assert body["retried_stage"] == 1 and body["stage_resent"] is False and body["round"] == 1
-    requeued = body["tasks_requeued"]
-    assert requeued >= 1
-    assert call("retry_job", {"job_id": job_id})[0] == 409  # processing now
-
-    finished = run_to_end(http_runtime, job_id)
-    assert finished.status.value == "completed", finished.error
-    _, tasks = call("list_tasks", {"job_id": job_id, }, params={"stage": "1"})
-    after = {t["index"]: t for t in tasks["tasks"]}
-    assert after[1]["status"] == "completed" and after[1]["attempt"] == 2 and len(after[1]["errors"]) == 1
-    for index in (0, 2):  # completed before the failure: never run again
-        if before[index]["status"] == "completed":
-            assert after[index]["attempt"] == before[index]["attempt"]
-    _, events = call("job_events", {"job_id": job_id})
-    assert next(e for e in events["events"] if e["kind"] == "job_retried")["detail"]["tasks_requeued"] == requeued
-
-
-def test_retry_after_create_tasks_failed_sends_the_stage_again(api: ApiContext, http_runtime: Runtime) -> None:
-    _, job = submit("drill_create_tasks_raises", {"n": 2})
-    job_id = job["job_id"]
-    assert run_to_end(http_runtime, job_id).status.value == "failed"
-    status, body = call("retry_job", {"job_id": job_id})
-    assert status == 202 and body["stage_resent"] is True and body["tasks_requeued"] == 0
-    again = run_to_end(http_runtime, job_id)  # create_tasks still raises: it fails again, and is retryable again
-    assert again.status.value == "failed" and again.current_stage == 2
-    status, body = call("retry_job", {"job_id": job_id})
-    assert status == 202 and body["round"] == 2
-
-
-def test_probes(api: ApiContext) -> None:
-    assert call("livez") == (200, {"status": "ok"})
-    status, ready = call("readyz")
-    assert status == 200 and ready["database"]["ok"] and ready["transport"]["ok"]
-    status, health = call("health")
-    assert status == 200 and health["status"] == "ok"
-    assert health["database"]["schema_version"] == health["database"]["expected_schema_version"] >= 1
-    assert "drill_fail_fast" in health["job_types"] and "drill.work" in health["task_types"]
-
-
-def _dead_letters(runtime: Runtime, count: int) -> None:
-    runtime.transport.send([
-        OutgoingMessage(JOBS_QUEUE, f"poison-{i}", {"kind": "nope", "i": i}, {"job_id": f"{i:064x}"})
-        for i in range(count)
-    ])
-    received = runtime.transport.receive(JOBS_QUEUE, count, 1.0)
-    assert len(received) == count
-    for message in received:
-        runtime.transport.dead_letter(message, "MalformedMessage", "poison for the test")
-
-
-def test_dead_letters_list_replay_and_purge(api: ApiContext, http_runtime: Runtime) -> None:
-    _dead_letters(http_runtime, 3)
-    status, page = call("deadletters_list", params={"queue": "jobs", "limit": "2"})
-    assert status == 200 and len(page["dead_letters"]) == 2 and page["next_cursor"]
-    _, rest = call("deadletters_list", params={"queue": "jobs", "cursor": page["next_cursor"]})
-    ids = [d["id"] for d in page["dead_letters"] + rest["dead_letters"]]
-    assert len(set(ids)) == 3 and rest["next_cursor"] is None
-    assert call("deadletters_list", params={"queue": "elsewhere"})[0] == 400
-
-    status, error = call("deadletters_replay", body={})
-    assert status == 400 and error["error"] == "selector_required"
-    status, dry = call("deadletters_replay", body={"ids": [ids[0]], "dry_run": True})
-    assert status == 200 and dry["dry_run"] is True and dry["count"] == 1
-    assert len(http_runtime.transport.list_dead_letters(DeadLetterSelector())) == 3
-    status, done = call("deadletters_replay", body={"ids": [ids[0]]})
-    assert status == 200 and done["count"] == 1
-    assert len(http_runtime.transport.list_dead_letters(DeadLetterSelector())) == 2
-
-    assert call("deadletters_purge")[0] == 400
-    status, preview = call("deadletters_purge", params={"job_id": f"{1:064x}", "dry_run": "true"})
-    assert status == 200 and preview["count"] == 1
-    status, purged = call("deadletters_purge", params={"all": "true"})
-    assert status == 200 and purged == {"dry_run": False, "count": 2}
-    assert http_runtime.transport.list_dead_letters(DeadLetterSelector()) == []
-
-
-@pytest.mark.parametrize("name", sorted(BY_NAME))
-def test_every_route_answers_json_without_a_server_error(api: ApiContext, name: str) -> None:
-    route = BY_NAME[name]
-    params = {p: "0" * 64 if p == "job_id" else "drill_continue" for p in
-              (part[1:-1] for part in route.template.split("/") if part.startswith("{"))}
-    body = {"ids": ["1"]} if name == "deadletters_replay" else None
-    status, _ = call(name, params, body=body, params={"all": "true"} if name == "deadletters_purge" else None)
-    assert status < 500
+def test_unset_keys_close_the_routes_on_azure(http_runtime: Runtime) -> None:
+    previous = azure_runtime.set_runtime(http_runtime)  # no keys configured
+    try:
+        status, error, _ = call("GET", "/api/jobs")
+        assert status == 401 and "COREMACHINE_API_KEY is not configured" in error["message"]
+        assert call("GET", "/api/ops/deadletters")[0] == 401
+        assert call("GET", "/api/livez")[0] == 200
+    finally:
+        azure_runtime.set_runtime(previous)

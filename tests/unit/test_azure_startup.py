@@ -4,18 +4,16 @@ silent stall."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import azure.functions as func
 import pytest
 
-from triggers import azure_runtime, http_blueprint
-from triggers.http_api import ROUTES
+from tests.acceptance.test_http_azure import call
+from triggers import azure_runtime
 
 NAMESPACE = "cm-test.servicebus.windows.net"
 
@@ -35,10 +33,8 @@ def functions_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
 
 
 def _readyz() -> tuple[int, dict[str, object]]:
-    route = next(r for r in ROUTES if r.name == "readyz")
-    req = func.HttpRequest(method="GET", url="http://localhost/api/readyz", body=b"")
-    response = http_blueprint._function(route)(req)
-    return response.status_code, json.loads(response.get_body())
+    status, body, _ = call("GET", "/api/readyz")  # through the app's one HTTP function, as the host calls it
+    return status, body
 
 
 def test_no_database_url_is_a_startup_error_not_an_embedded_server(

@@ -1,0 +1,54 @@
+"""The HTTP layer's pure parts: selectors, cursors, the operator transition behind retry, route names."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from core.errors import InvalidTransition
+from core.jobs import JobRegistry
+from core.models import JobStatus
+from core.states import JOB_TRANSITIONS, OPERATOR_TRANSITIONS, check_operator_transition, operator_sources
+from triggers.http_admin import Selection
+from triggers.http_app import create_app
+from triggers.http_base import ApiError, decode_cursor, encode_cursor
+
+
+def test_selection_rules_match_the_cli() -> None:
+    assert Selection(ids=["1", "2"]).chosen().ids == ("1", "2")
+    assert Selection(queue="tasks").chosen().queue == "tasks"
+    assert Selection.model_validate({"all": True, "dry_run": True}).dry_run
+    with pytest.raises(ApiError) as caught:
+        Selection().chosen()
+    assert caught.value.status == 400 and caught.value.code == "selector_required"
+    for bad in ({"all": "maybe"}, {"queue": "other"}, {"ids": [1]}, {"colour": "red"}, {"job_id": 5},
+                {"reason": "a\x00"}):
+        with pytest.raises(ValidationError):
+            Selection.model_validate(bad)
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    cursor = encode_cursor({"stage": 2, "index": 7})
+    assert decode_cursor(cursor) == {"stage": 2, "index": 7}
+    assert decode_cursor(None) is None
+    for garbage in ("!!", "bm90IGpzb24", "WzFd"):
+        with pytest.raises(ApiError) as caught:
+            decode_cursor(garbage)
+        assert caught.value.status == 400
+
+
+def test_no_route_begins_with_admin_which_azure_reserves() -> None:
+    app = create_app(JobRegistry(), lambda: pytest.fail("no route here needs the database"), max_body_bytes=10)
+    paths = set(TestClient(app).get("/api/openapi.json").json()["paths"])
+    assert "/api/ops/deadletters" in paths and not any(p.startswith(("/admin", "/api/admin")) for p in paths)
+
+
+def test_retry_is_an_operator_transition_only() -> None:
+    assert JobStatus.PROCESSING not in JOB_TRANSITIONS[JobStatus.FAILED]
+    assert OPERATOR_TRANSITIONS[JobStatus.FAILED] == {JobStatus.PROCESSING}
+    assert operator_sources(JobStatus.PROCESSING) == {JobStatus.FAILED}
+    check_operator_transition(JobStatus.FAILED, JobStatus.PROCESSING)
+    for status in (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.PROCESSING):
+        with pytest.raises(InvalidTransition):
+            check_operator_transition(status, JobStatus.PROCESSING)
