@@ -13,10 +13,10 @@ def explain(snapshot: JobSnapshot, dead_letters: Sequence[DeadLetter] = (), now:
     now = now or datetime.now(UTC)
     job = snapshot.job
     if job.status.terminal:
-        ended = f"finished {job.status.value}"
+        ended = f"Job {job.status.value.replace('_', ' ')}"
         if job.error:
             ended += f": {job.error.get('type', 'error')}: {job.error.get('message', '')}"
-        return [f"The job is {ended}."]
+        return [ended if ended.endswith(".") else f"{ended}."]
     lines: list[str] = []
     if job.status is JobStatus.QUEUED:
         lines.append("The job is queued: its first stage has not started yet (no worker has taken the job message).")

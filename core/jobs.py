@@ -119,6 +119,8 @@ class JobDefinition:
 
     job_type: ClassVar[str]
     description: ClassVar[str] = ""
+    # Benchmark and drill jobs: runnable by name, but left out of the lists people choose from (CLI help).
+    internal: ClassVar[bool] = False
     Parameters: ClassVar[type[JobParameters]]
     stages: ClassVar[Sequence[Stage]]
     failure_policy: ClassVar[FailurePolicy] = FailurePolicy.FAIL_FAST
@@ -159,6 +161,10 @@ class JobDefinition:
             raise InvalidParameters(self.job_type, details) from exc
         data: JSON = model.model_dump(mode="json")
         canonical_json(data)  # rejects NaN and non-JSON values early
+        nul = _first_nul(data)
+        if nul is not None:
+            # PostgreSQL text and jsonb cannot hold U+0000; refuse it here rather than fail in the store.
+            raise InvalidParameters(self.job_type, [{"field": nul or "(body)", "message": "contains a NUL character"}])
         return data
 
     def job_id(self, parameters: JSON) -> str:
@@ -208,6 +214,10 @@ class JobRegistry:
     def names(self) -> list[str]:
         return sorted(self._jobs)
 
+    def public_names(self) -> list[str]:
+        """Job types people choose from: every registered one except those marked `internal`."""
+        return [name for name in self.names() if not self._jobs[name].internal]
+
     def __iter__(self) -> Iterator[JobDefinition]:
         return iter(self._jobs[n] for n in self.names())
 
@@ -241,6 +251,26 @@ def _subclasses(cls: type) -> list[type]:
         out.append(sub)
         out.extend(_subclasses(sub))
     return out
+
+
+def _first_nul(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (value or key) containing U+0000, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return where
+            found = _first_nul(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _first_nul(item, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:

@@ -24,6 +24,7 @@ class BenchNoopParameters(JobParameters):
 
 class BenchNoop(JobDefinition):
     job_type = "bench_noop"
+    internal = True
     description = "Benchmark: one stage of `tasks` no-op tasks."
     Parameters = BenchNoopParameters
     stages = (Stage("noop", "bench.noop"),)
@@ -34,6 +35,7 @@ class BenchNoop(JobDefinition):
 
 class BenchNoopTwoStage(JobDefinition):
     job_type = "bench_noop_2stage"
+    internal = True
     description = "Benchmark: `tasks` no-op tasks, then one no-op task per stage-1 result."
     Parameters = BenchNoopParameters
     stages = (Stage("noop", "bench.noop"), Stage("noop_again", "bench.noop"))

@@ -19,13 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
-from core.errors import ConfigurationError
+from core.errors import ConfigurationError, StoreUnavailable
 from infrastructure.identity import azure_credential, postgres_password
 from infrastructure.settings import Settings
 
@@ -80,6 +81,18 @@ def connection_defaults(conninfo: str) -> dict[str, Any]:
     given = conninfo_to_dict(conninfo)
     defaults: dict[str, Any] = {**KEEPALIVES, "application_name": APPLICATION_NAME}
     return {key: value for key, value in defaults.items() if key not in given}
+
+
+def _redacted(conninfo: str) -> str:
+    """The connection URL without its password, for error messages."""
+    try:
+        parts = urlsplit(conninfo)
+    except ValueError:
+        return "the configured URL"
+    if parts.password is None:
+        return conninfo
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Database:
@@ -173,7 +186,11 @@ class Database:
         """A dedicated connection outside the pool (LISTEN, migrations), on `database_direct_url` when set so it
         bypasses PgBouncer; the caller closes it."""
         conninfo = self._settings.database_direct_url or self.conninfo
-        return psycopg.connect(conninfo, autocommit=autocommit, **self.connection_kwargs(direct=True))
+        try:
+            return psycopg.connect(conninfo, autocommit=autocommit, **self.connection_kwargs(direct=True))
+        except psycopg.OperationalError as exc:
+            reason = " ".join(str(exc).split())
+            raise StoreUnavailable(f"cannot connect to the database ({_redacted(conninfo)}): {reason}") from exc
 
     def close(self) -> None:
         """Close the pool's connections. The embedded server, if any, keeps running for other processes."""

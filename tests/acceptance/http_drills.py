@@ -20,6 +20,7 @@ class FlakyParameters(JobParameters):
 
 class HttpFlaky(JobDefinition):
     job_type = "http_flaky"
+    internal = True
     Parameters = FlakyParameters
     stages = (Stage("work", "http.flaky", max_attempts=1, timeout_seconds=5.0),
               Stage("sum", "http.flaky", max_attempts=1, timeout_seconds=5.0))

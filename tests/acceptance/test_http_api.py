@@ -98,7 +98,7 @@ def test_status_events_and_tasks_of_a_finished_job(http: Http, http_runtime: Run
     assert http.call("job_status", {"job_id": "not-a-job"})[0] == 400
 
     status, events = http.call("job_events", {"job_id": job_id})
-    assert status == 200 and events["diagnosis"] == ["The job is finished completed_with_errors."]
+    assert status == 200 and events["diagnosis"] == ["Job completed with errors."]
     assert [e["kind"] for e in events["events"]][:2] == ["submitted", "stage_started"]
     assert http.call("job_events", {"job_id": "f" * 64})[0] == 404
 

@@ -24,6 +24,7 @@ class DrillParameters(JobParameters):
 
 class DrillFailFast(JobDefinition):
     job_type = "drill_fail_fast"
+    internal = True
     Parameters = DrillParameters
     stages = (Stage("work", "drill.work", max_attempts=3, timeout_seconds=2.0, retry=FAST_RETRY),
               Stage("after", "drill.work", max_attempts=3, timeout_seconds=2.0, retry=FAST_RETRY))
