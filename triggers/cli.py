@@ -1,28 +1,41 @@
-"""The `coremachine` command: submit, status, run, worker, janitor and dead-letter tooling."""
+"""The `coremachine` command: one parser, one registration function per command group, one error guard.
+
+A command group's `add_parser(sub, ...)` adds its subcommands and sets, on each, `handler(args, ctx) -> exit code`
+and optionally `check(args, registries)` (validation that runs before any connection is opened or anything is
+created) and `needs_runtime=False` (commands that must not start the database, such as `db`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ValidationError
-from rich.console import Console
-
-from core.errors import ConfigurationError, InvalidParameters, UnknownJobType
 from core.ids import is_job_id
-from core.models import DeadLetterSelector, JobStatus
+from core.jobs import JobRegistry
+from core.models import DeadLetterSelector
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
-from triggers import cli_deadletters, cli_ingest, serve
-from triggers.cli_display import print_status, run_job, snapshot_json
-from triggers.runtime import Registries, Runtime, build_runtime, load_registries
+from triggers import cli_db, cli_deadletters, cli_ingest, cli_worker, serve
+from triggers.cli_display import print_status, snapshot_json
+from triggers.cli_output import (
+    EXIT_OK,
+    CliError,
+    Context,
+    NotFound,
+    Output,
+    Parser,
+    UsageError,
+    bounded_float,
+    bounded_int,
+    guarded,
+)
+from triggers.cli_run import run_job, run_summary_code
+from triggers.runtime import Registries, build_runtime, load_registries
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -37,143 +50,125 @@ def parse_param(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def build_parser(job_types: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coremachine", description="CoreMachine: jobs → stages → tasks.")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from settings)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _job_type(jobs: JobRegistry) -> Any:
+    """An argparse `type` accepting every registered job type; only the public ones are named in messages."""
+
+    def parse(text: str) -> str:
+        if text not in jobs.names():
+            raise argparse.ArgumentTypeError(
+                f"unknown job type {text!r}; choose from {', '.join(jobs.public_names())}")
+        return text
+
+    return parse
+
+
+def add_job_commands(sub: Any, jobs: JobRegistry) -> None:
+    """`submit`, `status` and `run`."""
+    public = ", ".join(jobs.public_names())
 
     def job_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("job_type", choices=job_types, metavar="JOB_TYPE", help=f"one of: {', '.join(job_types)}")
+        p.add_argument("job_type", type=_job_type(jobs), metavar="JOB_TYPE", help=f"one of: {public}")
         p.add_argument("-p", "--param", dest="params", action="append", type=parse_param, default=[],
                        metavar="KEY=VALUE", help="a job parameter; repeat for more (values parse as JSON)")
+        p.set_defaults(check=_check_parameters)
 
     p = sub.add_parser("submit", help="submit a job; prints its id (same input → same id)")
     job_args(p)
+    p.add_argument("--json", action="store_true", help="print {job_id, created} as JSON")
+    p.set_defaults(handler=_submit)
     p = sub.add_parser("status", help="where a job is, and why it isn't finished")
     p.add_argument("job_id")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="machine-readable output (errors too, on stderr)")
+    p.set_defaults(handler=_status, check=_check_job_id)
     p = sub.add_parser("run", help="submit, run in-process workers with a live progress bar, wait for the end")
     job_args(p)
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait before giving up")
-    p = sub.add_parser("worker", help="run a worker until SIGTERM or Ctrl-C")
-    p.add_argument("--concurrency", type=int, default=2)
-    p = sub.add_parser("janitor", help="take back expired leases, relay stranded messages, report stuck jobs")
-    p.add_argument("--once", action="store_true", help="one pass, then exit")
-    p.add_argument("--interval", type=float, default=10.0)
+    p.add_argument("--concurrency", type=bounded_int(1), default=4, help="task threads (default 4)")
+    p.add_argument("--timeout", type=bounded_float(0.001), default=3600.0, help="seconds to wait before giving up")
+    p.set_defaults(handler=_run)
+
+
+def build_parser(registries: Registries) -> argparse.ArgumentParser:
+    parser = Parser(prog="coremachine", description="CoreMachine: jobs → stages → tasks.")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
+                        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default from settings)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also COREMACHINE_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_job_commands(sub, registries.jobs)
+    cli_worker.add_parser(sub)
     cli_deadletters.add_parser(sub)
+    cli_db.add_parser(sub)
     cli_ingest.add_parser(sub)
+    sub.choices["ingest"].set_defaults(handler=lambda args, ctx: cli_ingest.run(args, ctx.runtime, ctx.out.console))
     serve.add_parser(sub)
+    sub.choices["serve"].set_defaults(handler=lambda args, ctx: serve.run(args, ctx.runtime, ctx.out.console))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        settings = Settings()
-        registries = load_registries(settings)
-    except (ConfigurationError, ValidationError) as exc:
-        print(f"coremachine: start-up failed: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    args = build_parser(registries.jobs.names()).parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    out = Output.for_argv(arguments)
+    return guarded(out, lambda: _main(arguments, out))
+
+
+def _main(argv: list[str], out: Output) -> int:
+    settings = Settings()
+    registries = load_registries(settings)
+    args = build_parser(registries).parse_args(argv)
     if args.log_level:
-        settings = settings.model_copy(update={"log_level": args.log_level.upper()})
+        settings = settings.model_copy(update={"log_level": args.log_level})
     configure_logging(settings)
-    console = Console()
+    check = getattr(args, "check", None)
+    if check is not None:
+        check(args, registries)
+    if not getattr(args, "needs_runtime", True):
+        return int(args.handler(args, Context(settings, registries, out, None)))
+    was_running = cli_db.embedded_running(settings)
     with build_runtime(settings, registries=registries) as runtime:
-        try:
-            return _dispatch(args, runtime, registries, console)
-        except (InvalidParameters, UnknownJobType) as exc:
-            print(f"coremachine: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        except KeyboardInterrupt:
-            return 130
+        cli_db.announce_start(settings, was_running, out)
+        return int(args.handler(args, Context(settings, registries, out, runtime)))
 
 
-def _dispatch(args: argparse.Namespace, runtime: Runtime, registries: Registries, console: Console) -> int:
-    command = args.command
-    if command == "submit":
-        result = runtime.engine.submit(args.job_type, dict(args.params))
-        console.print(result.job.job_id, highlight=False)
-        console.print("created" if result.created else "already exists", style="dim")
-        return EXIT_OK
-    if command == "status":
-        return _status(args, runtime, console)
-    if command == "run":
-        return _run(args, runtime, console)
-    if command == "worker":
-        return _worker(args, runtime, console)
-    if command == "janitor":
-        return _janitor(args, runtime, console)
-    if command == "deadletters":
-        return cli_deadletters.run(args, runtime.transport, console)
-    if command == "ingest":
-        return cli_ingest.run(args, runtime, console)
-    if command == "serve":
-        return serve.run(args, runtime, console)
-    raise AssertionError(command)
+def _check_parameters(args: argparse.Namespace, registries: Registries) -> None:
+    """Parameters are validated before the job exists (and before the database is touched)."""
+    registries.jobs.get(args.job_type).validate_parameters(dict(args.params))
 
 
-def _status(args: argparse.Namespace, runtime: Runtime, console: Console) -> int:
+def _check_job_id(args: argparse.Namespace, registries: Registries) -> None:
     if not is_job_id(args.job_id):
-        console.print(f"[red]error:[/] {args.job_id!r} is not a job id (64 hex characters)")
-        return EXIT_USAGE
-    snapshot = runtime.engine.status(args.job_id)
-    if snapshot is None:
-        console.print(f"[red]error:[/] no job {args.job_id}")
-        return EXIT_FAILED
-    dead = runtime.transport.list_dead_letters(DeadLetterSelector(job_id=args.job_id))
+        raise UsageError(f"{args.job_id!r} is not a job id (64 hex characters)", code="invalid_job_id")
+
+
+def _submit(args: argparse.Namespace, ctx: Context) -> int:
+    result = ctx.runtime.engine.submit(args.job_type, dict(args.params))
     if args.json:
-        print(json.dumps(snapshot_json(snapshot, dead), default=str, indent=2))
+        ctx.out.json({"job_id": result.job.job_id, "created": result.created})
     else:
-        print_status(console, snapshot, dead)
+        ctx.out.console.print(result.job.job_id)
+        ctx.out.console.print("created" if result.created else "already exists", style="dim")
     return EXIT_OK
 
 
-def _run(args: argparse.Namespace, runtime: Runtime, console: Console) -> int:
-    snapshot = run_job(runtime, console, args.job_type, dict(args.params), args.concurrency, args.timeout)
+def _status(args: argparse.Namespace, ctx: Context) -> int:
+    snapshot = ctx.runtime.engine.status(args.job_id)
     if snapshot is None:
-        return EXIT_FAILED
-    if snapshot.job.result is not None:
-        console.print(json.dumps(snapshot.job.result, indent=2, default=str)[:4000])
-    return EXIT_OK if snapshot.job.status is JobStatus.COMPLETED else EXIT_FAILED
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
-
-
-def _worker(args: argparse.Namespace, runtime: Runtime, console: Console) -> int:
-    if args.concurrency < 1:
-        console.print("[red]error:[/] --concurrency must be at least 1")
-        return EXIT_USAGE
-    stop = _stop_on_signals()
-    worker = runtime.worker(concurrency=args.concurrency)
-    worker.start()
-    console.print(f"worker {runtime.engine.worker_id} running with concurrency {args.concurrency}; "
-                  "Ctrl-C or SIGTERM stops it", style="dim")
-    stop.wait()
-    console.print("stopping: finishing the batches in hand…", style="dim")
-    worker.stop()
-    console.print(f"stopped after {worker.stats.task_messages} task and {worker.stats.job_messages} job messages",
-                  style="dim")
+        raise NotFound(f"no job {args.job_id}")
+    dead = ctx.runtime.transport.list_dead_letters(DeadLetterSelector(job_id=args.job_id))
+    if args.json:
+        ctx.out.json(snapshot_json(snapshot, dead))
+    else:
+        print_status(ctx.out.console, snapshot, dead)
     return EXIT_OK
 
 
-def _janitor(args: argparse.Namespace, runtime: Runtime, console: Console) -> int:
-    stop = _stop_on_signals()
-    while True:
-        report = runtime.janitor.run_once()
-        console.print(json.dumps(report.as_dict()), highlight=False)
-        if args.once or stop.wait(args.interval):
-            return EXIT_OK
+def _run(args: argparse.Namespace, ctx: Context) -> int:
+    snapshot = run_job(ctx.runtime, ctx.out.console, args.job_type, dict(args.params), args.concurrency, args.timeout)
+    if snapshot.job.result is not None:
+        ctx.out.console.print(json.dumps(snapshot.job.result, indent=2, default=str)[:4000], soft_wrap=True)
+    return run_summary_code(snapshot)
 
+
+__all__ = ["CliError", "build_parser", "main", "parse_param"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,22 +1,20 @@
-"""Rich rendering for the CLI: job status tables, the live per-stage progress bar and the run summary."""
+"""Rich rendering for the CLI: job status tables, the live per-stage progress bar, status wording."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from core.diagnosis import explain
-from core.models import DeadLetter, JobSnapshot, StageView
-
-if TYPE_CHECKING:
-    from triggers.runtime import Runtime
+from core.models import DeadLetter, JobRecord, JobSnapshot, JobStatus, StageStatus, StageView
 
 FINISHED = ("completed", "failed", "cancelled")
 
@@ -58,43 +56,84 @@ def snapshot_json(snapshot: JobSnapshot, dead_letters: Sequence[DeadLetter] = ()
     }
 
 
-def stage_table(stages: Sequence[StageView], title: str = "Stages") -> Table:
-    table = Table(title=title)
-    for column in ("stage", "name", "status", "tasks", "completed", "failed", "other", "seconds"):
-        table.add_column(column, justify="right" if column not in ("name", "status") else "left")
-    for s in stages:
+def job_wording(job: JobRecord) -> str:
+    """The status in plain words: "completed", "completed with errors", "failed", ..."""
+    return job.status.value.replace("_", " ")
+
+
+def stage_wording(stage: StageView, job: JobRecord) -> str:
+    """A stage's status as people read it. The store marks a stage `cancelled` when its job ends early, and
+    `completed` once every task is finished, failed ones included; unless someone cancelled the job, a stage
+    with failed tasks failed, and one the failure cut short was stopped."""
+    failed = stage.failed or stage.counts.get("failed", 0)
+    if stage.status is StageStatus.CANCELLED and job.status is not JobStatus.CANCELLED:
+        return "failed" if failed else "stopped"
+    if stage.status is StageStatus.COMPLETED and failed:
+        return "failed" if job.status is JobStatus.FAILED else "completed with errors"
+    return stage.status.value
+
+
+def job_seconds(job: JobRecord) -> float | None:
+    """The job's own run time, from the store: submission to finish."""
+    return (job.finished_at - job.created_at).total_seconds() if job.finished_at else None
+
+
+def stage_table(snapshot: JobSnapshot, title: str | None = "Stages") -> Table:
+    """One row per stage, within 80 columns: no vertical rules, numbers never wrap, an "other" column only when
+    some task is neither completed nor failed, and a stage name folds only if it is longer than ~25 characters."""
+    rows = []
+    for s in snapshot.stages:
         other = sum(n for k, n in s.counts.items() if k not in ("completed", "failed"))
         seconds = (s.completed_at - s.started_at).total_seconds() if s.completed_at and s.started_at else None
-        table.add_row(
-            str(s.stage), s.name, s.status.value, str(s.task_count), str(s.counts.get("completed", 0)),
-            str(s.counts.get("failed", 0)), str(other), f"{seconds:.2f}" if seconds is not None else "-",
-        )
+        rows.append([str(s.stage), s.name, stage_wording(s, snapshot.job), str(s.task_count),
+                     str(s.counts.get("completed", 0)), str(s.counts.get("failed", 0)), str(other),
+                     f"{seconds:.2f}s" if seconds is not None else "-"])
+    columns = ["#", "stage", "status", "tasks", "done", "failed", "other", "time"]
+    if not any(row[6] != "0" for row in rows):
+        columns.remove("other")
+        rows = [row[:6] + row[7:] for row in rows]
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for column in columns:
+        if column in ("stage", "status"):
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
 def print_status(console: Console, snapshot: JobSnapshot, dead_letters: Sequence[DeadLetter]) -> None:
     job = snapshot.job
-    console.print(f"[bold]{job.job_type}[/] {job.job_id}")
-    console.print(f"status [bold]{job.status.value}[/], stage {job.current_stage}/{job.total_stages}")
-    console.print(stage_table(snapshot.stages))
+    console.print(f"Job {job.job_id}")
+    console.print(f"Type: [bold]{job.job_type}[/]. Status: [bold]{job_wording(job)}[/], "
+                  f"stage {job.current_stage} of {job.total_stages}.")
+    console.print(stage_table(snapshot))
     for line in explain(snapshot, dead_letters):
         console.print(f"• {line}")
     if job.result is not None:
-        console.print("result:", json.dumps(job.result, indent=2, default=str)[:4000])
+        console.print("Result:", json.dumps(job.result, indent=2, default=str)[:4000], soft_wrap=True)
     if job.error:
-        console.print(f"[red]error:[/] {json.dumps(job.error, default=str)}")
+        console.print(f"[red]Error:[/] {json.dumps(job.error, default=str)}")
     for task in snapshot.recent_errors:
         last = task.errors[-1] if task.errors else {}
         console.print(f"[yellow]{task.task_id}[/] {task.status.value} attempt {task.attempt}: "
                       f"{last.get('class')} {last.get('type')}: {last.get('message')}")
     if snapshot.events:
-        events = Table(title="Timeline (latest)")
-        for column in ("at", "event", "stage", "task", "detail"):
-            events.add_column(column)
-        for e in snapshot.events[-20:]:
-            events.add_row(e.at.strftime("%H:%M:%S.%f")[:-3], e.kind, str(e.stage or ""), (e.task_id or "")[-12:],
-                           json.dumps(e.detail, default=str)[:80])
-        console.print(events)
+        console.print(_timeline(snapshot))
+
+
+def _timeline(snapshot: JobSnapshot) -> Table:
+    events = Table(title="Timeline (latest)", box=box.SIMPLE_HEAD, title_justify="left")
+    events.add_column("at", no_wrap=True)
+    events.add_column("event", no_wrap=True)
+    events.add_column("stage", justify="right", no_wrap=True)
+    events.add_column("task", no_wrap=True)
+    events.add_column("detail", overflow="fold", ratio=1)
+    for e in snapshot.events[-20:]:
+        events.add_row(e.at.strftime("%H:%M:%S.%f")[:-3], e.kind, str(e.stage or ""), (e.task_id or "")[-8:],
+                       json.dumps(e.detail, default=str)[:120])
+    return events
 
 
 def watch(
@@ -122,30 +161,6 @@ def watch(
                 break
             time.sleep(poll_seconds)
             snapshot = load()
-    return snapshot
-
-
-def run_job(
-    runtime: Runtime, console: Console, job_type: str, params: dict[str, Any], concurrency: int, timeout: float
-) -> JobSnapshot | None:
-    """Submit, run in-process workers with a live bar per stage until the job ends, print the stage summary."""
-    submitted = runtime.engine.submit(job_type, params)
-    job_id = submitted.job.job_id
-    console.print(f"job {job_id} ({'created' if submitted.created else 'already exists'})", highlight=False)
-    worker = runtime.worker(concurrency=concurrency)
-    worker.start()
-    started = time.monotonic()
-    try:
-        snapshot = watch(console, lambda: runtime.engine.status(job_id), timeout)
-    finally:
-        worker.stop(timeout=30)
-    if snapshot is None:
-        return None
-    job = snapshot.job
-    console.print(stage_table(snapshot.stages, title=f"{job.job_type}: {job.status.value} "
-                                                     f"in {time.monotonic() - started:.2f}s"))
-    if not job.status.terminal:
-        console.print(f"[yellow]not finished after {timeout:.0f}s[/]; see `coremachine status {job_id}`")
-    elif job.error:
-        console.print(f"[red]error:[/] {json.dumps(job.error, default=str)}")
+    if not console.is_terminal:
+        console.line()  # off a terminal the bar's last frame ends without a newline
     return snapshot

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from core.models import JobStatus
 from services.ingestion.report import summary_rows
-from triggers.cli_display import run_job
+from triggers.cli_run import run_job
 from triggers.runtime import Runtime
 
 EXIT_OK, EXIT_FAILED = 0, 1
