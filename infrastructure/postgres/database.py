@@ -84,7 +84,13 @@ def connection_defaults(conninfo: str) -> dict[str, Any]:
 
 
 def _redacted(conninfo: str) -> str:
-    """The connection URL without its password, for error messages."""
+    """The connection URL (or key=value string) without its password, for error messages."""
+    if "://" not in conninfo:
+        try:
+            fields = conninfo_to_dict(conninfo)
+        except psycopg.Error:
+            return "the configured connection string"
+        return " ".join(f"{key}={value}" for key, value in fields.items() if key != "password")
     try:
         parts = urlsplit(conninfo)
     except ValueError:
