@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -101,6 +101,31 @@ def stage_table(snapshot: JobSnapshot, title: str | None = "Stages") -> Table:
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def fitted_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> RenderableType:
+    """`rows` as one table if it fits `width` columns without breaking a value; else as several tables, each
+    repeating the first column (the row's name) with as many of the others as fit, as wide data frames print."""
+    # Each column takes its widest value, a space of padding either side and a one-character rule.
+    sizes = [max([len(c), *(len(r[i]) for r in rows)]) + 3 for i, c in enumerate(columns)]
+    groups: list[list[int]] = [[]]
+    used = sizes[0] + 1
+    for i in range(1, len(columns)):
+        if groups[-1] and used + sizes[i] > width:
+            groups.append([])
+            used = sizes[0] + 1
+        groups[-1].append(i)
+        used += sizes[i]
+    tables: list[RenderableType] = []
+    for n, group in enumerate(groups):
+        table = Table(title=title if n == 0 else None, box=box.SIMPLE_HEAD, title_justify="left")
+        for i in (0, *group):
+            numeric = all(r[i].replace(".", "", 1).isdigit() or r[i] == "-" for r in rows)
+            table.add_column(columns[i], justify="right" if numeric else "left", overflow="fold", no_wrap=i != 0)
+        for row in rows:
+            table.add_row(*(row[i] for i in (0, *group)))
+        tables.append(table)
+    return Group(*tables)
 
 
 def print_status(console: Console, snapshot: JobSnapshot, dead_letters: Sequence[DeadLetter]) -> None:

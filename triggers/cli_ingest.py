@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from core.models import JobStatus
 from services.ingestion.report import summary_rows
+from triggers.cli_display import fitted_table
+from triggers.cli_output import bounded_float, bounded_int
 from triggers.cli_run import run_job
 from triggers.runtime import Runtime
 
@@ -23,12 +24,12 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("ingest", help="validate Excel workbooks of data domains and (with --execute) load them")
     p.add_argument("--domain", dest="domains", action="append", required=True, metavar="DOMAIN",
                    help="a domain of config/data_sources.yml; repeat for more")
-    p.add_argument("--max-files", type=int, default=None, help="at most N files per domain")
+    p.add_argument("--max-files", type=bounded_int(1), default=None, help="at most N files per domain")
     p.add_argument("--period", default=None, help="YYYY-MM: only files of this period")
     p.add_argument("--sheet", default=None, help="read this sheet instead of the configured one")
     p.add_argument("--execute", action="store_true", help="load the warehouse (default: plan only, write nothing)")
-    p.add_argument("--concurrency", type=int, default=2)
-    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--concurrency", type=bounded_int(1), default=2, help="task threads (default 2)")
+    p.add_argument("--timeout", type=bounded_float(0.001), default=3600.0, help="seconds to wait before giving up")
 
 
 def parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -46,12 +47,9 @@ def run(args: argparse.Namespace, runtime: Runtime, console: Console) -> int:
     result = snapshot.job.result or {}
     rows = summary_rows(result)
     if rows:
-        table = Table(title=f"ingest ({'executed' if args.execute else 'plan only: nothing written'})")
-        for header in COLUMNS.values():
-            table.add_column(header, overflow="fold")
-        for row in rows:
-            table.add_row(*(_cell(row.get(c)) for c in COLUMNS))
-        console.print(table)
+        title = f"ingest ({'executed' if args.execute else 'plan only: nothing written'})"
+        cells = [[_cell(row.get(c)) for c in COLUMNS] for row in rows]
+        console.print(fitted_table(title, list(COLUMNS.values()), cells, console.width))
     for key, path in result.get("files", {}).items():
         console.print(f"{key}: {path}", highlight=False, soft_wrap=True)
     if snapshot.job.status is not JobStatus.COMPLETED and result:

@@ -160,8 +160,8 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{command + ': ' if command else ''}{message} (see `{self.prog} --help`)")
 
 
-def bounded_int(minimum: int) -> Callable[[str], int]:
-    """An argparse `type` accepting whole numbers of at least `minimum`."""
+def bounded_int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse `type` accepting whole numbers from `minimum` to `maximum` (if given)."""
 
     def parse(text: str) -> int:
         try:
@@ -170,6 +170,8 @@ def bounded_int(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     return parse

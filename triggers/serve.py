@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
 
+from triggers.cli_output import bounded_int
 from triggers.http_app import DOCS_PATH, OPENAPI_PATH, create_app
 from triggers.http_base import API_PREFIX, ApiContext
 
@@ -65,8 +66,8 @@ def make_server(context: ApiContext, host: str = "127.0.0.1", port: int = 0) -> 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve the HTTP API and the dashboard locally (the same app as on Azure)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7071)
-    p.add_argument("--concurrency", type=int, default=0, help="also run an in-process worker with N threads")
+    p.add_argument("--port", type=bounded_int(0, 65535), default=7071, help="port to bind (default 7071; 0: any)")
+    p.add_argument("--concurrency", type=bounded_int(0), default=0, help="also run an in-process worker with N threads")
 
 
 def run(args: argparse.Namespace, runtime: Any, console: Console) -> int:

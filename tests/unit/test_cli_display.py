@@ -21,7 +21,7 @@ from core.models import (
     StageView,
 )
 from triggers.cli_deadletters import _table as dead_letter_table
-from triggers.cli_display import print_status, stage_table, stage_wording
+from triggers.cli_display import fitted_table, print_status, stage_table, stage_wording
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -112,3 +112,16 @@ def test_dead_letter_table_at_80_columns_breaks_no_word() -> None:
     assert max(len(line) for line in text.splitlines()) <= 80
     for word in ("12345", "12346", "tasks", "dddddddddddd", "deliveries" if "deliveries" in text else "tries"):
         assert word in text, f"{word!r} broken or missing in\n{text}"
+
+
+def test_a_table_too_wide_for_80_columns_is_split_and_repeats_the_name_column() -> None:
+    columns = ["domain", "files", "in", "out", "rejected", "skipped", "unknown", "quality", "table", "rows"]
+    rows = [[name, "1", "86", "78", "4", "4", "16", "pass", f"warehouse.{name}", "78"]
+            for name in ("annuity_performance", "trustee_performance")]
+    text = render(fitted_table("ingest", columns, rows, 80))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert text.count("domain") == 2, "the name column starts each part"
+    for word in (*columns, "annuity_performance", "warehouse.trustee_performance"):
+        assert word in text, f"{word!r} broken or missing in\n{text}"
+    wide = render(fitted_table("ingest", columns[:4], [r[:4] for r in rows], 80))
+    assert wide.count("domain") == 1, "a table that fits stays one table"
