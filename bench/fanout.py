@@ -56,10 +56,14 @@ from bench.measure import (
     server_counters,
 )
 from bench.profile import PhaseProfiler
+from bench.scale import idle_job_latency, status_ms, wide_fanout, with_history
 from bench.workers import RssSampler, WorkerFleet, cpu_seconds
 
-TARGETS = {"fanout_vs_ceiling": (">=", 0.30), "create_100k_tasks_s": ("<=", 10.0), "peak_rss_mb": ("<=", 250.0),
-           "ingest_vs_read_floor": (">=", 0.5)}
+TARGETS = {"fanout_vs_ceiling": (">=", 1.6), "create_100k_tasks_s": ("<=", 10.0), "peak_rss_mb": ("<=", 250.0),
+           "ingest_vs_read_floor": (">=", 0.5), "jobs_per_s": (">=", 300.0), "job_latency_p50_s": ("<=", 1.0),
+           "idle_job_latency_p50_ms": ("<=", 20.0), "idle_job_latency_p99_ms": ("<=", 50.0),
+           "create_1m_tasks_s": ("<=", 10.0), "fanout_1m_vs_10k": (">=", 0.9), "status_ms_100k_task_job": ("<=", 10.0),
+           "history_fanout_slowdown": ("<=", 1.10), "history_status_slowdown": ("<=", 1.10)}
 STATS_SETTLE_SECONDS = 2.5  # PostgreSQL backends publish their statistics counters about once a second
 
 
@@ -75,12 +79,18 @@ class Sizes:
     warmup_tasks: int
     ingest_rows: int
     ingest_workbooks: int
+    idle_jobs: int
+    wide_tasks: int
+    wide_window_s: float
+    history_tasks: int
 
 
 FULL = Sizes(fanout_tasks=10_000, jobs=500, job_stages=2, job_tasks_per_stage=4, create_tasks=100_000,
-             ceiling_seconds=3.0, ceiling_connections=2, warmup_tasks=200, ingest_rows=200_000, ingest_workbooks=20)
+             ceiling_seconds=3.0, ceiling_connections=2, warmup_tasks=200, ingest_rows=200_000, ingest_workbooks=20,
+             idle_jobs=50, wide_tasks=1_000_000, wide_window_s=30.0, history_tasks=2_000_000)
 QUICK = Sizes(fanout_tasks=200, jobs=10, job_stages=2, job_tasks_per_stage=4, create_tasks=2_000,
-              ceiling_seconds=0.5, ceiling_connections=2, warmup_tasks=20, ingest_rows=2_000, ingest_workbooks=2)
+              ceiling_seconds=0.5, ceiling_connections=2, warmup_tasks=20, ingest_rows=2_000, ingest_workbooks=2,
+              idle_jobs=5, wide_tasks=20_000, wide_window_s=2.0, history_tasks=20_000)
 
 
 @dataclass(frozen=True)
@@ -113,12 +123,7 @@ def one_run(
         if engine_phases:
             figures["commit_ceiling_per_s"] = commit_ceiling(
                 cluster.url, sizes.ceiling_seconds, sizes.ceiling_connections)
-            create_url = cluster.create_database("bench_create")
-            with bench_runtime(create_url, cluster.root) as runtime:
-                create = create_stage(runtime, sizes.create_tasks, f"create-{number}")
-            cluster.drop_database("bench_create")
-            figures["create_100k_tasks_s"] = create.handle_s
-            figures["create_100k_store_s"] = create.store_s
+            figures.update(wide_phases(cluster, sizes, number, workers, concurrency, timeout))
 
         if data is not None:  # pandas alone on the same files, before any worker runs (an idle machine)
             floor = read_floor(data.paths, data.rows)
@@ -150,9 +155,17 @@ def one_run(
                     cpu_server = cpu_seconds([cluster.postmaster_pid]) - cpu_server
                     time.sleep(STATS_SETTLE_SECONDS)
                     delta = counter_delta(before, server_counters(cluster.url))
+                    figures["status_ms_fanout_job"] = status_ms(runtime, fan.job_id)
                     with profiler.phase("jobs", sizes.jobs):
                         jobs = many_jobs(runtime, cluster.url, sizes.jobs, sizes.job_tasks_per_stage,
                                          f"jobs-{number}", timeout, health=fleet.check)
+                    with profiler.phase("idle", sizes.idle_jobs):
+                        idle = idle_job_latency(runtime, cluster.url, sizes.idle_jobs, sizes.job_tasks_per_stage,
+                                                f"idle-{number}", min(timeout, 60), fleet.check)
+                    figures["history_fill_s"] = with_history(cluster.url, sizes.history_tasks)
+                    fan_history = fanout(runtime, cluster.url, sizes.fanout_tasks, f"fanout-history-{number}",
+                                         timeout, fleet.check)
+                    status_history = status_ms(runtime, fan.job_id)
                     sampler.sample()
                     figures["peak_rss_mb_all_phases"] = sampler.peak_mb
                 if data is not None:
@@ -183,6 +196,19 @@ def one_run(
             figures["job_latency_p50_s"] = jobs.latency_p50_s
             figures["job_latency_p99_s"] = jobs.latency_p99_s
             figures["job_latency_max_s"] = jobs.latency_max_s
+            figures["idle_job_latency_p50_ms"] = idle.p50_ms
+            figures["idle_job_latency_p99_ms"] = idle.p99_ms
+            figures["idle_job_latency_max_ms"] = idle.max_ms
+            figures["fanout_1m_vs_10k"] = figures["fanout_1m_tasks_per_s"] / fan.tasks_per_s
+            figures["history_slowdown"] = {
+                "finished_tasks": sizes.history_tasks,
+                "fanout_tasks_per_s_empty": fan.tasks_per_s,
+                "fanout_tasks_per_s_history": fan_history.tasks_per_s,
+                "status_ms_empty": figures["status_ms_fanout_job"],
+                "status_ms_history": status_history,
+            }
+            figures["history_fanout_slowdown"] = fan.tasks_per_s / fan_history.tasks_per_s
+            figures["history_status_slowdown"] = status_history / figures["status_ms_fanout_job"]
             n = sizes.fanout_tasks
             figures["fanout_diagnostics"] = {
                 "commits_per_task": delta["xact_commit"] / n,
@@ -217,6 +243,33 @@ def one_run(
             figures["profile"] = profiler.write()
     finally:
         cluster.close()
+    return figures
+
+
+def wide_phases(
+    cluster: BenchCluster, sizes: Sizes, number: int, workers: int, concurrency: int, timeout: float
+) -> dict[str, Any]:
+    """In a second database of the cluster (the main workers never see it): stage creation of 100k and of 1M
+    tasks with no worker running, the status of the 100k-task job, then the drain rate of those stages with
+    their own workers."""
+    figures: dict[str, Any] = {}
+    create_url = cluster.create_database("bench_create")
+    with bench_runtime(create_url, cluster.root) as runtime:
+        create = create_stage(runtime, sizes.create_tasks, f"create-{number}")
+        figures["create_100k_tasks_s"] = create.handle_s
+        figures["create_100k_store_s"] = create.store_s
+        figures["status_ms_100k_task_job"] = status_ms(runtime, create.job_id)
+        wide = create_stage(runtime, sizes.wide_tasks, f"wide-{number}", store_alone=False)
+        figures["create_1m_tasks_s"] = wide.handle_s
+    fleet = WorkerFleet(create_url, workers, concurrency, cluster.root / "wide-worker-logs")
+    fleet.start()
+    try:
+        drain = wide_fanout(create_url, sizes.wide_window_s, min(timeout, 300), fleet.check)
+    finally:
+        fleet.stop()
+    cluster.drop_database("bench_create")
+    figures["fanout_1m_tasks_per_s"] = drain.tasks_per_s
+    figures["fanout_1m_window"] = {"seconds": drain.window_s, "tasks": drain.tasks_in_window}
     return figures
 
 

@@ -74,11 +74,12 @@ def commit_ceiling(url: str, seconds: float, connections: int = 2) -> float:
 @dataclass(frozen=True)
 class CreateFigures:
     handle_s: float  # the stage-1 job message handled by the engine: create_tasks + validation + store.start_stage
-    store_s: float  # store.start_stage alone, for a prepared StagePlan
+    store_s: float | None  # store.start_stage alone, for a prepared StagePlan (None: not measured)
     tasks: int
+    job_id: str  # the job whose stage the engine created (its tasks stay queued)
 
 
-def create_stage(runtime: Runtime, tasks: int, label: str) -> CreateFigures:
+def create_stage(runtime: Runtime, tasks: int, label: str, *, store_alone: bool = True) -> CreateFigures:
     """Time building one stage of `tasks` tasks (task rows + task messages), with no worker running."""
     engine, store = runtime.engine, runtime.store
     # 1. The whole job-message handling a worker would do.
@@ -88,6 +89,9 @@ def create_stage(runtime: Runtime, tasks: int, label: str) -> CreateFigures:
     settlements = engine.handle_job_messages([message])
     handle_s = time.perf_counter() - started
     runtime.transport.complete([s.message for s in settlements])
+    if not store_alone:
+        _check_created(runtime, [job.job_id], tasks)
+        return CreateFigures(handle_s, None, tasks, job.job_id)
     # 2. The store alone, given the plan.
     job2 = engine.submit(FANOUT_JOB, {"tasks": tasks, "label": f"{label}-store"}).job
     _receive_job_message(runtime, job2.job_id)  # take the stage message off the queue; not handled
@@ -100,8 +104,13 @@ def create_stage(runtime: Runtime, tasks: int, label: str) -> CreateFigures:
     store_s = time.perf_counter() - started
     if not created:
         raise RuntimeError("start_stage created nothing")
+    _check_created(runtime, [job.job_id, job2.job_id], tasks)
+    return CreateFigures(handle_s, store_s, tasks, job.job_id)
+
+
+def _check_created(runtime: Runtime, job_ids: list[str], tasks: int) -> None:
     with runtime.database.connection() as conn:
-        for job_id in (job.job_id, job2.job_id):
+        for job_id in job_ids:
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM tasks WHERE job_id = %(j)s),"
                 " (SELECT count(*) FROM queue_messages WHERE queue = 'tasks' AND body ->> 'job_id' = %(j)s)",
@@ -109,7 +118,6 @@ def create_stage(runtime: Runtime, tasks: int, label: str) -> CreateFigures:
             ).fetchone()
             if row is None or row[0] != tasks or row[1] != tasks:
                 raise RuntimeError(f"stage creation left {row} task rows/messages, expected {tasks} each")
-    return CreateFigures(handle_s, store_s, tasks)
 
 
 def _receive_job_message(runtime: Runtime, job_id: str) -> Any:
@@ -158,6 +166,7 @@ def wait_for_jobs(
 class FanoutFigures:
     seconds: float
     tasks: int
+    job_id: str
 
     @property
     def tasks_per_s(self) -> float:
@@ -171,7 +180,7 @@ def fanout(
     started = time.time()
     job = runtime.engine.submit(FANOUT_JOB, {"tasks": tasks, "label": label}).job
     finished = wait_for_jobs(url, [job.job_id], timeout, poll=0.05, health=health)
-    return FanoutFigures(finished - started, tasks)
+    return FanoutFigures(finished - started, tasks, job.job_id)
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,24 @@ class Settings(BaseSettings):
         description="Functions triggers: how long one invocation waits out a database or transport outage (with "
         "backoff) before giving its message back. Keep it below host.json's functionTimeout.",
     )
+    retain_completed_days: float | None = Field(
+        default=7.0,
+        description="Days a completed job is kept after it finished before the janitor prunes it; empty: forever.",
+    )
+    retain_completed_with_errors_days: float | None = Field(
+        default=30.0,
+        description="Days a job that completed with errors is kept after it finished; empty: forever.",
+    )
+    retain_failed_days: float | None = Field(
+        default=30.0, description="Days a failed job is kept after it finished; empty: forever."
+    )
+    retain_cancelled_days: float | None = Field(
+        default=30.0, description="Days a cancelled job is kept after it finished; empty: forever."
+    )
+    prune_rows_per_pass: int = Field(
+        default=50_000,
+        description="Most task and event rows one janitor pass deletes (in transactions of 5,000 at most).",
+    )
     reports_dir: Path = Field(
         default=Path("reports"),
         description="Where run reports (JSON and CSVs) go when no blob storage is set, one folder per job.",
@@ -220,6 +238,10 @@ class Settings(BaseSettings):
         "api_key",
         "artifacts_account_url",
         "artifacts_connection",
+        "retain_completed_days",
+        "retain_completed_with_errors_days",
+        "retain_failed_days",
+        "retain_cancelled_days",
         mode="before",
     )
     @classmethod
@@ -249,7 +271,15 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a number of seconds of at least 0, got {value}")
         return value
 
-    @field_validator("max_deliveries", "pool_min_size", "pool_max_size", "worker_batch_size")
+    @field_validator("retain_completed_days", "retain_completed_with_errors_days", "retain_failed_days",
+                     "retain_cancelled_days")
+    @classmethod
+    def _retention_days(cls, value: float | None) -> float | None:
+        if value is not None and not value >= 0:
+            raise ValueError(f"must be a number of days of at least 0, or empty for forever, got {value}")
+        return value
+
+    @field_validator("max_deliveries", "pool_min_size", "pool_max_size", "worker_batch_size", "prune_rows_per_pass")
     @classmethod
     def _at_least_one(cls, value: int) -> int:
         if value < 1:

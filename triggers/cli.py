@@ -18,7 +18,7 @@ from core.jobs import JobRegistry
 from core.models import DeadLetterSelector
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
-from triggers import cli_db, cli_deadletters, cli_ingest, cli_worker, serve
+from triggers import cli_db, cli_deadletters, cli_ingest, cli_prune, cli_worker, serve
 from triggers.cli_display import print_status, snapshot_json
 from triggers.cli_output import (
     EXIT_OK,
@@ -100,6 +100,7 @@ def build_parser(registries: Registries) -> argparse.ArgumentParser:
     cli_db.add_parser(sub)
     cli_ingest.add_parser(sub)
     sub.choices["ingest"].set_defaults(handler=lambda args, ctx: cli_ingest.run(args, ctx.runtime, ctx.out.console))
+    cli_prune.add_parser(sub)
     serve.add_parser(sub)
     sub.choices["serve"].set_defaults(handler=lambda args, ctx: serve.run(args, ctx.runtime, ctx.out.console))
     return parser

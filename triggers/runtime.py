@@ -6,13 +6,17 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from core.artifacts import ArtifactStore
 from core.engine import CoreMachine
+from core.errors import ConfigurationError
 from core.janitor import Janitor, JanitorConfig
 from core.jobs import JobRegistry, discover_jobs
+from core.models import JobStatus
 from core.ports import NullRelay, Relay, Transport
 from core.registry import TaskRegistry, discover_tasks
+from core.retention import PruneLimits, PruneStore, RetentionPolicy, prune
 from core.worker import Worker, WorkerConfig
 from infrastructure.artifacts.local import LocalArtifactStore
 from infrastructure.identity import azure_credential
@@ -20,6 +24,7 @@ from infrastructure.postgres.database import Database
 from infrastructure.postgres.listener import set_queue_notify
 from infrastructure.postgres.migrations import migrate
 from infrastructure.postgres.queue import PostgresQueue
+from infrastructure.postgres.retention import PostgresPruner
 from infrastructure.postgres.store import PostgresStore
 from infrastructure.queue_config import QueueConfig
 from infrastructure.settings import Settings
@@ -58,6 +63,8 @@ class Runtime:
     registries: Registries
     engine: CoreMachine
     janitor: Janitor
+    pruner: PruneStore
+    retention: RetentionPolicy
     _closed: bool = field(default=False, repr=False)
 
     def worker(self, concurrency: int = 2, **overrides: object) -> Worker:
@@ -107,6 +114,8 @@ def build_runtime(
         ),
     )
     transport, relay = _transport(settings, database)
+    pruner = PostgresPruner(database.connection)
+    retention = retention_policy(settings)
     engine = CoreMachine(store, relay, registries.jobs, registries.tasks, worker_id or default_worker_id())
     janitor = Janitor(
         store,
@@ -116,9 +125,9 @@ def build_runtime(
             overdue_retry_seconds=settings.overdue_retry_seconds,
             stuck_job_seconds=settings.stuck_job_seconds,
         ),
-        housekeeping=_housekeeping(transport, settings),
+        housekeeping=[*_housekeeping(transport, settings), _pruning(pruner, retention, settings)],
     )
-    return Runtime(settings, database, store, transport, relay, registries, engine, janitor)
+    return Runtime(settings, database, store, transport, relay, registries, engine, janitor, pruner, retention)
 
 
 def build_artifact_store(settings: Settings) -> ArtifactStore:
@@ -169,3 +178,28 @@ def _housekeeping(transport: Transport, settings: Settings) -> list[Callable[[],
         return []
     window = settings.duplicate_window_seconds
     return [lambda: purge(window)]
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    """Per-state retention from the settings; refused when shorter than the duplicate-detection window."""
+
+    def days(value: float | None) -> timedelta | None:
+        return None if value is None else timedelta(days=value)
+
+    policy = RetentionPolicy({
+        JobStatus.COMPLETED: days(settings.retain_completed_days),
+        JobStatus.COMPLETED_WITH_ERRORS: days(settings.retain_completed_with_errors_days),
+        JobStatus.FAILED: days(settings.retain_failed_days),
+        JobStatus.CANCELLED: days(settings.retain_cancelled_days),
+    })
+    try:
+        policy.check_at_least(timedelta(seconds=settings.duplicate_window_seconds))
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    return policy
+
+
+def _pruning(pruner: PruneStore, policy: RetentionPolicy, settings: Settings) -> Callable[[], int]:
+    """One janitor pass prunes at most `prune_rows_per_pass` rows of expired history; the next goes on."""
+    limits = PruneLimits(budget_rows=settings.prune_rows_per_pass)
+    return lambda: prune(pruner, policy, datetime.now(UTC), limits).total_jobs

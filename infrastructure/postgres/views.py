@@ -1,8 +1,10 @@
-"""Read-side of the PostgreSQL store: task counts per stage and the job snapshot behind `status`."""
+"""Read-side of the PostgreSQL store: task counts per stage and the job snapshot behind `status`.
+
+Both read the stage counters (see `core.progress`), never a job's tasks: a status costs the same for a 4-task
+job and a 1,000,000-task one."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -10,7 +12,8 @@ from typing import Any
 import psycopg
 
 from core.errors import StoreUnavailable
-from core.models import JobSnapshot
+from core.models import JobSnapshot, JobStatus
+from core.progress import StageCounters, task_counts
 from infrastructure.postgres.rows import event_from_row, job_from_row, stage_view_from_row, task_view_from_row
 from infrastructure.postgres.sql_queries import query
 
@@ -31,11 +34,8 @@ class StoreViews:
 
     def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:
         with self._read() as conn:
-            rows = conn.execute(query("stage_counts"), {"job_id": job_id}).fetchall()
-        counts: dict[int, dict[str, int]] = defaultdict(dict)
-        for stage, status, count in rows:
-            counts[stage][status] = count
-        return dict(counts)
+            rows = conn.execute(query("stage_progress"), {"job_id": job_id}).fetchall()
+        return _counts(rows)
 
     def snapshot(self, job_id: str, events: int = 50) -> JobSnapshot | None:
         params = {"job_id": job_id, "limit": events}
@@ -43,20 +43,28 @@ class StoreViews:
             job_row = conn.execute(query("select_job"), params).fetchone()
             if job_row is None:
                 return None
-            stage_rows = conn.execute(query("snapshot_stages"), params).fetchall()
-            count_rows = conn.execute(query("stage_counts"), params).fetchall()
+            stage_rows = conn.execute(query("stage_progress"), params).fetchall()
             event_rows = conn.execute(query("snapshot_events"), params).fetchall()
             oldest = conn.execute(query("oldest_running_task"), params).fetchone()
             next_retry = conn.execute(query("next_retry_task"), params).fetchone()
             errors = conn.execute(query("recent_error_tasks"), {"job_id": job_id, "limit": 5}).fetchall()
-        counts: dict[int, dict[str, int]] = defaultdict(dict)
-        for stage, status, count in count_rows:
-            counts[stage][status] = count
+        counts = _counts(stage_rows)
         return JobSnapshot(
             job=job_from_row(job_row),
-            stages=[stage_view_from_row(r, counts.get(r[0], {})) for r in stage_rows],
+            stages=[stage_view_from_row(r[:8], counts.get(r[0], {})) for r in stage_rows],
             events=[event_from_row(r) for r in event_rows],
             oldest_running=task_view_from_row(oldest),
             next_retry=task_view_from_row(next_retry),
             recent_errors=[v for v in (task_view_from_row(r) for r in errors) if v is not None],
         )
+
+
+def _counts(progress_rows: list[tuple[Any, ...]]) -> dict[int, dict[str, int]]:
+    """Counts by status per stage from `stage_progress` rows (every row carries the job's status)."""
+    if not progress_rows:
+        return {}
+    job_status = JobStatus(progress_rows[0][10])
+    return task_counts(job_status, [
+        StageCounters(stage=r[0], task_count=r[3], remaining=r[4], failed=r[5], running=r[8], retry_scheduled=r[9])
+        for r in progress_rows
+    ])

@@ -63,9 +63,6 @@ SELECT task_id, idx, status, result FROM tasks
 WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = 'completed'
 ORDER BY idx
 
--- name: stage_counts
-SELECT stage, status, count(*) FROM tasks WHERE job_id = %(job_id)s GROUP BY stage, status
-
 -- name: claim_tasks
 UPDATE tasks t
 SET status = 'running', attempt = t.attempt + 1, claimed_by = %(worker_id)s, updated_at = now(),
@@ -224,19 +221,17 @@ WHERE t.task_id = expired.task_id AND j.job_id = t.job_id
 RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.task_type, t.attempt
 
 -- name: stuck_jobs
+-- A live job untouched for `older` seconds none of whose tasks was claimed within them (partial index of
+-- running tasks: the cost does not grow with the job's width or the history).
 SELECT job_id, job_type, status, parameters, current_stage, total_stages, failure_policy, result, error,
        created_at, updated_at, finished_at, outcome
 FROM jobs j
 WHERE j.status IN ('queued', 'processing', 'finalizing')
   AND j.updated_at < now() - make_interval(secs => %(older)s)
-  AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.job_id
+  AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.job_id AND t.status = 'running'
                   AND t.updated_at >= now() - make_interval(secs => %(older)s))
 ORDER BY j.updated_at
 LIMIT %(limit)s
-
--- name: snapshot_stages
-SELECT stage, name, status, task_count, remaining, failed, started_at, completed_at
-FROM stages WHERE job_id = %(job_id)s ORDER BY stage
 
 -- name: snapshot_events
 SELECT at, kind, stage, task_id, detail FROM (

@@ -1,0 +1,83 @@
+"""Every query of the status path, the janitor and pruning is index-backed: EXPLAIN over a million tasks and a
+million events must show no sequential scan of `tasks`, `jobs` or `job_events` — neither the plan for the given
+values nor the generic plan a prepared statement switches to after a few executions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from bench.history import fill_history
+from infrastructure.postgres.sql_queries import query
+
+GUARDED = ("tasks", "jobs", "job_events")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_SEQ_SCAN = re.compile(r"Seq Scan on (\w+)")
+
+JOBS, TASKS_PER_JOB, EVENTS_PER_JOB = 100_000, 10, 10
+
+
+@pytest.fixture(scope="module")
+def history(module_database_url: str) -> Iterator[tuple[psycopg.Connection[Any], str]]:
+    with psycopg.connect(module_database_url, autocommit=True) as conn:
+        fill_history(conn, jobs=JOBS, tasks_per_job=TASKS_PER_JOB, events_per_job=EVENTS_PER_JOB)
+        row = conn.execute("SELECT job_id FROM jobs ORDER BY finished_at DESC LIMIT 1").fetchone()
+        assert row is not None
+        yield conn, row[0]
+
+
+def _params(job_id: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "job_id": job_id, "job_ids": [job_id], "limit": 50, "grace": 5.0, "older": 3600.0,
+        "status": "completed", "before": now - timedelta(days=7), "older_than_seconds": 600.0,
+    }
+
+
+STATUS_PATH = ("select_job", "stage_progress", "snapshot_events", "oldest_running_task", "next_retry_task",
+               "recent_error_tasks")
+# `prune_count` is left out: only `coremachine prune --dry-run` runs it, by hand, and counting what may be a large
+# share of the jobs is a sequential scan's job.
+JANITOR = ("requeue_expired_leases", "stuck_jobs", "prune_candidates", "prune_guard", "prune_tasks",
+           "prune_events", "prune_settled_messages", "prune_dead_letters", "prune_jobs", "queue_purge_settled")
+
+
+def _plans(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> tuple[str, str]:
+    """(plan for these values, generic plan) of the named query, inside a rolled-back transaction."""
+    text = query(name).as_string(conn)
+    names: list[str] = []
+    for found in _PLACEHOLDER.findall(text):
+        if found not in names:
+            names.append(found)
+    values = [params[n] for n in names]
+    numbered = _PLACEHOLDER.sub(lambda m: f"${names.index(m.group(1)) + 1}", text)
+    with conn.cursor() as cur, conn.transaction(force_rollback=True):
+        custom = "\n".join(r[0] for r in cur.execute(psycopg.sql.SQL("EXPLAIN ") + query(name), params))
+        cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cur.execute(psycopg.sql.SQL("PREPARE plan_check AS {}").format(psycopg.sql.SQL(numbered)))
+        placeholders = psycopg.sql.SQL(", ").join(psycopg.sql.Literal(v) for v in values)
+        execute = psycopg.sql.SQL("EXPLAIN EXECUTE plan_check") + (
+            psycopg.sql.SQL("({})").format(placeholders) if values else psycopg.sql.SQL(""))
+        generic = "\n".join(r[0] for r in cur.execute(execute))
+        cur.execute("DEALLOCATE plan_check")
+    return custom, generic
+
+
+@pytest.mark.parametrize("name", STATUS_PATH + JANITOR)
+def test_query_is_index_backed_over_a_million_rows(history: tuple[psycopg.Connection[Any], str], name: str) -> None:
+    conn, job_id = history
+    for kind, plan in zip(("custom", "generic"), _plans(conn, name, _params(job_id)), strict=True):
+        scanned = [t for t in _SEQ_SCAN.findall(plan) if t in GUARDED]
+        assert not scanned, f"{name} ({kind} plan) scans {scanned} sequentially:\n{plan}"
+
+
+def test_history_is_the_size_the_checks_need(history: tuple[psycopg.Connection[Any], str]) -> None:
+    conn, _ = history
+    counts = conn.execute("SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM job_events),"
+                          " (SELECT count(*) FROM jobs)").fetchone()
+    assert counts == (JOBS * TASKS_PER_JOB, JOBS * EVENTS_PER_JOB, JOBS)
