@@ -122,9 +122,9 @@ def prune(
                 return PruneReport(False, pruned, rows, complete=False)
             done = store.prune_jobs(job_ids, status, before)
             pruned[status.value] = pruned.get(status.value, 0) + len(done)
-            if len(done) < len(job_ids):  # some left their state meanwhile (retried); the rest were pruned
-                log.info("jobs changed state while being pruned; kept", extra={"count": len(job_ids) - len(done)})
-            if len(job_ids) < limits.jobs_per_batch:
+            # Fewer than asked: some left their state meanwhile (an operator's retry) or another janitor holds
+            # them; either way they are not this pass's to prune, and the candidates would only come back.
+            if len(done) < len(job_ids) or len(job_ids) < limits.jobs_per_batch:
                 break
     if pruned:
         log.info("pruned finished jobs", extra={"jobs": pruned, "rows": rows})

@@ -10,6 +10,7 @@ import pytest
 
 from core.models import JobStatus
 from core.retention import PruneLimits, RetentionPolicy, prune
+from infrastructure.postgres.sql_queries import query
 from tests.integration.engine_helpers import rows, run_to_end
 from triggers import cli
 from triggers.runtime import Runtime
@@ -156,3 +157,17 @@ def test_retention_settings_build_the_policy_and_refuse_less_than_the_window(run
     assert policy.cutoffs(now)[JobStatus.COMPLETED] == now - timedelta(days=7)
     with pytest.raises(ConfigurationError):
         retention_policy(runtime.settings.model_copy(update={"retain_completed_days": 0.001}))
+
+
+def test_two_pruners_at_once_share_the_work(runtime: Runtime) -> None:
+    job_ids = [runtime.engine.submit("hello_world", {"n": 4, "message": f"p{i}"}).job.job_id for i in range(4)]
+    for job_id in job_ids:
+        run_to_end(runtime, job_id)
+        age(runtime, job_id, 8)
+    before = datetime.now(UTC) - timedelta(days=7)
+    with runtime.database.connection() as other, other.transaction():  # another janitor holds the oldest two
+        held = other.execute(query("prune_guard"), {"job_ids": job_ids[:2], "status": "completed", "before": before})
+        assert len(held.fetchall()) == 2
+        pruned = runtime.pruner.prune_jobs(job_ids, JobStatus.COMPLETED, before)
+    assert sorted(pruned) == sorted(job_ids[2:])
+    assert prune(runtime.pruner, POLICY, datetime.now(UTC)).jobs == {"completed": 2}

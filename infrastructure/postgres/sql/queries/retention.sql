@@ -12,11 +12,12 @@ ORDER BY finished_at
 LIMIT %(limit)s
 
 -- name: prune_guard
--- Share-lock the candidates still eligible: a retry cannot revive one while its rows are being deleted.
+-- Lock the candidates still eligible: a retry cannot revive one while its rows are being deleted, and a second
+-- janitor working at the same time skips them instead of waiting (or deadlocking) on the same jobs.
 SELECT job_id FROM jobs
 WHERE job_id = ANY(%(job_ids)s::text[]) AND status = %(status)s::job_status AND finished_at < %(before)s
 ORDER BY job_id
-FOR SHARE
+FOR UPDATE SKIP LOCKED
 
 -- name: prune_tasks
 DELETE FROM tasks WHERE task_id IN (
