@@ -87,7 +87,7 @@ class MemoryViews:
             stuck = [
                 job for job in self._tables.jobs.values()
                 if job.status in _OPEN_JOB and job.updated_at < cutoff
-                and not any(t.status is TaskStatus.RUNNING and t.updated_at >= cutoff for t in tx.tasks_of(job))
+                and not any(t.updated_at >= cutoff for t in tx.tasks_of(job))
             ]
             return [public_job(job) for job in sorted(stuck, key=lambda j: j.updated_at)[:limit]]
 

@@ -221,14 +221,12 @@ WHERE t.task_id = expired.task_id AND j.job_id = t.job_id
 RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.task_type, t.attempt
 
 -- name: stuck_jobs
--- A live job untouched for `older` seconds none of whose tasks was claimed within them (partial index of
--- running tasks: the cost does not grow with the job's width or the history).
 SELECT job_id, job_type, status, parameters, current_stage, total_stages, failure_policy, result, error,
        created_at, updated_at, finished_at, outcome
 FROM jobs j
 WHERE j.status IN ('queued', 'processing', 'finalizing')
   AND j.updated_at < now() - make_interval(secs => %(older)s)
-  AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.job_id AND t.status = 'running'
+  AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.job_id
                   AND t.updated_at >= now() - make_interval(secs => %(older)s))
 ORDER BY j.updated_at
 LIMIT %(limit)s
