@@ -31,6 +31,14 @@ POSITIVE = (
     "excel_read_floor_2proc_rows_per_s",
     "ingest_s",
     "ingest_peak_rss_mb",
+    "idle_job_latency_p50_ms",
+    "idle_job_latency_p99_ms",
+    "create_1m_tasks_s",
+    "fanout_1m_tasks_per_s",
+    "fanout_1m_vs_10k",
+    "status_ms_100k_task_job",
+    "history_fanout_slowdown",
+    "history_status_slowdown",
 )
 
 
@@ -57,8 +65,15 @@ def test_quick_bench_prints_every_figure() -> None:
     assert sizes["job_stages"] == 2 and sizes["job_tasks_per_stage"] > 0
     assert figures["server"]["fsync"] == "on" and figures["server"]["synchronous_commit"] == "on"
     assert set(figures["targets_met"]) == {
-        "fanout_vs_ceiling", "create_100k_tasks_s", "peak_rss_mb", "ingest_vs_read_floor"
+        "fanout_vs_ceiling", "create_100k_tasks_s", "peak_rss_mb", "ingest_vs_read_floor", "jobs_per_s",
+        "job_latency_p50_s", "idle_job_latency_p50_ms", "idle_job_latency_p99_ms", "create_1m_tasks_s",
+        "fanout_1m_vs_10k", "status_ms_100k_task_job", "history_fanout_slowdown", "history_status_slowdown",
     }
+    assert figures["idle_job_latency_p50_ms"] <= figures["idle_job_latency_p99_ms"]
+    history = figures["history_slowdown"]
+    assert history["finished_tasks"] == sizes["history_tasks"] > 0
+    assert figures["history_fanout_slowdown"] == pytest.approx(
+        history["fanout_tasks_per_s_empty"] / history["fanout_tasks_per_s_history"])
     assert figures["ingest_vs_read_floor"] == pytest.approx(
         figures["per_run"][0]["ingest_rows_per_s"] / figures["per_run"][0]["excel_read_floor_rows_per_s"]
     )
