@@ -79,13 +79,14 @@ def test_every_module_the_app_loads_is_deployed() -> None:
 
 
 def _module_path(module: object) -> Path | None:
-    """The file of one of the project's own modules (not the tests', not an installed package's), else None."""
+    """The file of one of the project's own modules (not the tests' or the benchmark's, which other tests import
+    into the same process, not an installed package's), else None."""
     file = getattr(module, "__file__", None)
     if not file or not Path(file).resolve().is_relative_to(ROOT):
         return None
     path = Path(file).resolve()
     first = path.relative_to(ROOT).parts[0]
-    return None if first.startswith(".") or first == "tests" else path
+    return None if first.startswith(".") or first in ("tests", "bench") else path
 
 
 def _settings() -> Settings:
