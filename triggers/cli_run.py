@@ -16,6 +16,7 @@ from rich.console import Console
 
 from core.models import JobSnapshot, JobStatus
 from infrastructure.logging import configure_logging
+from infrastructure.postgres.admin import PostgresAdmin
 from infrastructure.settings import Settings
 from triggers.cli_display import job_seconds, job_wording, stage_table, watch
 from triggers.cli_output import EXIT_FAILED, EXIT_OK, CliError
@@ -44,9 +45,11 @@ def logs_to_file(settings: Settings, path: Path) -> Iterator[_LevelCounter]:
     with path.open("a", encoding="utf-8") as stream:
         configure_logging(settings, stream=stream, fmt="json")
         root.addHandler(counter)
+        logging.captureWarnings(True)  # a Python warning mid-bar is as unreadable as a log line
         try:
             yield counter
         finally:
+            logging.captureWarnings(False)
             root.removeHandler(counter)
             configure_logging(settings)
 
@@ -75,6 +78,10 @@ def run_job(
         _summary(console, snapshot, timeout)
         return snapshot
     console.print(f"Job {job.job_id} ({'submitted' if submitted.created else 'already running'})", soft_wrap=True)
+    others = _other_unfinished(runtime, job.job_id)
+    if others:
+        console.print(f"Note: {others} other unfinished job(s) share the queues; the workers started here help with "
+                      "them too, but this command follows and times only its own job.", style="dim")
     log_path = run_log_path(runtime.settings, job_type, job.job_id)
     worker = runtime.worker(concurrency=concurrency)
     with logs_to_file(runtime.settings, log_path) as counter:
@@ -91,6 +98,14 @@ def run_job(
                               for level, n in sorted(counter.counts.items()))
         console.print(f"The run logged {logged}: see {log_path}", style="dim", soft_wrap=True)
     return snapshot
+
+
+def _other_unfinished(runtime: Runtime, job_id: str, limit: int = 100) -> str:
+    """How many other jobs are unfinished ("100+" past `limit`), "" when none."""
+    unfinished = (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.FINALIZING)
+    jobs = PostgresAdmin(runtime.store).list_jobs(unfinished, None, limit + 1, None)
+    count = sum(1 for j in jobs if j.job_id != job_id)
+    return "" if count == 0 else f"{limit}+" if count > limit else str(count)
 
 
 def _summary(console: Console, snapshot: JobSnapshot, timeout: float) -> None:

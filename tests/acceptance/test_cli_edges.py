@@ -179,6 +179,7 @@ def test_run_follows_its_own_job_reports_its_own_time_and_keeps_logs_off_the_bar
     out = capsys.readouterr()
     own = re.search(r"Job ([0-9a-f]{64}) \(submitted\)", out.out)
     assert own is not None and other not in out.out
+    assert "Note: 1 other unfinished job(s) share the queues" in out.out.replace("\n", " ")
     took = re.search(r"Job completed in (\d+\.\d\d)s\.", out.out)
     assert took is not None
     with psycopg.connect(cli_env) as conn:
