@@ -14,6 +14,7 @@ from core.middleware import DEFAULT_MIDDLEWARE, Middleware
 from core.models import JobRecord, JobSnapshot, NewJob, ReceivedMessage
 from core.ports import Relay, StateStore
 from core.registry import TaskRegistry
+from core.services import Services
 from core.settlement import Settlement, give_back
 from core.stage_runner import StageRunner
 from core.task_runner import TaskRunner
@@ -38,20 +39,22 @@ class CoreMachine:
         tasks: TaskRegistry,
         worker_id: str = "worker",
         middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
+        services: Services | None = None,
     ) -> None:
+        self.services = services or Services()
         self.store = store
         self.relay = relay
         self.jobs = jobs
         self.tasks = tasks
         self.worker_id = worker_id
-        self._stages = StageRunner(store, relay, jobs)
-        self._tasks = TaskRunner(store, relay, jobs, tasks, worker_id, middleware)
+        self._stages = StageRunner(store, relay, jobs, self.services)
+        self._tasks = TaskRunner(store, relay, jobs, tasks, worker_id, middleware, self.services)
 
     def submit(self, job_type: str, parameters: Mapping[str, Any]) -> SubmitResult:
         """Validate, derive the job id, and create the job with its first stage message — or return the
         existing job if these exact parameters were submitted before."""
         definition = self.jobs.get(job_type)
-        validated = definition.validate_parameters(parameters)
+        validated = definition.validate_parameters(definition.prepare(parameters, self.services))
         job_id = definition.job_id(validated)
         record, created = self.store.create_job(
             NewJob(job_id, job_type, validated, len(definition.stages), definition.failure_policy)

@@ -13,6 +13,7 @@ from core.ids import canonical_json, job_id_for
 from core.models import JSON, FailurePolicy, JobStatus, TaskResultRow, TaskSpec
 from core.registry import TaskRegistry, import_package, in_packages
 from core.retry import RetryPolicy
+from core.services import Services
 
 T = TypeVar("T")
 
@@ -107,6 +108,7 @@ class FinalizeContext:
     stage_results: Mapping[int, PreviousResults]
     stage_counts: Mapping[int, Mapping[str, int]]
     errors: Sequence[JSON] = field(default_factory=tuple)
+    services: Services = field(default_factory=Services)
 
     def last_results(self) -> PreviousResults:
         if not self.stage_results:
@@ -129,6 +131,11 @@ class JobDefinition:
         self, stage: Stage, params: Any, previous: PreviousResults
     ) -> Iterable[TaskSpec | JSON]:
         raise NotImplementedError
+
+    def prepare(self, parameters: Mapping[str, Any], services: Services) -> Mapping[str, Any]:
+        """Called on submit before validation: may add what the job's identity depends on besides the caller's
+        parameters (the ingest job adds its input files' hashes). Validation itself never reads anything."""
+        return parameters
 
     def finalize(self, context: FinalizeContext) -> JSON:
         counts = {str(k): dict(v) for k, v in context.stage_counts.items()}

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from core.errors import ConfigurationError, UnknownTaskType
+from core.services import Services
 
 JSONDict = dict[str, Any]
 
@@ -25,6 +26,7 @@ class TaskContext:
     index: int
     attempt: int
     max_attempts: int
+    services: Services = field(default_factory=Services)
 
 
 class TaskHandler(Protocol):

@@ -13,6 +13,7 @@ from core.jobs import FinalizeContext, JobDefinition, JobRegistry, PreviousResul
 from core.messages import parse_job_message
 from core.models import ErrorClass, ErrorInfo, JobRecord, JobStatus, MessageKind, ReceivedMessage, StagePlan
 from core.ports import Relay, StateStore
+from core.services import Services
 from core.settlement import Settlement, complete, dead_letter
 
 log = logging.getLogger("coremachine.stages")
@@ -22,10 +23,11 @@ MAX_FINALIZE_RECHECK_S = 5.0
 
 
 class StageRunner:
-    def __init__(self, store: StateStore, relay: Relay, jobs: JobRegistry) -> None:
+    def __init__(self, store: StateStore, relay: Relay, jobs: JobRegistry, services: Services | None = None) -> None:
         self._store = store
         self._relay = relay
         self._jobs = jobs
+        self._services = services or Services()
 
     def run(self, message: ReceivedMessage) -> Settlement:
         try:
@@ -94,6 +96,7 @@ class StageRunner:
             stage_results=_LazyResults(self._store, job),
             stage_counts=self._store.stage_counts(job.job_id),
             errors=[job.error] if job.error else [],
+            services=self._services,
         )
         status, result, error = outcome, None, None
         try:

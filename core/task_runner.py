@@ -17,6 +17,7 @@ from core.models import JSON, ClaimedTask, ErrorClass, ErrorInfo, OutcomeKind, R
 from core.ports import Relay, StateStore
 from core.registry import TaskContext, TaskRegistry
 from core.retry import RetryPolicy
+from core.services import Services
 from core.settlement import Settlement, complete, dead_letter, give_back
 
 log = logging.getLogger("coremachine.tasks")
@@ -31,11 +32,13 @@ class TaskRunner:
         tasks: TaskRegistry,
         worker_id: str,
         middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
+        services: Services | None = None,
     ) -> None:
         self._store = store
         self._relay = relay
         self._jobs = jobs
         self._tasks = tasks
+        self._services = services or Services()
         self._worker_id = worker_id
         self._middleware = tuple(middleware)
 
@@ -202,7 +205,8 @@ class TaskRunner:
             return TaskOutcome(task, OutcomeKind.FAILED, error=error)
         handler = self._tasks.get(task.task_type)
         context = TaskContext(
-            task.job_id, task.job_type, task.stage, task.task_id, task.index, task.attempt, task.max_attempts
+            task.job_id, task.job_type, task.stage, task.task_id, task.index, task.attempt, task.max_attempts,
+            self._services,
         )
 
         def call() -> JSON:

@@ -1,20 +1,26 @@
 """ingest: one generic job for every data domain in `config/data_sources.yml`.
 
-Stages: discover (a task per domain) → process (a task per file) → backfill references (a task per domain)
-→ quality gate (a task per domain) → load (a task per target table); finalize writes the run report.
-Plan-only (the default) does everything but write the warehouse; `execute=true` loads.
+Stages: discover (a task per domain: the submitted input files are still there) → process (a task per file:
+check its hash, read, cleanse, stage) → references (a task per domain: what the run would add, read only) →
+quality gate (a task per domain) → load (one task: the whole run in one transaction, or its plan); finalize
+writes the run report. Plan-only (the default) writes nothing to the warehouse; `execute=true` loads.
+
+A run's identity includes its inputs: on submit, `prepare` finds each domain's files and adds their paths,
+sizes and SHA-256 hashes to the parameters, so the same parameters over the same files are the same job and a
+changed, added or removed file is a new one. Validation never reads a file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.jobs import FinalizeContext, JobDefinition, JobParameters, PreviousResults, Stage
 from core.models import JSON, FailurePolicy
-from services.ingestion.catalog import load_catalog
+from core.services import Services
+from services.ingestion.manifest import DomainInputs, build_manifest
 from services.ingestion.report import finalize_run, summarise
 
 
@@ -24,6 +30,9 @@ class IngestParameters(JobParameters):
     max_files: int | None = Field(None, ge=1, le=10_000, description="At most this many files per domain")
     execute: bool = Field(False, description="Write the warehouse; plan-only when false")
     sheet: str | None = Field(None, min_length=1, max_length=100, description="Sheet name overriding the domain's")
+    inputs: list[DomainInputs] = Field(
+        min_length=1, description="Per domain, the input files with sizes and SHA-256 hashes (added on submit)"
+    )
 
     @field_validator("domains", mode="before")
     @classmethod
@@ -32,38 +41,44 @@ class IngestParameters(JobParameters):
 
     @field_validator("domains")
     @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        valid = load_catalog().names()
-        unknown = [d for d in value if d not in valid]
-        if unknown:
-            names = ", ".join(repr(d) for d in unknown)
-            raise ValueError(f"unknown domain {names}; valid domains: {', '.join(valid)}")
+    def _unique(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _inputs_match_domains(self) -> IngestParameters:
+        named = [i.domain for i in self.inputs]
+        if sorted(named) != sorted(self.domains):
+            raise ValueError(f"inputs are for {named}; they must be one entry per domain of {self.domains}")
+        return self
 
 
 class Ingest(JobDefinition):
     job_type = "ingest"
-    description = "Ingest Excel workbooks of one or more data domains into the warehouse."
+    description = "Ingest Excel workbooks (and csv) of one or more data domains into the warehouse."
     Parameters = IngestParameters
     stages = (
         Stage("discover", "ingest.discover", max_attempts=2, timeout_seconds=120),
         Stage("process", "ingest.process", max_attempts=3, timeout_seconds=1800),
-        Stage("backfill", "ingest.backfill", max_attempts=3, timeout_seconds=600),
+        Stage("references", "ingest.references", max_attempts=3, timeout_seconds=600),
         Stage("quality", "ingest.quality", max_attempts=2, timeout_seconds=600),
         Stage("load", "ingest.load", max_attempts=3, timeout_seconds=1800),
     )
     failure_policy = FailurePolicy.FAIL_FAST
 
-    def __init__(self) -> None:
-        load_catalog()  # a broken data_sources.yml stops start-up here, naming the file and field
+    def prepare(self, parameters: Mapping[str, Any], services: Services) -> Mapping[str, Any]:
+        """Add the input manifest (unless given): every domain's files with sizes and hashes."""
+        if "inputs" in parameters:
+            return parameters
+        return {**parameters, "inputs": build_manifest(parameters, services)}
 
     def create_tasks(self, stage: Stage, params: Any, previous: PreviousResults) -> Iterable[JSON]:
         if stage.number == 1:
-            return [{"domain": d, "period": params.period, "max_files": params.max_files, "sheet": params.sheet,
-                     "execute": params.execute} for d in params.domains]
+            return [{**i.model_dump(mode="json"), "sheet": params.sheet, "execute": params.execute}
+                    for i in params.inputs]
         if stage.number == 2:
-            return [{"domain": found["domain"], "path": f["path"], "sheet": f["sheet"], "period": params.period,
-                     "execute": params.execute} for found in previous.results() for f in found["files"]]
+            return [{"domain": found["domain"], "path": f["path"], "sheet": f["sheet"], "sha256": f["sha256"],
+                     "period": params.period, "execute": params.execute}
+                    for found in previous.results() for f in found["files"]]
         if stage.number == 3:
             processed = previous.results()
             return [{"domain": d, "execute": params.execute, "summary": summarise(d, processed)}
@@ -71,15 +86,8 @@ class Ingest(JobDefinition):
         if stage.number == 4:
             return [{"domain": r["domain"], "summary": r["summary"], "execute": params.execute}
                     for r in previous.results()]
-        catalog = load_catalog()
-        tables: dict[str, list[str]] = {}
-        expected: dict[str, int] = {}
-        for result in previous.results():
-            table = catalog.domain(result["domain"]).target.qualified
-            tables.setdefault(table, []).append(result["domain"])
-            expected[table] = expected.get(table, 0) + int(result.get("summary", {}).get("output", 0))
-        return [{"table": t, "domains": ds, "execute": params.execute, "expected_rows": expected[t]}
-                for t, ds in tables.items()]
+        expected = {r["domain"]: int(r.get("summary", {}).get("output", 0)) for r in previous.results()}
+        return [{"domains": params.domains, "execute": params.execute, "expected_rows": expected}]
 
     def finalize(self, context: FinalizeContext) -> JSON:
         return finalize_run(context)

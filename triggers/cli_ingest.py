@@ -17,7 +17,10 @@ from triggers.runtime import Runtime
 
 EXIT_OK, EXIT_FAILED = 0, 1
 COLUMNS = {"domain": "domain", "files": "files", "input": "in", "output": "out", "rejected": "rejected",
-           "skipped": "skipped", "unknown_names": "unknown", "quality": "quality", "table": "table", "rows": "rows"}
+           "skipped": "skipped", "unknown_names": "unknown", "quality": "quality", "table": "table", "rows": "rows",
+           "replaced": "replaced"}
+TITLES = {"plan only": "plan only: nothing written", "loaded": "loaded",
+          "not loaded": "not loaded: the run failed, the warehouse is unchanged"}
 
 
 def add_parser(sub: Any) -> None:
@@ -47,13 +50,16 @@ def run(args: argparse.Namespace, runtime: Runtime, console: Console) -> int:
     result = snapshot.job.result or {}
     rows = summary_rows(result)
     if rows:
-        title = f"ingest ({'executed' if args.execute else 'plan only: nothing written'})"
+        mode = str(result.get("mode", "plan only"))
+        title = f"ingest ({TITLES.get(mode, mode)})"
         cells = [[_cell(row.get(c)) for c in COLUMNS] for row in rows]
         console.print(fitted_table(title, list(COLUMNS.values()), cells, console.width))
     for key, path in result.get("files", {}).items():
         console.print(f"{key}: {path}", highlight=False, soft_wrap=True)
-    if snapshot.job.status is not JobStatus.COMPLETED and result:
-        console.print(json.dumps(result.get("quality", result), indent=2, default=str)[:3000])
+    failed = {n: e["quality"] for n, e in result.get("domains", {}).items()
+              if (e.get("quality") or {}).get("passed") is False}
+    if snapshot.job.status is not JobStatus.COMPLETED and failed:
+        console.print(json.dumps(failed, indent=2, default=str)[:3000])
     return EXIT_OK if snapshot.job.status is JobStatus.COMPLETED else EXIT_FAILED
 
 

@@ -17,6 +17,7 @@ from core.models import JobStatus
 from core.ports import NullRelay, Relay, Transport
 from core.registry import TaskRegistry, discover_tasks
 from core.retention import PruneLimits, PruneStore, RetentionPolicy, prune
+from core.services import Services
 from core.worker import Worker, WorkerConfig
 from infrastructure.artifacts.local import LocalArtifactStore
 from infrastructure.identity import azure_credential
@@ -25,10 +26,12 @@ from infrastructure.postgres.listener import set_queue_notify
 from infrastructure.postgres.migrations import migrate
 from infrastructure.postgres.queue import PostgresQueue
 from infrastructure.postgres.retention import PostgresPruner
+from infrastructure.postgres.sql_queries import SqlQueries
 from infrastructure.postgres.store import PostgresStore
 from infrastructure.queue_config import QueueConfig
 from infrastructure.settings import Settings
-from services.ingestion import runtime as ingestion
+from services.ingestion.warehouse import SQL_DIR as INGEST_SQL_DIR
+from services.ingestion.warehouse import IngestRuntime, IngestSettings
 
 
 @dataclass(frozen=True)
@@ -105,18 +108,13 @@ def build_runtime(
     if migrate_schema:
         migrate(database)
     store = PostgresStore(database.connection, settings.duplicate_window_seconds)
-    ingestion.configure(
-        database.connection,
-        ingestion.IngestSettings(
-            artifacts=build_artifact_store(settings),
-            data_sources=settings.data_sources,
-            data_root=settings.data_root,
-        ),
-    )
+    services = Services(_ingestion(settings, database))
     transport, relay = _transport(settings, database)
     pruner = PostgresPruner(database.connection)
     retention = retention_policy(settings)
-    engine = CoreMachine(store, relay, registries.jobs, registries.tasks, worker_id or default_worker_id())
+    engine = CoreMachine(
+        store, relay, registries.jobs, registries.tasks, worker_id or default_worker_id(), services=services
+    )
     janitor = Janitor(
         store,
         relay,
@@ -146,6 +144,18 @@ def build_artifact_store(settings: Settings) -> ArtifactStore:
             lambda: blob.container_from_account_url(url, container, azure_credential(client_id))
         )
     return LocalArtifactStore(settings.reports_dir)
+
+
+def _ingestion(settings: Settings, database: Database) -> IngestRuntime:
+    """The ingestion service: warehouse connections from the engine's pool, its SQL through the one SQL loader."""
+    runtime = IngestRuntime(
+        connect=database.connection,
+        queries=SqlQueries.load(INGEST_SQL_DIR),
+        artifacts=build_artifact_store(settings),
+        settings=IngestSettings(data_sources=settings.data_sources, data_root=settings.data_root),
+    )
+    runtime.catalog()  # a broken data_sources.yml stops start-up here, naming the file and field
+    return runtime
 
 
 def _transport(settings: Settings, database: Database) -> tuple[Transport, Relay]:

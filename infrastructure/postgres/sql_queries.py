@@ -1,8 +1,13 @@
-"""Named SQL blocks loaded once from `sql/queries/*.sql`; Python refers to queries by name only."""
+"""Named SQL blocks loaded once from a folder of `.sql` files; Python refers to queries by name only.
+
+The one loader: the engine's queries (`sql/queries/*.sql`) and a service's own folder (ingestion's warehouse SQL,
+handed to it by the composition root as a `SqlQueries`) are parsed and looked up the same way.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -44,3 +49,31 @@ def query(name: str) -> sql.SQL:
         return load_queries()[name]
     except KeyError:
         raise KeyError(f"no SQL query named {name!r} under {QUERIES_DIR.name}/") from None
+
+
+class SqlQueries:
+    """The named blocks of one folder of `.sql` files: the engine's, or a service's own (ingestion's warehouse SQL).
+
+    `get(name)` is the statement as written; `compose(name, **slots)` fills its `{slot}`s with identifiers or
+    composed fragments (`psycopg.sql`), never with values, which stay `%s` parameters.
+    """
+
+    def __init__(self, blocks: Mapping[str, sql.SQL], source: str) -> None:
+        self._blocks = dict(blocks)
+        self.source = source
+
+    @classmethod
+    def load(cls, directory: Path) -> SqlQueries:
+        return cls(load_queries(directory), directory.name)
+
+    def get(self, name: str) -> sql.SQL:
+        try:
+            return self._blocks[name]
+        except KeyError:
+            raise KeyError(f"no SQL query named {name!r} under {self.source}/") from None
+
+    def compose(self, name: str, /, **slots: sql.Composable) -> sql.Composed:
+        return self.get(name).format(**slots)
+
+    def names(self) -> list[str]:
+        return sorted(self._blocks)

@@ -1,7 +1,8 @@
 """The domain catalog: the validated data sources plus each domain's service, checked against each other.
 
-`load_catalog()` is what start-up, the job's parameter model and the handlers call. It is cached per file
-(path, modification time and size), so an edited file is picked up and tests can point at their own file.
+`load_catalog(path)` is what start-up, submit preparation and the handlers call (through `IngestRuntime.catalog`).
+It is cached per file (path, modification time and size), so an edited file is picked up and tests can point
+at their own file.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from core.errors import PermanentError
-from services.ingestion import runtime
 from services.ingestion.config import DataSources, DataSourcesError, DomainConfig, data_sources_path, parse_data_sources
 from services.ingestion.models import DomainService
 from services.ingestion.tables import optional_fields
@@ -48,8 +48,8 @@ class DomainCatalog:
         self.domain(name)
         return self.services[name]
 
-    def data_root(self) -> Path:
-        return self.sources.data_root_path(runtime.settings().data_root)
+    def data_root(self, override: Path | None = None) -> Path:
+        return self.sources.data_root_path(override)
 
 
 _lock = threading.Lock()
@@ -58,7 +58,7 @@ _cache: dict[tuple[Path, int, int], DomainCatalog] = {}
 
 def load_catalog(path: Path | None = None) -> DomainCatalog:
     """The catalog for `path` (default: runtime setting, `$COREMACHINE_DATA_SOURCES`, `config/data_sources.yml`)."""
-    resolved = data_sources_path(path or runtime.settings().data_sources)
+    resolved = data_sources_path(path)
     try:
         stat = resolved.stat()
     except OSError as exc:

@@ -12,16 +12,16 @@ import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import pandas as pd
-import psycopg
 from psycopg import sql
 
-from services.ingestion import runtime, staging
+from core.errors import ConfigurationError
+from services.ingestion import staging
 from services.ingestion.config import CompanyReference, DomainConfig, EnrichmentConfig
 from services.ingestion.models import DataSource, EnrichmentStats, UnknownName
-from services.ingestion.queries import query, table
+from services.ingestion.warehouse import Warehouse, table
 
 
 class CompanyProvider(Protocol):
@@ -107,7 +107,7 @@ class CompanyEnricher:
 class PgReference:
     """Names → ids from the reference table (if it exists yet), then from this run's provider answers."""
 
-    conn: psycopg.Connection[Any]
+    db: Warehouse
     reference: CompanyReference
     schema: str
     job_id: str
@@ -118,23 +118,23 @@ class PgReference:
         if not names:
             return {}
         found: dict[str, str] = {}
-        if staging.table_columns(self.conn, ref.db_schema, ref.table):
-            statement = query(
+        if staging.table_columns(self.db, ref.db_schema, ref.table):
+            statement = self.db.q(
                 "lookup_names", table=table(ref.db_schema, ref.table),
                 name_column=sql.Identifier(ref.name_column), id_column=sql.Identifier(ref.id_column),
             )
-            found.update((str(n), str(i)) for n, i in self.conn.execute(statement, (names,)) if i is not None)
+            found.update((str(n), str(i)) for n, i in self.db.conn.execute(statement, (names,)) if i is not None)
         pending = [n for n in names if n not in found]
         if pending:
-            cached = query("lookup_provider_ids", table=table(self.schema, staging.PROVIDER_IDS))
-            found.update(self.conn.execute(cached, (self.job_id, self.domain, pending)).fetchall())
+            cached = self.db.q("lookup_provider_ids", table=table(self.schema, staging.PROVIDER_IDS))
+            found.update(self.db.conn.execute(cached, (self.job_id, self.domain, pending)).fetchall())
         return found
 
     def remember(self, ids: dict[str, str]) -> None:
         if not ids:
             return
-        statement = query("remember_provider_id", table=table(self.schema, staging.PROVIDER_IDS))
-        with self.conn.transaction(), self.conn.cursor() as cur:
+        statement = self.db.q("remember_provider_id", table=table(self.schema, staging.PROVIDER_IDS))
+        with self.db.conn.transaction(), self.db.conn.cursor() as cur:
             cur.executemany(statement, [(self.job_id, self.domain, n, i) for n, i in ids.items()])
 
 
@@ -142,7 +142,7 @@ class PgReference:
 class PgBudget:
     """The run's external-lookup budget, shared by every task of the job through one guarded row."""
 
-    conn: psycopg.Connection[Any]
+    db: Warehouse
     schema: str
     job_id: str
     domain: str
@@ -152,13 +152,13 @@ class PgBudget:
         if wanted <= 0 or self.limit <= 0:
             return 0
         target = table(self.schema, staging.LOOKUP_BUDGET)
-        with self.conn.transaction():
-            self.conn.execute(query("ensure_budget", table=target), (self.job_id, self.domain))
-            row = self.conn.execute(query("lock_budget", table=target), (self.job_id, self.domain)).fetchone()
+        with self.db.conn.transaction():
+            self.db.conn.execute(self.db.q("ensure_budget", table=target), (self.job_id, self.domain))
+            row = self.db.conn.execute(self.db.q("lock_budget", table=target), (self.job_id, self.domain)).fetchone()
             used = int(row[0]) if row else 0
             granted = max(0, min(wanted, self.limit - used))
             if granted:
-                self.conn.execute(query("set_budget", table=target), (used + granted, self.job_id, self.domain))
+                self.db.conn.execute(self.db.q("set_budget", table=target), (used + granted, self.job_id, self.domain))
         return granted
 
 
@@ -175,12 +175,14 @@ def open_company_enricher(config: DomainConfig, source: DataSource) -> Iterator[
     """A `CompanyEnricher` on a borrowed connection; the connection and provider are released afterwards."""
     settings = config.enrichment
     provider = load_provider(settings.provider) if settings.provider else None
-    schema = runtime.settings().staging_schema
+    if source.runtime is None:
+        raise ConfigurationError("company-id enrichment needs the warehouse: DataSource.runtime is not set")
+    schema = source.runtime.settings.staging_schema
     try:
-        with runtime.connection() as conn:
-            staging.ensure_base_tables(conn, schema)
-            budget = PgBudget(conn, schema, source.job_id, config.name, settings.lookup_budget)
-            reference = PgReference(conn, settings.reference, schema, source.job_id, config.name)
+        with source.runtime.warehouse() as db:
+            staging.ensure_base_tables(db, schema)
+            budget = PgBudget(db, schema, source.job_id, config.name, settings.lookup_budget)
+            reference = PgReference(db, settings.reference, schema, source.job_id, config.name)
             yield CompanyEnricher(settings, reference, provider, budget)
     finally:
         close = getattr(provider, "close", None)

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from services.ingestion.config import DomainConfig
+    from services.ingestion.warehouse import IngestRuntime
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class DataSource:
     header_row: int = 1
     job_id: str = ""
     period: str | None = None
+    runtime: IngestRuntime | None = None  # for domain steps that consult the warehouse (enrichment)
 
     @property
     def file(self) -> str:

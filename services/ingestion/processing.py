@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from services.ingestion import staging as st
 from services.ingestion.config import DomainConfig
 from services.ingestion.excel import CHUNK_ROWS, HeaderSpec, SheetStream, read_sheet
 from services.ingestion.formulas import formulas_without_value
 from services.ingestion.models import DataSource, DomainProcessingResult, EnrichmentStats, RejectedRow
 from services.ingestion.readers import FileFormat
+from services.ingestion.warehouse import IngestRuntime, Warehouse
 
 REJECTED_SAMPLE = 5
 _MISSING = re.compile(r"^(?P<column>\w+): required value missing$")
@@ -100,18 +99,18 @@ class FormulaCheck:
 
 
 def process_file(
-    conn: psycopg.Connection[Any], *, schema: str, staging: st.StagingTable, domain: DomainConfig, service: Any,
+    db: Warehouse, *, schema: str, staging: st.StagingTable, domain: DomainConfig, service: Any,
     path: Path, sheet: str | None, job_id: str, period: str | None, file_format: FileFormat,
-    chunk_rows: int = CHUNK_ROWS,
+    runtime: IngestRuntime | None = None, chunk_rows: int = CHUNK_ROWS,
 ) -> tuple[SheetStream, FileTally]:
     """Read, process and stage one file in one transaction. Raises `SheetError` for an unusable file."""
     started = time.perf_counter()
     tally = FileTally()
     spec = HeaderSpec.from_model(service.input_model)
     with read_sheet(path, sheet, spec, file_format, chunk_rows) as stream, st.stage_file(
-        conn, schema, staging, job_id, domain.name, str(path)
+        db, schema, staging, job_id, domain.name, str(path)
     ) as writer:
-        source = DataSource(domain.name, path, stream.sheet, stream.header_row, job_id, period)
+        source = DataSource(domain.name, path, stream.sheet, stream.header_row, job_id, period, runtime)
         formulas = FormulaCheck(path, stream.sheet, stream.positions, stream.file_format in _FORMULA_FORMATS)
         chunks, timings = 0, tally.timings
         while True:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from services.ingestion import staging as st
 from services.ingestion.config import DomainConfig
-from services.ingestion.queries import query
+from services.ingestion.warehouse import Warehouse
 
 DUPLICATE_SAMPLE = 10
 
@@ -24,23 +23,23 @@ def _check(rule: str, passed: bool, detail: str, **data: Any) -> dict[str, Any]:
 
 
 def null_counts(
-    conn: psycopg.Connection[Any], staging: st.StagingTable, job_id: str, columns: list[str]
+    db: Warehouse, staging: st.StagingTable, job_id: str, columns: list[str]
 ) -> dict[str, int]:
     if not columns:
         return {}
     counts = sql.SQL(", ").join(
         sql.SQL("count(*) FILTER (WHERE {} IS NULL)").format(sql.Identifier(c)) for c in columns
     )
-    row = conn.execute(query("null_counts", counts=counts, table=staging.identifier), (job_id,)).fetchone()
+    row = db.conn.execute(db.q("null_counts", counts=counts, table=staging.identifier), (job_id,)).fetchone()
     return {c: int(v) for c, v in zip(columns, row or [0] * len(columns), strict=True)}
 
 
 def duplicate_keys(
-    conn: psycopg.Connection[Any], staging: st.StagingTable, job_id: str, key: list[str]
+    db: Warehouse, staging: st.StagingTable, job_id: str, key: list[str]
 ) -> list[dict[str, Any]]:
-    statement = query("duplicate_keys", key=sql.SQL(", ").join(sql.Identifier(k) for k in key),
+    statement = db.q("duplicate_keys", key=sql.SQL(", ").join(sql.Identifier(k) for k in key),
                       table=staging.identifier)
-    rows = conn.execute(statement, (job_id, DUPLICATE_SAMPLE)).fetchall()
+    rows = db.conn.execute(statement, (job_id, DUPLICATE_SAMPLE)).fetchall()
     return [{**{k: str(v) for k, v in zip(key, row[:-1], strict=True)}, "copies": int(row[-1])} for row in rows]
 
 

@@ -15,12 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.types.json import Json
 from pydantic import BaseModel
 
-from services.ingestion.queries import query, table
 from services.ingestion.tables import (
     LINEAGE,
     Column,
@@ -30,6 +28,7 @@ from services.ingestion.tables import (
     lineage_columns,
     model_columns,
 )
+from services.ingestion.warehouse import Warehouse, table
 
 REJECTED = "rejected_rows"
 UNKNOWN_NAMES = "unknown_names"
@@ -63,51 +62,51 @@ class StagingTable:
         return [c.name for c in self.columns]
 
 
-def lock(conn: psycopg.Connection[Any], name: str) -> None:
+def lock(db: Warehouse, name: str) -> None:
     """Serialise DDL on one object across workers (concurrent CREATE ... IF NOT EXISTS can collide)."""
-    conn.execute(query("advisory_lock"), (f"coremachine.ingest:{name}",))
+    db.conn.execute(db.q("advisory_lock"), (f"coremachine.ingest:{name}",))
 
 
-def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+def ensure_schema(db: Warehouse, schema: str) -> None:
     """Create the schema in its own short transaction (concurrent CREATE SCHEMA IF NOT EXISTS can collide)."""
-    row = conn.execute(query("schema_exists"), (schema,)).fetchone()
+    row = db.conn.execute(db.q("schema_exists"), (schema,)).fetchone()
     if row and row[0]:
         return
-    with conn.transaction():
-        lock(conn, f"schema {schema}")
-        conn.execute(query("create_schema", schema=sql.Identifier(schema)))
+    with db.conn.transaction():
+        lock(db, f"schema {schema}")
+        db.conn.execute(db.q("create_schema", schema=sql.Identifier(schema)))
 
 
-def table_columns(conn: psycopg.Connection[Any], schema: str, name: str) -> list[str]:
-    return [r[0] for r in conn.execute(query("table_columns"), (schema, name)).fetchall()]
+def table_columns(db: Warehouse, schema: str, name: str) -> list[str]:
+    return [r[0] for r in db.conn.execute(db.q("table_columns"), (schema, name)).fetchall()]
 
 
-def ensure_base_tables(conn: psycopg.Connection[Any], schema: str) -> None:
+def ensure_base_tables(db: Warehouse, schema: str) -> None:
     """The job-wide staging tables (rejected rows, unknown names, provider ids, lookup budget); cheap when present."""
-    if table_columns(conn, schema, LOOKUP_BUDGET):
+    if table_columns(db, schema, LOOKUP_BUDGET):
         return
-    ensure_schema(conn, schema)
-    with conn.transaction():
-        lock(conn, f"{schema}.*")
+    ensure_schema(db, schema)
+    with db.conn.transaction():
+        lock(db, f"{schema}.*")
         for name, ddl in ((REJECTED, "create_rejected_rows"), (UNKNOWN_NAMES, "create_unknown_names")):
-            conn.execute(query(ddl, table=table(schema, name)))
-            conn.execute(_job_index(schema, name, ("job_id", "domain")))
-        conn.execute(query("create_provider_ids", table=table(schema, PROVIDER_IDS)))
-        conn.execute(query("create_lookup_budget", table=table(schema, LOOKUP_BUDGET)))
+            db.conn.execute(db.q(ddl, table=table(schema, name)))
+            db.conn.execute(_job_index(db, schema, name, ("job_id", "domain")))
+        db.conn.execute(db.q("create_provider_ids", table=table(schema, PROVIDER_IDS)))
+        db.conn.execute(db.q("create_lookup_budget", table=table(schema, LOOKUP_BUDGET)))
 
 
-def ensure_staging_table(conn: psycopg.Connection[Any], staging: StagingTable) -> None:
-    if table_columns(conn, staging.schema, staging.name):
+def ensure_staging_table(db: Warehouse, staging: StagingTable) -> None:
+    if table_columns(db, staging.schema, staging.name):
         return
-    ensure_schema(conn, staging.schema)
-    with conn.transaction():
-        lock(conn, staging.qualified)
-        conn.execute(create_table(staging.schema, staging.name, lineage_columns() + staging.columns, unlogged=True))
-        conn.execute(_job_index(staging.schema, staging.name, ("_job_id", "_source_file")))
+    ensure_schema(db, staging.schema)
+    with db.conn.transaction():
+        lock(db, staging.qualified)
+        db.conn.execute(create_table(staging.schema, staging.name, lineage_columns() + staging.columns, unlogged=True))
+        db.conn.execute(_job_index(db, staging.schema, staging.name, ("_job_id", "_source_file")))
 
 
-def _job_index(schema: str, name: str, columns: tuple[str, ...]) -> sql.Composed:
-    return query(
+def _job_index(db: Warehouse, schema: str, name: str, columns: tuple[str, ...]) -> sql.Composed:
+    return db.q(
         "create_job_index", index=sql.Identifier(f"{name}_job_idx"), table=table(schema, name),
         columns=identifiers(list(columns)),
     )
@@ -124,7 +123,7 @@ def _row_getter(columns: list[str]) -> Callable[[BaseModel], tuple[Any, ...]]:
 class FileWriter:
     """Writes one file's staged rows inside the transaction `stage_file` opened."""
 
-    conn: psycopg.Connection[Any]
+    db: Warehouse
     schema: str
     staging: StagingTable
     job_id: str
@@ -134,22 +133,22 @@ class FileWriter:
     def records(self, sheet: str, records: list[BaseModel], source_rows: list[int]) -> None:
         columns = self.staging.data_columns
         get = _row_getter(columns)
-        statement = query("copy_in", table=self.staging.identifier, columns=identifiers([*LINEAGE, *columns]))
+        statement = self.db.q("copy_in", table=self.staging.identifier, columns=identifiers([*LINEAGE, *columns]))
         prefix = (self.job_id, self.file, sheet)
-        with self.conn.cursor() as cur, cur.copy(statement) as copy:
+        with self.db.conn.cursor() as cur, cur.copy(statement) as copy:
             for record, row in zip(records, source_rows, strict=True):
                 copy.write_row((*prefix, row, *get(record)))
 
     def rejected(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """(sheet, row, reason, raw values) per rejected row."""
-        _copy_rows(self.conn, table(self.schema, REJECTED),
+        _copy_rows(self.db, table(self.schema, REJECTED),
                    ["job_id", "domain", "source_file", "sheet", "source_row", "reason", "raw"],
                    ((self.job_id, self.domain, self.file, sheet, row, reason, Json(raw))
                     for sheet, row, reason, raw in rows))
 
     def unknown(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """(name, temporary id, occurrences, first row) per unknown name."""
-        _copy_rows(self.conn, table(self.schema, UNKNOWN_NAMES),
+        _copy_rows(self.db, table(self.schema, UNKNOWN_NAMES),
                    ["job_id", "domain", "source_file", "name", "temporary_id", "occurrences", "first_row"],
                    ((self.job_id, self.domain, self.file, *values) for values in rows))
 
@@ -159,66 +158,66 @@ class FileWriter:
             sql.SQL("{} || '=' || coalesce({}::text, '')").format(sql.Literal(k), sql.Identifier("d", k))
             for k in key
         )
-        statement = query(
+        statement = self.db.q(
             "reject_duplicate_keys", staging=self.staging.identifier, key=identifiers(key),
             rejected=table(self.schema, REJECTED), reason=reason,
         )
-        with self.conn.cursor() as cur:
+        with self.db.conn.cursor() as cur:
             cur.execute(statement, {"job": self.job_id, "file": self.file, "domain": self.domain})
             return max(cur.rowcount, 0)
 
 
 @contextmanager
 def stage_file(
-    conn: psycopg.Connection[Any], schema: str, staging: StagingTable, job_id: str, domain: str, file: str
+    db: Warehouse, schema: str, staging: StagingTable, job_id: str, domain: str, file: str
 ) -> Iterator[FileWriter]:
     """One transaction for one file: what an earlier attempt staged is deleted, then the writer adds rows."""
-    with conn.transaction():
-        conn.execute(_delete_file(staging.identifier, "_job_id", "_source_file"), (job_id, file))
+    with db.conn.transaction():
+        db.conn.execute(_delete_file(db, staging.identifier, "_job_id", "_source_file"), (job_id, file))
         for name in (REJECTED, UNKNOWN_NAMES):
-            conn.execute(_delete_file(table(schema, name), "job_id", "source_file"), (job_id, file))
-        yield FileWriter(conn, schema, staging, job_id, domain, file)
+            db.conn.execute(_delete_file(db, table(schema, name), "job_id", "source_file"), (job_id, file))
+        yield FileWriter(db, schema, staging, job_id, domain, file)
 
 
 def replace_file(
-    conn: psycopg.Connection[Any], schema: str, staging: StagingTable, job_id: str, domain: str, file: str,
+    db: Warehouse, schema: str, staging: StagingTable, job_id: str, domain: str, file: str,
     sheet: str, records: list[BaseModel], source_rows: list[int], rejected: Iterable[tuple[Any, ...]],
     unknown: Iterable[tuple[Any, ...]],
 ) -> None:
     """Stage one file's records, rejected rows and unknown names in one transaction, replacing any earlier try."""
-    with stage_file(conn, schema, staging, job_id, domain, file) as writer:
+    with stage_file(db, schema, staging, job_id, domain, file) as writer:
         writer.records(sheet, records, source_rows)
         writer.rejected(rejected)
         writer.unknown(unknown)
 
 
-def _delete_file(target: sql.Identifier, job: str, file: str) -> sql.Composed:
-    return query("delete_job_file", table=target, job=sql.Identifier(job), file=sql.Identifier(file))
+def _delete_file(db: Warehouse, target: sql.Identifier, job: str, file: str) -> sql.Composed:
+    return db.q("delete_job_file", table=target, job=sql.Identifier(job), file=sql.Identifier(file))
 
 
 def _copy_rows(
-    conn: psycopg.Connection[Any], target: sql.Identifier, columns: list[str], rows: Iterable[tuple[Any, ...]]
+    db: Warehouse, target: sql.Identifier, columns: list[str], rows: Iterable[tuple[Any, ...]]
 ) -> None:
-    with conn.cursor() as cur, cur.copy(query("copy_in", table=target, columns=identifiers(columns))) as copy:
+    with db.conn.cursor() as cur, cur.copy(db.q("copy_in", table=target, columns=identifiers(columns))) as copy:
         for row in rows:
             copy.write_row(row)
 
 
-def count_rows(conn: psycopg.Connection[Any], staging: StagingTable, job_id: str) -> int:
-    row = conn.execute(query("count_job_rows", table=staging.identifier), (job_id,)).fetchone()
+def count_rows(db: Warehouse, staging: StagingTable, job_id: str) -> int:
+    row = db.conn.execute(db.q("count_job_rows", table=staging.identifier), (job_id,)).fetchone()
     return int(row[0]) if row else 0
 
 
-def purge_job(conn: psycopg.Connection[Any], schema: str, job_id: str, staging_tables: list[StagingTable]) -> None:
+def purge_job(db: Warehouse, schema: str, job_id: str, staging_tables: list[StagingTable]) -> None:
     """Remove everything a job staged (after its report is written)."""
-    with conn.transaction():
+    with db.conn.transaction():
         for staging in staging_tables:
-            if table_columns(conn, staging.schema, staging.name):
-                conn.execute(_delete_job(staging.identifier, "_job_id"), (job_id,))
+            if table_columns(db, staging.schema, staging.name):
+                db.conn.execute(_delete_job(db, staging.identifier, "_job_id"), (job_id,))
         for name in (REJECTED, UNKNOWN_NAMES, PROVIDER_IDS, LOOKUP_BUDGET):
-            if table_columns(conn, schema, name):
-                conn.execute(_delete_job(table(schema, name), "job_id"), (job_id,))
+            if table_columns(db, schema, name):
+                db.conn.execute(_delete_job(db, table(schema, name), "job_id"), (job_id,))
 
 
-def _delete_job(target: sql.Identifier, job: str) -> sql.Composed:
-    return query("delete_job", table=target, job=sql.Identifier(job))
+def _delete_job(db: Warehouse, target: sql.Identifier, job: str) -> sql.Composed:
+    return db.q("delete_job", table=target, job=sql.Identifier(job))

@@ -81,4 +81,4 @@ def test_quick_bench_prints_every_figure() -> None:
     rows = figures["ingest_rows"]
     assert rows["generated"] == sizes["ingest_rows"]
     assert 0 < rows["output"] == rows["loaded"] <= rows["input"]
-    assert set(figures["ingest_stage_s"]) == {"discover", "process", "backfill", "quality", "load", "finalize"}
+    assert set(figures["ingest_stage_s"]) == {"discover", "process", "references", "quality", "load", "finalize"}

@@ -8,7 +8,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.ingestion import runtime as ingestion
 from triggers.cli import main
 
 
@@ -21,7 +20,6 @@ def cli_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("COREMACHINE_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("COREMACHINE_LOG_LEVEL", "WARNING")
     yield database_url
-    ingestion.reset()
 
 
 def warehouse_tables(url: str) -> dict[str, int]:

@@ -86,12 +86,13 @@ LIMIT %s;
 SELECT {counts} FROM {table} WHERE _job_id = %s;
 
 -- name: backfill_reference
-INSERT INTO {reference} ({reference_columns})
+INSERT INTO {reference} AS r ({reference_columns})
 SELECT DISTINCT ON ({source_key}) {source_columns}, %s
 FROM {staging}
 WHERE _job_id = %s AND {key_not_null}
 ORDER BY {order}
-ON CONFLICT ({reference_key}) DO NOTHING;
+ON CONFLICT ({reference_key}) DO UPDATE SET {fill}
+WHERE {gaps};
 
 -- name: count_missing_references
 SELECT count(*) FROM (
@@ -190,3 +191,31 @@ SELECT EXISTS (
 
 -- name: create_unique_key
 CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} ({key});
+
+-- name: resolve_provisional_ids
+UPDATE {staging} s
+SET {id_column} = r.{ref_id}
+FROM {reference} r
+WHERE s._job_id = %s AND r.{ref_name} = s.{name_column} AND r.{ref_id} IS NOT NULL
+  AND s.{id_column} = {provisional} AND r.{ref_id} <> s.{id_column};
+
+-- name: delete_by_key_or_provisional
+DELETE FROM {target} t
+USING (SELECT DISTINCT {key}, {provisional} AS _provisional FROM {staging} s WHERE s._job_id = %s) s
+WHERE {join} AND (t.{id_column} = s.{id_column} OR t.{id_column} = s._provisional);
+
+-- name: count_matching_keys_or_provisional
+SELECT count(*) FROM {target} t
+WHERE EXISTS (SELECT 1 FROM {staging} s WHERE s._job_id = %s AND {join}
+              AND (t.{id_column} = s.{id_column} OR t.{id_column} = {provisional}));
+
+-- name: rejected_rows_per_file
+SELECT source_file, sheet, source_row, reason
+FROM (
+    SELECT source_file, sheet, source_row, reason,
+           row_number() OVER (PARTITION BY source_file ORDER BY source_row NULLS FIRST) AS n
+    FROM {table}
+    WHERE job_id = %s
+) r
+WHERE n <= %s
+ORDER BY source_file, source_row NULLS FIRST;

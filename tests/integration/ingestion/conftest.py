@@ -1,4 +1,4 @@
-"""Ingestion fixtures: the runtime hook on this test's database, and a runner calling the handlers in stage order.
+"""Ingestion fixtures: the ingestion service on this test's database, and a runner calling the handlers in order.
 
 The runner does what the engine does for one job — build each stage's tasks with `Ingest.create_tasks`
 from the previous stage's results, call the handlers, then `finalize` — without queues, so the pipeline's
@@ -23,11 +23,12 @@ from core.ids import task_id_for
 from core.jobs import FinalizeContext, PreviousResults
 from core.models import JobStatus, TaskResultRow, TaskStatus
 from core.registry import TaskContext, TaskRegistry, discover_tasks
+from core.services import Services
 from infrastructure.artifacts.local import LocalArtifactStore
+from infrastructure.postgres.sql_queries import SqlQueries
 from jobs.ingest import Ingest
-from services.ingestion import runtime
 from services.ingestion.config import PROJECT_ROOT, data_sources_path
-from services.ingestion.runtime import IngestSettings
+from services.ingestion.warehouse import SQL_DIR, ConnectionFactory, IngestRuntime, IngestSettings
 
 SAMPLE_DATA = PROJECT_ROOT / "sample_data"
 
@@ -45,19 +46,43 @@ class Run:
         return "failed" if self.error else "completed"
 
 
+class IngestEnv:
+    """The ingestion service a test's runs use; tests swap settings or the connection factory between runs."""
+
+    def __init__(self, runtime: IngestRuntime) -> None:
+        self.runtime = runtime
+
+    @property
+    def services(self) -> Services:
+        return Services(self.runtime)
+
+    def update(self, **changes: Any) -> None:
+        self.runtime = replace(self.runtime, **changes)
+
+    def settings(self, **changes: Any) -> None:
+        self.update(settings=replace(self.runtime.settings, **changes))
+
+    def context(self, job_id: str, stage: int, index: int = 0) -> TaskContext:
+        return TaskContext(job_id, "ingest", stage, task_id_for(job_id, stage, index), index, 1, 3, self.services)
+
+
 class IngestRunner:
-    def __init__(self, tasks: TaskRegistry, workers: int = 1) -> None:
+    def __init__(self, tasks: TaskRegistry, env: IngestEnv, workers: int = 1) -> None:
         self.job = Ingest()
         self.tasks = tasks
+        self.env = env
         self.workers = workers
 
+    def parameters(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """What submit would store: the input manifest added, then validated."""
+        return self.job.validate_parameters(self.job.prepare(raw, self.env.services))
+
     def _call(self, job_id: str, stage: int, index: int, task_type: str, params: dict[str, Any]) -> dict[str, Any]:
-        context = TaskContext(job_id, "ingest", stage, task_id_for(job_id, stage, index), index, 1, 3)
-        result = self.tasks.get(task_type)(params, context)
+        result = self.tasks.get(task_type)(params, self.env.context(job_id, stage, index))
         return dict(result or {})
 
     def run(self, raw: Mapping[str, Any], *, stop_before: int | None = None) -> Run:
-        parameters = self.job.validate_parameters(raw)
+        parameters = self.parameters(raw)
         run = Run(self.job.job_id(parameters), parameters)
         previous = PreviousResults(stage=0)
         stage_results: dict[int, PreviousResults] = {}
@@ -79,7 +104,8 @@ class IngestRunner:
             previous = stage_results[stage.number] = PreviousResults(stage.number, rows)
         outcome = JobStatus.FAILED if run.error else JobStatus.COMPLETED
         errors = [{"message": str(run.error), "type": type(run.error).__name__}] if run.error else []
-        context = FinalizeContext(run.job_id, "ingest", parameters, outcome, stage_results, {}, errors)
+        context = FinalizeContext(run.job_id, "ingest", parameters, outcome, stage_results, {}, errors,
+                                  self.env.services)
         run.report = self.job.finalize(context)
         return run
 
@@ -90,23 +116,26 @@ def task_registry() -> TaskRegistry:
 
 
 @pytest.fixture
-def connection_factory(database_url: str) -> runtime.ConnectionFactory:
+def connection_factory(database_url: str) -> ConnectionFactory:
     """Plain (non-autocommit) connections to this test's database, closed when their block ends."""
     return lambda: psycopg.connect(database_url)
 
 
-@pytest.fixture
-def ingest_settings(connection_factory: runtime.ConnectionFactory, tmp_path: Path) -> Iterator[IngestSettings]:
-    """The ingestion runtime configured on this test's database."""
-    settings = IngestSettings(artifacts=LocalArtifactStore(tmp_path / "reports"))
-    runtime.configure(connection_factory, settings)
-    yield settings
-    runtime.reset()
+@pytest.fixture(scope="session")
+def ingest_queries() -> SqlQueries:
+    return SqlQueries.load(SQL_DIR)
 
 
 @pytest.fixture
-def runner(ingest_settings: IngestSettings, task_registry: TaskRegistry) -> IngestRunner:
-    return IngestRunner(task_registry)
+def ingest_env(connection_factory: ConnectionFactory, tmp_path: Path, ingest_queries: SqlQueries) -> IngestEnv:
+    """The ingestion service on this test's database, reports in the test's folder."""
+    return IngestEnv(IngestRuntime(connection_factory, ingest_queries, LocalArtifactStore(tmp_path / "reports"),
+                                   IngestSettings()))
+
+
+@pytest.fixture
+def runner(ingest_env: IngestEnv, task_registry: TaskRegistry) -> IngestRunner:
+    return IngestRunner(task_registry, ingest_env)
 
 
 @pytest.fixture
@@ -116,9 +145,7 @@ def warehouse(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
-def data_root(
-    tmp_path: Path, connection_factory: runtime.ConnectionFactory, ingest_settings: IngestSettings
-) -> Iterator[Callable[..., Path]]:
+def data_root(tmp_path: Path, ingest_env: IngestEnv) -> Iterator[Callable[..., Path]]:
     """Point the data root at a copy of the sample set (or an empty folder) for this test."""
 
     def use(copy_samples: bool = True) -> Path:
@@ -126,17 +153,14 @@ def data_root(
         if copy_samples and not root.exists():
             shutil.copytree(SAMPLE_DATA, root)
         root.mkdir(exist_ok=True)
-        current = runtime.settings()
-        runtime.configure(connection_factory, replace(current, data_root=root))
+        ingest_env.settings(data_root=root)
         return root
 
     yield use
 
 
 @pytest.fixture
-def data_sources(
-    tmp_path: Path, connection_factory: runtime.ConnectionFactory, ingest_settings: IngestSettings
-) -> Callable[[Callable[[dict[str, Any]], None]], Path]:
+def data_sources(tmp_path: Path, ingest_env: IngestEnv) -> Callable[[Callable[[dict[str, Any]], None]], Path]:
     """Use a copy of data_sources.yml changed by `edit(config_dict)` for this test."""
 
     def use(edit: Callable[[dict[str, Any]], None]) -> Path:
@@ -144,8 +168,7 @@ def data_sources(
         edit(config)
         path = tmp_path / "data_sources.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        current = runtime.settings()
-        runtime.configure(connection_factory, replace(current, data_sources=path))
+        ingest_env.settings(data_sources=path)
         return path
 
     return use

@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import pytest
 
-from services.ingestion import runtime
+from core.errors import ConfigurationError
+from core.registry import TaskContext
 
 PROVIDER = textwrap.dedent('''
     """A fake external registry that knows every company."""
@@ -48,7 +50,7 @@ def test_ids_come_from_the_reference_table_once_it_is_filled(runner, data_root, 
 
 
 def test_provider_budget_is_shared_by_the_run_and_connections_are_released(
-    runner, data_root, data_sources, tmp_path, monkeypatch, connection_factory, warehouse
+    runner, data_root, data_sources, tmp_path, monkeypatch, connection_factory, warehouse, ingest_env
 ):
     modules = tmp_path / "modules"
     modules.mkdir()
@@ -68,7 +70,7 @@ def test_provider_budget_is_shared_by_the_run_and_connections_are_released(
             finally:
                 closed.append(conn)
 
-    runtime.configure(counting, runtime.settings())
+    ingest_env.update(connect=counting)
     run = runner.run({"domains": ["annuity_performance"]})
 
     assert run.error is None
@@ -88,18 +90,10 @@ def test_provider_budget_is_shared_by_the_run_and_connections_are_released(
     assert len(unknown) == 16 - 3
 
 
-def test_runtime_must_be_configured(task_registry):
-    runtime.reset()
-    try:
-        from core.registry import TaskContext
-
-        handler = task_registry.get("ingest.backfill")
+def test_handlers_need_the_ingestion_service_from_the_composition_root(task_registry):
+    handler = task_registry.get("ingest.references")
+    with pytest.raises(ConfigurationError, match="no IngestRuntime service"):
         handler({"domain": "annual_award"}, TaskContext("j", "ingest", 3, "t", 0, 1, 3))
-    except runtime.RuntimeNotConfigured as exc:
-        assert "runtime.configure" in str(exc)
-    else:
-        raise AssertionError("expected RuntimeNotConfigured")
-    assert psycopg  # the module under test talks psycopg; imported for the fixtures' type
 
 
 def _backends_gone(warehouse: psycopg.Connection[Any], wait: float = 5.0) -> bool:

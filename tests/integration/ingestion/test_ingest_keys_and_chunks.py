@@ -10,7 +10,6 @@ from pathlib import Path
 import openpyxl
 
 from services.ingestion import staging as st
-from services.ingestion.catalog import load_catalog
 from services.ingestion.processing import process_file
 from services.ingestion.readers import FileFormat
 from services.ingestion.sample_layouts import LAYOUTS
@@ -51,14 +50,14 @@ def _messy_performance(path: Path, rows: int, seed: int) -> tuple[Path, list[lis
     return write_workbook(path, layout, data, "2024-06"), data
 
 
-def test_keys_repeated_across_chunks_are_rejected_once(data_root, tmp_path, connection_factory, ingest_settings):
+def test_keys_repeated_across_chunks_are_rejected_once(data_root, tmp_path, ingest_env):
     data_root()
     path, _ = _messy_performance(tmp_path / "perf.xlsx", 60, 5)
-    catalog = load_catalog()
+    runtime = ingest_env.runtime
+    catalog = runtime.catalog()
     domain = catalog.domain("annuity_performance")
     staging = st.StagingTable.for_domain("ingest_staging", domain.name, catalog.service(domain.name).output_model)
-    with connection_factory() as conn:
-        conn.autocommit = True
+    with runtime.warehouse() as conn:
         st.ensure_base_tables(conn, "ingest_staging")
         st.ensure_staging_table(conn, staging)
         results = {}
@@ -66,8 +65,9 @@ def test_keys_repeated_across_chunks_are_rejected_once(data_root, tmp_path, conn
             job = f"job-{chunk_rows}"
             _, tally = process_file(conn, schema="ingest_staging", staging=staging, domain=domain,
                                     service=catalog.service(domain.name), path=path, sheet="Performance",
-                                    job_id=job, period=None, file_format=FileFormat.AUTO, chunk_rows=chunk_rows)
-            reasons = conn.execute(
+                                    job_id=job, period=None, file_format=FileFormat.AUTO, runtime=runtime,
+                                    chunk_rows=chunk_rows)
+            reasons = conn.conn.execute(
                 "SELECT source_row, reason FROM ingest_staging.rejected_rows WHERE job_id = %s ORDER BY 1", (job,)
             ).fetchall()
             results[chunk_rows] = (tally.input, tally.output, tally.rejected, tally.skipped, reasons)

@@ -14,7 +14,7 @@ def test_max_files_limits_and_accumulates(runner, data_root, table_rows):
     assert (found["matched"], len(found["files"])) == (3, 2)
     assert [r["file"] for r in run.results[2]] == [f["path"] for f in found["files"]]
     outputs = [r["output"] for r in run.results[2]]
-    [load] = run.results[5]
+    [load] = run.results[5][0]["tables"]
     assert load["rows"] == sum(outputs) == table_rows("warehouse.annuity_performance")
     assert all(o > 0 for o in outputs)
 

@@ -29,13 +29,13 @@ def test_plan_only_writes_nothing_and_returns_the_sql_plan(runner, data_root, wa
     run = runner.run({"domains": ALL})
     assert run.error is None
     assert warehouse.execute("SELECT to_regnamespace('warehouse')").fetchone()[0] is None, "no warehouse schema"
-    loads = {t["table"]: t for t in run.results[5]}
+    loads = {t["table"]: t for t in run.results[5][0]["tables"]}
     assert set(loads) == set(TARGETS.values())
     report = run.report
-    assert report["mode"] == "plan-only"
+    assert report["mode"] == "plan only"
     for domain, table in TARGETS.items():
         plan = loads[table]
-        assert plan["mode"] == "plan-only"
+        assert plan["mode"] == "plan only"
         assert plan["rows"] == report["domains"][domain]["output"] > 0
         assert plan["sql"][0].startswith('CREATE SCHEMA IF NOT EXISTS "warehouse"')
         assert any(s.startswith(f'INSERT INTO "warehouse"."{domain}"') for s in plan["sql"])
@@ -55,7 +55,7 @@ def test_execute_loads_every_record_and_references(runner, data_root, table_rows
     domains = run.report["domains"]
     for domain, table in TARGETS.items():
         assert table_rows(table) == domains[domain]["output"] > 0
-    assert run.report["mode"] == "executed"
+    assert run.report["mode"] == "loaded"
     assert table_rows("warehouse.plans") == 10
     assert table_rows("warehouse.company_reference") == 16
     portfolios = warehouse.execute(
@@ -79,13 +79,13 @@ def test_rerun_replaces_by_key_and_append_replaces_by_file(runner, data_root, ta
     income, awards = (first.report["domains"][d]["output"] for d in ("annuity_income", "annual_award"))
     again = runner.run({"domains": ["annuity_income", "annual_award"], "execute": True, "max_files": 5})
     assert again.job_id != first.job_id
-    loads = {t["table"]: t for t in again.results[5]}
+    loads = {t["table"]: t for t in again.results[5][0]["tables"]}
     assert loads["warehouse.annuity_income"]["deleted"] == income
     assert table_rows("warehouse.annuity_income") == income
     assert table_rows("warehouse.annual_award") == awards, "loading a file again replaces what it loaded"
     assert loads["warehouse.annual_award"]["deleted"] == awards
     plan = runner.run({"domains": ["annuity_income"]})
-    assert plan.results[5][0]["would_delete"] == income
+    assert plan.results[5][0]["tables"][0]["would_delete"] == income
 
 
 def test_report_files(runner, data_root):

@@ -7,10 +7,9 @@ import shutil
 from pathlib import Path
 
 from core.errors import PermanentError
-from services.ingestion import runtime
 
 
-def test_duplicate_keys_across_files_fail_the_gate(runner, data_root, table_rows, ingest_settings):
+def test_duplicate_keys_across_files_fail_the_gate(runner, data_root, table_rows, ingest_env):
     root = data_root()
     folder = root / "annuity_performance" / "V2"
     shutil.copy(folder / "annuity_performance_2024-06_east.xlsx", folder / "annuity_performance_2024-06_copy.xlsx")
@@ -20,8 +19,10 @@ def test_duplicate_keys_across_files_fail_the_gate(runner, data_root, table_rows
     assert "appear more than once across files" in str(run.error)
     assert table_rows("warehouse.annuity_performance") == -1
     assert table_rows("warehouse.annual_award") == -1, "fail fast: no domain is loaded"
-    assert table_rows("warehouse.plans") == 10, "references are backfilled in the stage before the gate"
-    report = json.loads(runtime.artifacts().get(f"{run.job_id}/quality_annuity_performance.json"))
+    assert table_rows("warehouse.plans") == -1, "references are written only with the run's load, after the gate"
+    assert run.report["mode"] == "not loaded"
+    assert run.report["domains"]["annuity_performance"]["quality"]["passed"] is False
+    report = json.loads(ingest_env.runtime.artifacts.get(f"{run.job_id}/quality_annuity_performance.json"))
     [unique] = [c for c in report["checks"] if c["rule"] == "unique_key"]
     assert not unique["passed"] and unique["duplicates"][0]["copies"] == 2
     assert Path(run.report["files"]["report"]).is_file(), "the run report is still written"

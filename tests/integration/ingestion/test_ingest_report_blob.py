@@ -6,23 +6,21 @@ import csv
 import io
 import json
 import uuid
-from dataclasses import replace
 
 from infrastructure.artifacts import blob
-from services.ingestion import runtime
 
 
-def test_finalize_writes_report_and_csvs_to_blob_storage(runner, data_root, connection_factory, azurite):
+def test_finalize_writes_report_and_csvs_to_blob_storage(runner, data_root, ingest_env, azurite):
     data_root()
     container = f"reports{uuid.uuid4().hex[:12]}"
     store = blob.BlobArtifactStore(blob.container_from_connection_string(azurite, container))
-    runtime.configure(connection_factory, replace(runtime.settings(), artifacts=store))
+    ingest_env.update(artifacts=store)
     run = runner.run({"domains": ["annuity_performance"]})
     assert run.error is None and run.report is not None
     files = run.report["files"]
     assert files["report"].endswith(f"/{container}/{run.job_id}/report.json")
     report = json.loads(store.get(f"{run.job_id}/report.json"))
-    assert report["job_id"] == run.job_id and report["mode"] == "plan-only"
+    assert report["job_id"] == run.job_id and report["mode"] == "plan only"
     unknown = list(csv.DictReader(io.StringIO(store.get(f"{run.job_id}/unknown_names.csv").decode())))
     assert len(unknown) == run.report["domains"]["annuity_performance"]["unknown_names"] == 16
     rejected = store.get(f"{run.job_id}/rejected_rows.csv").decode().splitlines()

@@ -11,7 +11,6 @@ import psycopg
 import pytest
 
 from core.models import JobStatus
-from services.ingestion import runtime as ingestion
 from tests.integration.engine_helpers import run_to_end
 from triggers.runtime import Runtime
 
@@ -21,7 +20,6 @@ DOMAINS = ["annuity_performance", "annuity_income", "trustee_performance", "annu
 @pytest.fixture
 def ingest_runtime(runtime: Runtime) -> Iterator[Runtime]:
     yield runtime
-    ingestion.reset()
 
 
 def _warehouse(url: str) -> dict[str, int]:

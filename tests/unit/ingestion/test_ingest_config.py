@@ -12,6 +12,7 @@ from core.errors import InvalidParameters
 from jobs.ingest import Ingest
 from services.ingestion.catalog import UnknownDomain, load_catalog
 from services.ingestion.config import DATA_SOURCES_ENV, DataSourcesError, LoadMode, data_sources_path
+from tests.unit.ingestion.services import ingest_services
 
 DOMAINS = ["annual_award", "annuity_income", "annuity_performance", "trustee_performance"]
 
@@ -87,10 +88,16 @@ def test_domains_sharing_a_table_must_agree(tmp_path):
         load_catalog(write(tmp_path, data))
 
 
-def test_broken_file_stops_job_start_up(tmp_path, monkeypatch):
+def test_broken_file_stops_start_up(tmp_path, monkeypatch):
+    """The composition root loads the catalog when it builds the ingestion service (no connection is opened)."""
+    from infrastructure.postgres.database import Database
+    from infrastructure.settings import Settings
+    from triggers.runtime import _ingestion
+
     monkeypatch.setenv(DATA_SOURCES_ENV, str(write(tmp_path, "version: 1\n")))
+    settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none", reports_dir=tmp_path / "reports")
     with pytest.raises(DataSourcesError, match="domains"):
-        Ingest()
+        _ingestion(settings, Database(settings))
 
 
 def test_environment_points_at_another_file(tmp_path, monkeypatch):
@@ -102,7 +109,7 @@ def test_environment_points_at_another_file(tmp_path, monkeypatch):
 
 def test_unknown_domain_is_a_parameter_error_naming_valid_domains():
     with pytest.raises(InvalidParameters) as info:
-        Ingest().validate_parameters({"domains": ["annuity_income", "pensions"]})
+        Ingest().prepare({"domains": ["annuity_income", "pensions"]}, ingest_services())
     [detail] = info.value.details
     assert detail["field"] == "domains"
     assert "unknown domain 'pensions'" in detail["message"]
