@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from core.errors import PermanentError
 from core.jobs import FinalizeContext, JobDefinition, JobParameters, PreviousResults, Stage
 from core.models import JSON, FailurePolicy
 from core.services import Services
@@ -31,7 +32,8 @@ class IngestParameters(JobParameters):
     execute: bool = Field(False, description="Write the warehouse; plan-only when false")
     sheet: str | None = Field(None, min_length=1, max_length=100, description="Sheet name overriding the domain's")
     inputs: list[DomainInputs] = Field(
-        min_length=1, description="Per domain, the input files with sizes and SHA-256 hashes (added on submit)"
+        default_factory=list,
+        description="Per domain, the input files with sizes and SHA-256 hashes; added on submit when not given",
     )
 
     @field_validator("domains", mode="before")
@@ -47,7 +49,7 @@ class IngestParameters(JobParameters):
     @model_validator(mode="after")
     def _inputs_match_domains(self) -> IngestParameters:
         named = [i.domain for i in self.inputs]
-        if sorted(named) != sorted(self.domains):
+        if named and sorted(named) != sorted(self.domains):
             raise ValueError(f"inputs are for {named}; they must be one entry per domain of {self.domains}")
         return self
 
@@ -67,12 +69,15 @@ class Ingest(JobDefinition):
 
     def prepare(self, parameters: Mapping[str, Any], services: Services) -> Mapping[str, Any]:
         """Add the input manifest (unless given): every domain's files with sizes and hashes."""
-        if "inputs" in parameters:
+        if parameters.get("inputs"):
             return parameters
         return {**parameters, "inputs": build_manifest(parameters, services)}
 
     def create_tasks(self, stage: Stage, params: Any, previous: PreviousResults) -> Iterable[JSON]:
         if stage.number == 1:
+            if not params.inputs:
+                raise PermanentError("ingest has no input manifest: submit it through CoreMachine.submit, "
+                                     "which adds every domain's files with their hashes")
             return [{**i.model_dump(mode="json"), "sheet": params.sheet, "execute": params.execute}
                     for i in params.inputs]
         if stage.number == 2:

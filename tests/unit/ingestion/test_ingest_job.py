@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from core.errors import InvalidParameters
+from core.errors import InvalidParameters, PermanentError
 from core.jobs import PreviousResults
 from core.models import TaskResultRow, TaskStatus
 from jobs.ingest import Ingest
@@ -44,9 +44,11 @@ def test_parameters_defaults_single_domain_and_the_input_manifest():
     assert again["domains"] == ["annuity_income"] and again["inputs"] == inputs
 
 
-def test_inputs_are_required_and_must_match_the_domains():
-    with pytest.raises(InvalidParameters, match="inputs"):
-        Ingest().validate_parameters({"domains": ["annual_award"]})
+def test_inputs_must_match_the_domains_and_a_run_needs_them():
+    bare = Ingest().validate_parameters({"domains": ["annual_award"]})
+    assert bare["inputs"] == [], "a pre-check without the submit path's manifest still validates"
+    with pytest.raises(PermanentError, match="no input manifest"):
+        build(1, bare)
     params = submitted({"domains": ["annual_award"]})
     with pytest.raises(InvalidParameters, match="one entry per domain"):
         Ingest().validate_parameters({**params, "domains": ["annual_award", "annuity_income"]})
