@@ -6,7 +6,7 @@ the `/api` prefix: azure-functions-host#1781), so these live under `/api/ops/`, 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,7 +34,8 @@ DeadLetterId = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL
 
 
 class Selection(BaseModel):
-    """Which dead letters: ids, a filter (queue, job_id, task_type, reason), or all; the same rules as the CLI."""
+    """Which dead letters: ids, a filter (queue, job_id, task_type, reason), or all=true; the same rules as the
+    CLI. A selection of nothing is refused (422) rather than taken as everything."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,12 +55,16 @@ class Selection(BaseModel):
         """The selector, refusing one that selects everything by accident."""
         selector = self.selector()
         if selector.everything and not selector.queue and not self.all:
-            raise ApiError(400, "selector_required",
+            raise ApiError(422, "selector_required",
                            "name dead letter ids, a selector (job_id, task_type, reason, queue), or all=true",
                            [{"field": "ids", "message": "no selector given"}])
         return selector
 
 
+_SELECTION_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "an invalid selection"}, 415: {"description": "the body is not JSON"},
+    422: {"description": "nothing selected: name ids, a filter, or all=true"},
+}
 QueueQuery = Annotated[Queue | None, Query(description="jobs or tasks")]
 TextQuery = Annotated[str | None, Query(min_length=1, max_length=500, pattern=NO_NUL_PATTERN)]
 
@@ -73,8 +78,8 @@ def admin_router(bodies: BodyModels) -> APIRouter:
         ctx: Context, queue: QueueQuery = None, job_id: TextQuery = None, task_type: TextQuery = None,
         reason: TextQuery = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"page size (1-{MAX_PAGE})")] = DEFAULT_PAGE,
-        cursor: Annotated[str | None, Query(pattern="^[0-9]{1,18}$", description="next_cursor of the previous page")
-                          ] = None,
+        cursor: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL_PATTERN,
+                                            description="next_cursor of the previous page")] = None,
     ) -> DeadLetterPage:
         selector = DeadLetterSelector(queue=queue, job_id=job_id, task_type=task_type, reason=reason)
         rows = ctx.transport.list_dead_letters(selector, limit=limit + 1, after=cursor)
@@ -84,8 +89,7 @@ def admin_router(bodies: BodyModels) -> APIRouter:
 
     @router.post("/replay", response_model=DeadLetterAction,
                  summary="Replay dead letters (ids, a filter, or all; dry_run first)",
-                 responses={400: {"description": "no selector, or an invalid one"},
-                            415: {"description": "the body is not JSON"}})
+                 responses=_SELECTION_ERRORS)
     def deadletters_replay(ctx: Context, body: JsonObject) -> DeadLetterAction:
         selection = parse_body(Selection, body)
         replayed = ctx.transport.replay_dead_letters(selection.chosen(), dry_run=selection.dry_run)
@@ -94,22 +98,17 @@ def admin_router(bodies: BodyModels) -> APIRouter:
 
     bodies.add("deadletters_replay", Selection, required=True)
 
-    @router.delete("", response_model=DeadLetterAction, summary="Purge dead letters (same selectors; dry_run)",
-                   responses={400: {"description": "no selector, or an invalid one"}})
-    def deadletters_purge(
-        ctx: Context, queue: QueueQuery = None, job_id: TextQuery = None, task_type: TextQuery = None,
-        reason: TextQuery = None,
-        ids: Annotated[str | None, Query(pattern="^[^,\\x00]{1,200}(,[^,\\x00]{1,200})*$",
-                                         description="comma-separated dead letter ids")] = None,
-        all: Annotated[bool, Query(description="every dead letter")] = False,
-        dry_run: Annotated[bool, Query(description="list what would be purged")] = False,
-    ) -> DeadLetterAction:
-        selection = Selection(ids=(ids or "").split(",") if ids else [], queue=queue, job_id=job_id,
-                              task_type=task_type, reason=reason, all=all, dry_run=dry_run)
+    @router.post("/purge", response_model=DeadLetterAction,
+                 summary="Purge dead letters for good (the same selection; dry_run lists them instead)",
+                 responses=_SELECTION_ERRORS)
+    def deadletters_purge(ctx: Context, body: JsonObject) -> DeadLetterAction:
+        selection = parse_body(Selection, body)
         selector = selection.chosen()
-        if dry_run:
+        if selection.dry_run:
             rows = ctx.transport.list_dead_letters(selector, limit=PURGE_PREVIEW_LIMIT)
             return DeadLetterAction(dry_run=True, count=len(rows), dead_letters=[DeadLetterBody.of(d) for d in rows])
         return DeadLetterAction(dry_run=False, count=ctx.transport.purge_dead_letters(selector))
+
+    bodies.add("deadletters_purge", Selection, required=True)
 
     return router

@@ -1,9 +1,7 @@
-"""What every HTTP route shares: the context it runs against, the one error shape, JSON bodies and cursors."""
+"""What every HTTP route shares: the context it runs against, the one error shape and JSON bodies."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,23 +89,6 @@ class ApiError(Exception):
         return ErrorBody(error=self.code, message=self.message, details=self.details).model_dump()
 
 
-def encode_cursor(value: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(raw: str | None) -> dict[str, Any] | None:
-    if not raw:
-        return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        value = None
-    if not isinstance(value, dict):
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned",
-                       [{"field": "cursor", "message": "pass next_cursor from the previous page unchanged"}])
-    return value
-
-
 async def json_object(request: Request) -> dict[str, Any]:
     """The request's JSON object body; an absent body is `{}`. Refuses other media types, non-objects, NaN."""
     body = await request.body()
@@ -131,14 +112,32 @@ async def json_object(request: Request) -> dict[str, Any]:
 JsonObject = Annotated[dict[str, Any], Depends(json_object)]
 
 
-def parse_body(model: type[M], data: dict[str, Any]) -> M:
-    """`data` as `model`, or a 400 naming each bad field."""
+_RULES = frozenset({"value_error", "assertion_error"})  # raised by a model's own validators
+
+
+def integral(value: Any) -> Any:
+    """`value` with whole-number floats as ints: JSON Schema counts 3.0 as an integer, strict Pydantic does not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    return value
+
+
+def parse_body(model: type[M], data: dict[str, Any], *, code: str = "invalid_body", what: str = "the body") -> M:
+    """`data` held to `model` as JSON is typed (strict: `false` is no integer, "5" no number), so a body the
+    OpenAPI document accepts is accepted and one it refuses is refused. 400 naming each bad field when the body
+    breaks the schema; 422 when it fits the schema and only breaks the model's own rules."""
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(json.dumps(integral(data)), strict=True)
     except ValidationError as exc:
-        raise ApiError(400, "invalid_body", "the body does not fit the request schema", [
-            {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"]} for err in exc.errors()
-        ]) from None
+        errors = exc.errors()
+        details = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]} for e in errors]
+        fields = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        status = 422 if all(e["type"] in _RULES for e in errors) else 400
+        raise ApiError(status, code, f"invalid {what}: {fields}", details) from None
 
 
 class BodyModels:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -21,8 +21,7 @@ from triggers.http_base import (
     BodyModels,
     Context,
     JsonObject,
-    decode_cursor,
-    encode_cursor,
+    integral,
     parse_body,
 )
 from triggers.http_models import (
@@ -37,7 +36,9 @@ from triggers.http_models import (
     status_url,
 )
 
-CURSOR_PATTERN = "^[A-Za-z0-9_-]{1,1000}$"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+JOB_CURSOR = "^[0-9]{1,17}\\.[0-9a-f]{64}$"
+TASK_CURSOR = "^[0-9]{1,9}\\.[0-9]{1,9}$"
 
 
 def _list_pattern(values: list[str]) -> str:
@@ -47,7 +48,8 @@ def _list_pattern(values: list[str]) -> str:
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the job's id (64 lowercase hex characters)")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"page size (1-{MAX_PAGE})")]
-Cursor = Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the previous page")]
+JobCursor = Annotated[str | None, Query(pattern=JOB_CURSOR, description="next_cursor of the previous page")]
+TaskCursor = Annotated[str | None, Query(pattern=TASK_CURSOR, description="next_cursor of the previous page")]
 JobStatuses = Annotated[str | None, Query(
     pattern=_list_pattern([s.value for s in JobStatus]), description="comma-separated job statuses",
     examples=["failed,cancelled"])]
@@ -95,23 +97,15 @@ def job_router(jobs: JobRegistry, bodies: BodyModels) -> APIRouter:
     def list_jobs(
         ctx: Context, status: JobStatuses = None,
         type: str | None = Query(None, json_schema_extra={"enum": names}, description="job type"),
-        limit: Limit = DEFAULT_PAGE, cursor: Cursor = None,
+        limit: Limit = DEFAULT_PAGE, cursor: JobCursor = None,
     ) -> JobPage:
         if type is not None and type not in ctx.jobs.names():
             raise ApiError(400, "invalid_query", f"unknown job type {type!r}",
                            [{"field": "type", "message": f"valid: {', '.join(ctx.jobs.names())}"}])
-        after = None
-        decoded = decode_cursor(cursor)
-        if decoded is not None:
-            try:
-                after = admin.JobPageCursor(datetime.fromisoformat(str(decoded["created_at"])), str(decoded["job_id"]))
-            except (KeyError, ValueError, TypeError):
-                raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+        after = _job_cursor(cursor) if cursor else None
         found = ctx.admin.list_jobs([JobStatus(s) for s in _split(status)], type, limit + 1, after)
         page, more = found[:limit], len(found) > limit
-        next_cursor = (
-            encode_cursor({"created_at": page[-1].created_at.isoformat(), "job_id": page[-1].job_id}) if more else None
-        )
+        next_cursor = _job_cursor_text(page[-1].created_at, page[-1].job_id) if more else None
         return JobPage(jobs=[JobSummary.of(j) for j in page], next_cursor=next_cursor)
 
     @router.get("/{job_id}/tasks", response_model=TaskPage, summary="A job's tasks, filtered and paged",
@@ -119,20 +113,14 @@ def job_router(jobs: JobRegistry, bodies: BodyModels) -> APIRouter:
     def list_tasks(
         ctx: Context, job_id: JobIdPath, status: TaskStatuses = None,
         stage: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="stage number")] = None,
-        limit: Limit = DEFAULT_PAGE, cursor: Cursor = None,
+        limit: Limit = DEFAULT_PAGE, cursor: TaskCursor = None,
     ) -> TaskPage:
-        after = None
-        decoded = decode_cursor(cursor)
-        if decoded is not None:
-            stage_at, index_at = decoded.get("stage"), decoded.get("index")
-            if not isinstance(stage_at, int) or not isinstance(index_at, int):
-                raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
-            after = admin.TaskPageCursor(stage_at, index_at)
+        after = admin.TaskPageCursor(*(int(part) for part in cursor.split("."))) if cursor else None
         if ctx.store.get_job(job_id) is None:
             raise admin.JobNotFound(job_id)
         found = ctx.admin.list_tasks(job_id, stage, _split(status), limit + 1, after)
         page, more = found[:limit], len(found) > limit
-        next_cursor = encode_cursor({"stage": page[-1].stage, "index": page[-1].index}) if more else None
+        next_cursor = f"{page[-1].stage}.{page[-1].index}" if more else None
         return TaskPage(job_id=job_id, tasks=[TaskBody.of(t) for t in page], next_cursor=next_cursor)
 
     @router.post("/{job_id}/cancel", status_code=202, response_model=JobSummary,
@@ -170,11 +158,32 @@ def job_router(jobs: JobRegistry, bodies: BodyModels) -> APIRouter:
     return router
 
 
+def _job_cursor_text(created_at: datetime, job_id: str) -> str:
+    """`<microseconds since 1970>.<job id>`: every string of the documented pattern is a cursor."""
+    return f"{(created_at - _EPOCH) // timedelta(microseconds=1)}.{job_id}"
+
+
+def _job_cursor(text: str) -> admin.JobPageCursor:
+    micros, job_id = text.split(".")
+    return admin.JobPageCursor(_EPOCH + timedelta(microseconds=int(micros)), job_id)
+
+
+_SUBMITTED: dict[str, Any] = {
+    "headers": {"Location": {"description": "the job's status URL", "schema": {"type": "string"}}},
+    "links": {
+        operation: {"operationId": operation, "parameters": {"job_id": "$response.body#/job_id"}}
+        for operation in ("job_status", "list_tasks", "job_events", "cancel_job", "retry_job")
+    },
+}
+
+
 def _add_submit(router: APIRouter, definition: JobDefinition, bodies: BodyModels) -> None:
     job_type = definition.job_type
     operation_id = f"submit_{job_type}"
 
     def submit(ctx: Context, body: JsonObject, response: Response) -> Submitted:
+        body = integral(body)
+        parse_body(definition.Parameters, body, code="invalid_parameters", what=f"parameters for {job_type}")
         result = ctx.engine.submit(job_type, body)
         response.status_code = 201 if result.created else 200
         response.headers["Location"] = status_url(result.job.job_id)
@@ -188,9 +197,9 @@ def _add_submit(router: APIRouter, definition: JobDefinition, bodies: BodyModels
     router.add_api_route(
         f"/submit/{job_type}", submit, methods=["POST"], status_code=201, response_model=Submitted,
         operation_id=operation_id, summary=f"Submit a {job_type} job", description=description,
-        responses={200: {"model": Submitted, "description": "the same job was submitted before",
-                         "headers": {"Location": {"schema": {"type": "string"}}}},
-                   201: {"description": "job created", "headers": {"Location": {"schema": {"type": "string"}}}},
-                   400: {"description": "invalid parameters (details name each bad field)"},
+        responses={200: {"model": Submitted, "description": "the same job was submitted before", **_SUBMITTED},
+                   201: {"description": "job created", **_SUBMITTED},
+                   400: {"description": "parameters that break the schema (details name each bad field)"},
+                   422: {"description": "parameters that fit the schema but break a rule of the job type"},
                    415: {"description": "the body is not JSON"}},
     )

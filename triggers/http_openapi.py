@@ -65,7 +65,8 @@ def _forbid_nul(schema: Any) -> None:
 def _complete(operation: dict[str, Any], refs: dict[str, dict[str, Any]]) -> None:
     op_id = operation.get("operationId", "")
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    responses.pop("422", None)
+    if responses.get("422", {}).get("description") == "Validation Error":
+        del responses["422"]  # FastAPI's own; its validation errors answer 400 here
     codes: set[str] = set()
     if op_id in refs:
         body = refs[op_id]

@@ -1,10 +1,9 @@
 """HTTP protocol hygiene in front of the routes, as one ASGI middleware: body size limit (also for chunked
-bodies), NUL characters in paths and queries, HEAD as GET without a body, OPTIONS and 405 with a full `Allow`."""
+bodies), HEAD as GET without a body, OPTIONS and 405 with a full `Allow`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import unquote_to_bytes
 
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match
@@ -45,10 +44,6 @@ class ProtocolMiddleware:
             return
         method = scope["method"].upper()
         path = scope["path"]
-        if "\x00" in path or b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
-            await _error(ApiError(400, "invalid_request", "the path or query contains a NUL character"))(
-                scope, receive, send)
-            return
         allowed = allowed_methods(self.routes(), scope)
         if allowed and method not in allowed:
             listed = ", ".join(sorted(allowed))

@@ -28,7 +28,7 @@ ROUTES = {
     "openapi": ("GET", "/api/openapi.json"),
     "deadletters_list": ("GET", "/api/ops/deadletters"),
     "deadletters_replay": ("POST", "/api/ops/deadletters/replay"),
-    "deadletters_purge": ("DELETE", "/api/ops/deadletters"),
+    "deadletters_purge": ("POST", "/api/ops/deadletters/purge"),
 }
 
 
@@ -78,6 +78,10 @@ def test_submit_is_idempotent_and_validates(http: Http, api: ApiContext) -> None
     assert http.call("submit_job", {"job_type": "drill_continue"}, raw=b"{nope")[0] == 400
     assert http.call("submit_job", {"job_type": "drill_continue"}, raw=b"[1]")[0] == 400
     assert http.call("submit_job", {"job_type": "drill_continue"}, raw=b'{"n": NaN}')[0] == 400
+    assert http.submit("drill_continue", {"n": True})[0] == 400  # JSON types are strict: true is no integer
+    assert http.submit("drill_continue", {"n": 2.0, "tag": "a"}) == (200, again)  # 2.0 is the integer 2
+    status, error = http.submit("sum_squares", {"upto": 10**12, "chunk_size": 1})
+    assert status == 422 and error["error"] == "invalid_parameters"  # fits the schema, breaks the job's own rule
     big = json.dumps({"tag": "x" * (api.settings.http_max_body_bytes + 1)}).encode()
     assert http.call("submit_job", {"job_type": "drill_continue"}, raw=big)[0] == 413
 
@@ -223,7 +227,8 @@ def test_dead_letters_list_replay_and_purge(http: Http, http_runtime: Runtime) -
     assert http.call("deadletters_list", params={"queue": "elsewhere"})[0] == 400
 
     status, error = http.call("deadletters_replay", body={})
-    assert status == 400 and error["error"] == "selector_required"
+    assert status == 422 and error["error"] == "selector_required"
+    assert http.call("deadletters_replay", body={"ids": [ids[0]], "dry_run": 0})[0] == 400  # JSON types are strict
     status, dry = http.call("deadletters_replay", body={"ids": [ids[0]], "dry_run": True})
     assert status == 200 and dry["dry_run"] is True and dry["count"] == 1
     assert len(http_runtime.transport.list_dead_letters(DeadLetterSelector())) == 3
@@ -231,10 +236,10 @@ def test_dead_letters_list_replay_and_purge(http: Http, http_runtime: Runtime) -
     assert status == 200 and done["count"] == 1
     assert len(http_runtime.transport.list_dead_letters(DeadLetterSelector())) == 2
 
-    assert http.call("deadletters_purge")[0] == 400
-    status, preview = http.call("deadletters_purge", params={"job_id": f"{1:064x}", "dry_run": "true"})
+    assert http.call("deadletters_purge", body={})[0] == 422
+    status, preview = http.call("deadletters_purge", body={"job_id": f"{1:064x}", "dry_run": True})
     assert status == 200 and preview["count"] == 1
-    status, purged = http.call("deadletters_purge", params={"all": "true"})
+    status, purged = http.call("deadletters_purge", body={"all": True})
     assert status == 200 and purged == {"dry_run": False, "count": 2, "dead_letters": []}
     assert http_runtime.transport.list_dead_letters(DeadLetterSelector()) == []
 
@@ -243,5 +248,6 @@ def test_dead_letters_list_replay_and_purge(http: Http, http_runtime: Runtime) -
 def test_every_route_answers_json_without_a_server_error(http: Http, name: str) -> None:
     params = {p: "0" * 64 if p == "job_id" else "drill_continue" for p in ("job_id", "job_type")}
     body = {"ids": ["1"]} if name == "deadletters_replay" else None
-    status, _ = http.call(name, params, body=body, params={"all": "true"} if name == "deadletters_purge" else None)
+    body = {"all": True} if name == "deadletters_purge" else body
+    status, _ = http.call(name, params, body=body)
     assert status < 500

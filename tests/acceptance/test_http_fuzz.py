@@ -74,7 +74,7 @@ def test_found_by_the_fuzzer_nul_characters_are_refused_not_sent_to_postgresql(c
     for method, path, query, body in [
         ("GET", "/api/jobs", {"type": "a\x00"}, b""),
         ("GET", "/api/ops/deadletters", {"reason": "\x00"}, b""),
-        ("DELETE", "/api/ops/deadletters", {"task_type": "\x00"}, b""),
+        ("POST", "/api/ops/deadletters/purge", {}, b'{"task_type": "\\u0000"}'),
         ("POST", "/api/jobs/submit/drill_continue", {}, b'{"tag": "a\\u0000"}'),
         ("POST", "/api/ops/deadletters/replay", {}, b'{"job_id": "\\u0000"}'),
     ]:

@@ -95,10 +95,12 @@ def test_head_options_and_allow(server: ApiServer) -> None:
     status, body, response = request(server, "HEAD", "/api/livez")
     assert status == 200 and body is None and int(response.getheader("Content-Length") or 0) > 0
     status, body, response = request(server, "OPTIONS", "/api/ops/deadletters")
-    assert status == 204 and response.getheader("Allow") == "DELETE, GET, HEAD, OPTIONS"
-    status, error, response = request(server, "PATCH", "/api/ops/deadletters", headers={"x-functions-key": ADMIN_KEY})
-    assert status == 405 and response.getheader("Allow") == "DELETE, GET, HEAD, OPTIONS"
-    assert error["details"] == [{"allowed": ["DELETE", "GET", "HEAD", "OPTIONS"]}]
+    assert status == 204 and response.getheader("Allow") == "GET, HEAD, OPTIONS"
+    status, body, response = request(server, "OPTIONS", "/api/ops/deadletters/purge")
+    assert status == 204 and response.getheader("Allow") == "OPTIONS, POST"
+    status, error, response = request(server, "DELETE", "/api/ops/deadletters", headers={"x-functions-key": ADMIN_KEY})
+    assert status == 405 and response.getheader("Allow") == "GET, HEAD, OPTIONS"
+    assert error["details"] == [{"allowed": ["GET", "HEAD", "OPTIONS"]}]
 
 
 def _chunked(body: bytes, size: int = 7) -> bytes:
