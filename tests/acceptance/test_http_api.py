@@ -247,7 +247,6 @@ def test_dead_letters_list_replay_and_purge(http: Http, http_runtime: Runtime) -
 @pytest.mark.parametrize("name", sorted(ROUTES))
 def test_every_route_answers_json_without_a_server_error(http: Http, name: str) -> None:
     params = {p: "0" * 64 if p == "job_id" else "drill_continue" for p in ("job_id", "job_type")}
-    body = {"ids": ["1"]} if name == "deadletters_replay" else None
-    body = {"all": True} if name == "deadletters_purge" else body
+    body = {"deadletters_replay": {"ids": ["1"]}, "deadletters_purge": {"all": True}}.get(name)
     status, _ = http.call(name, params, body=body)
     assert status < 500
