@@ -90,9 +90,9 @@ class ApiError(Exception):
 
 
 async def json_object(request: Request) -> dict[str, Any]:
-    """The request's JSON object body; an absent body is `{}`. Refuses other media types, non-objects, NaN."""
+    """The request's JSON object body; an empty body is `{}`. Refuses other media types, non-objects, NaN."""
     body = await request.body()
-    if not body.strip():
+    if not body:
         return {}
     content_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if content_type != JSON_TYPE and not (content_type.startswith("application/") and content_type.endswith("+json")):
