@@ -18,6 +18,8 @@ from core.services import Services
 from core.settlement import Settlement, give_back
 from core.stage_runner import StageRunner
 from core.task_runner import TaskRunner
+from core.traced import job_message_span, task_batch_traces, tracing_middleware
+from core.tracing import NoTelemetry, Telemetry, bound_traces
 
 log = logging.getLogger("coremachine.engine")
 
@@ -40,6 +42,7 @@ class CoreMachine:
         worker_id: str = "worker",
         middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
         services: Services | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.services = services or Services()
         self.store = store
@@ -47,6 +50,9 @@ class CoreMachine:
         self.jobs = jobs
         self.tasks = tasks
         self.worker_id = worker_id
+        self.telemetry: Telemetry = telemetry or NoTelemetry()
+        if telemetry is not None:
+            middleware = (*middleware, tracing_middleware(telemetry))
         self._stages = StageRunner(store, relay, jobs, self.services)
         self._tasks = TaskRunner(store, relay, jobs, tasks, worker_id, middleware, self.services)
 
@@ -56,11 +62,16 @@ class CoreMachine:
         definition = self.jobs.get(job_type)
         validated = definition.validate_parameters(definition.prepare(parameters, self.services))
         job_id = definition.job_id(validated)
-        record, created = self.store.create_job(
-            NewJob(job_id, job_type, validated, len(definition.stages), definition.failure_policy)
-        )
-        if created:
-            self.relay.flush()
+        with (
+            self.telemetry.span("coremachine.submit", {"job_id": job_id, "job_type": job_type}) as span,
+            bound_traces({job_id: self.telemetry.carrier()}),
+        ):
+            record, created = self.store.create_job(
+                NewJob(job_id, job_type, validated, len(definition.stages), definition.failure_policy)
+            )
+            span.set_attribute("created", created)
+            if created:
+                self.relay.flush()
         with logcontext.bind(job_id=job_id, job_type=job_type):
             log.info("job submitted" if created else "job already exists", extra={"new_job": created})
         return SubmitResult(record, created)
@@ -71,7 +82,8 @@ class CoreMachine:
 
     def _handle_job_message(self, message: ReceivedMessage) -> Settlement:
         try:
-            return self._stages.run(message)
+            with job_message_span(self.telemetry, message):
+                return self._stages.run(message)
         except Exception as exc:
             log.warning(
                 "job message failed; giving it back for redelivery",
@@ -82,7 +94,8 @@ class CoreMachine:
             return give_back(message, f"{type(exc).__name__}: {exc}")
 
     def handle_task_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
-        return self._tasks.run(messages)
+        with bound_traces(task_batch_traces(messages)):
+            return self._tasks.run(messages)
 
     def status(self, job_id: str) -> JobSnapshot | None:
         return self.store.snapshot(job_id)

@@ -1,4 +1,7 @@
-"""Queue message bodies: constructors the store uses for its outbox, and a strict parser for receivers."""
+"""Queue message bodies: constructors the store uses for its outbox, and a strict parser for receivers.
+
+Every constructed message carries the trace context bound to its job, if any (`core.tracing.with_trace`).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from core.ids import (
     task_message_id,
 )
 from core.models import JOBS_QUEUE, TASKS_QUEUE, MessageKind, OutgoingMessage
+from core.tracing import with_trace
 
 
 def stage_message(job_id: str, job_type: str, stage: int, round_number: int = 0) -> OutgoingMessage:
@@ -22,7 +26,9 @@ def stage_message(job_id: str, job_type: str, stage: int, round_number: int = 0)
         queue=JOBS_QUEUE,
         message_id=round_message_id(stage_message_id(job_id, stage), round_number),
         body={"kind": MessageKind.STAGE.value, "job_id": job_id, "stage": stage},
-        properties={"kind": MessageKind.STAGE.value, "job_id": job_id, "job_type": job_type, "stage": stage},
+        properties=with_trace(
+            {"kind": MessageKind.STAGE.value, "job_id": job_id, "job_type": job_type, "stage": stage}
+        ),
     )
 
 
@@ -31,7 +37,7 @@ def finalize_message(job_id: str, job_type: str, round_number: int = 0) -> Outgo
         queue=JOBS_QUEUE,
         message_id=round_message_id(finalize_message_id(job_id), round_number),
         body={"kind": MessageKind.FINALIZE.value, "job_id": job_id},
-        properties={"kind": MessageKind.FINALIZE.value, "job_id": job_id, "job_type": job_type},
+        properties=with_trace({"kind": MessageKind.FINALIZE.value, "job_id": job_id, "job_type": job_type}),
     )
 
 
@@ -50,14 +56,14 @@ def task_message(
             "task_type": task_type,
             "attempt": attempt,
         },
-        properties={
+        properties=with_trace({
             "kind": MessageKind.TASK.value,
             "job_id": job_id,
             "job_type": job_type,
             "stage": stage,
             "task_type": task_type,
             "attempt": attempt,
-        },
+        }),
         delay_seconds=delay_seconds,
     )
 

@@ -145,6 +145,17 @@ class Settings(BaseSettings):
         default=3600.0,
         description="A job not updated for this long is reported as stuck by the janitor.",
     )
+    applicationinsights_connection_string: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("APPLICATIONINSIGHTS_CONNECTION_STRING", "applicationinsights_connection_string"),
+        description="Application Insights connection string: spans and metrics are exported there when set.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint"),
+        description="OTLP/HTTP endpoint (e.g. http://localhost:4318) to export spans and metrics to, when no "
+        "Application Insights connection string is set; unset means no telemetry.",
+    )
     outage_budget_seconds: float = Field(
         default=480.0,
         gt=0,
@@ -242,6 +253,8 @@ class Settings(BaseSettings):
         "retain_completed_with_errors_days",
         "retain_failed_days",
         "retain_cancelled_days",
+        "applicationinsights_connection_string",
+        "otel_exporter_otlp_endpoint",
         mode="before",
     )
     @classmethod

@@ -18,11 +18,12 @@ from core.ports import NullRelay, Relay, Transport
 from core.registry import TaskRegistry, discover_tasks
 from core.retention import PruneLimits, PruneStore, RetentionPolicy, prune
 from core.services import Services
+from core.tracing import NoTelemetry, Telemetry
 from core.worker import Worker, WorkerConfig
 from infrastructure.artifacts.local import LocalArtifactStore
 from infrastructure.identity import azure_credential
 from infrastructure.postgres.database import Database
-from infrastructure.postgres.listener import set_queue_notify
+from infrastructure.postgres.listener import queue_depths, set_queue_notify
 from infrastructure.postgres.migrations import migrate
 from infrastructure.postgres.queue import PostgresQueue
 from infrastructure.postgres.retention import PostgresPruner
@@ -30,6 +31,7 @@ from infrastructure.postgres.sql_queries import SqlQueries
 from infrastructure.postgres.store import PostgresStore
 from infrastructure.queue_config import QueueConfig
 from infrastructure.settings import Settings
+from infrastructure.telemetry.setup import build_telemetry
 from services.ingestion.warehouse import SQL_DIR as INGEST_SQL_DIR
 from services.ingestion.warehouse import IngestRuntime, IngestSettings
 
@@ -69,6 +71,7 @@ class Runtime:
     pruner: PruneStore
     retention: RetentionPolicy
     _closed: bool = field(default=False, repr=False)
+    telemetry: Telemetry = field(default_factory=NoTelemetry)
 
     def worker(self, concurrency: int = 2, **overrides: object) -> Worker:
         config = WorkerConfig(
@@ -100,6 +103,7 @@ def build_runtime(
     registries: Registries | None = None,
     worker_id: str | None = None,
     migrate_schema: bool = True,
+    telemetry: Telemetry | None = None,
 ) -> Runtime:
     """Wire everything from one settings object. Opens no connection until first use, except to migrate."""
     settings = settings or Settings()
@@ -112,9 +116,16 @@ def build_runtime(
     transport, relay = _transport(settings, database)
     pruner = PostgresPruner(database.connection)
     retention = retention_policy(settings)
+    telemetry = telemetry or build_telemetry(settings)
+    traced = None if isinstance(telemetry, NoTelemetry) else telemetry
     engine = CoreMachine(
-        store, relay, registries.jobs, registries.tasks, worker_id or default_worker_id(), services=services
+        store, relay, registries.jobs, registries.tasks, worker_id or default_worker_id(), services=services,
+        telemetry=traced,
     )
+    if settings.transport == "postgres":
+        observe = getattr(telemetry, "observe_queue_depth", None)
+        if callable(observe):
+            observe(lambda: queue_depths(database, (settings.jobs_queue, settings.tasks_queue)))
     janitor = Janitor(
         store,
         relay,
@@ -125,7 +136,10 @@ def build_runtime(
         ),
         housekeeping=[*_housekeeping(transport, settings), _pruning(pruner, retention, settings)],
     )
-    return Runtime(settings, database, store, transport, relay, registries, engine, janitor, pruner, retention)
+    return Runtime(
+        settings, database, store, transport, relay, registries, engine, janitor, pruner, retention,
+        telemetry=telemetry,
+    )
 
 
 def build_artifact_store(settings: Settings) -> ArtifactStore:

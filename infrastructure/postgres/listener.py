@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -180,3 +180,10 @@ def set_queue_notify(pool: ConnectionSource, enabled: bool) -> None:
     """Turn NOTIFY on queue inserts on (the PostgreSQL queue's workers listen) or off (nobody listens)."""
     with pool.connection() as conn, conn.transaction():
         conn.execute(query("queue_notify_set"), {"enabled": enabled})
+
+
+def queue_depths(pool: ConnectionSource, queues: Sequence[str] = ()) -> dict[str, int]:
+    """Ready (waiting or in-flight) messages per queue; `queues` are reported even when empty."""
+    with pool.connection() as conn, conn.transaction():
+        found = {str(queue): int(depth) for queue, depth in conn.execute(query("queue_depths")).fetchall()}
+    return {**dict.fromkeys(queues, 0), **found}

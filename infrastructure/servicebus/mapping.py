@@ -12,6 +12,7 @@ from azure.servicebus import exceptions as sbx
 
 from core.errors import MessageRefused, TransportError
 from core.models import OutgoingMessage
+from core.tracing import TRACE_KEYS
 
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     sbx.ServiceBusServerBusyError,
@@ -44,7 +45,10 @@ def translated(action: str) -> Iterator[None]:
 def to_servicebus_message(message: OutgoingMessage) -> ServiceBusMessage:
     """Our message as the SDK's: deterministic `message_id`, JSON body, properties as application properties."""
     properties: dict[str | bytes, Any] = {}
-    properties.update(message.properties)
+    for key, value in message.properties.items():
+        # The SDK's own tracing adds `traceparent` under a bytes key only if it is missing (setdefault): under the
+        # same key, the job's trace context is kept.
+        properties[key.encode() if key in TRACE_KEYS else key] = value
     try:
         return ServiceBusMessage(
             json.dumps(message.body, separators=(",", ":"), allow_nan=False).encode(),

@@ -1,0 +1,1 @@
+"""Telemetry adapters: OpenTelemetry behind `core.tracing.Telemetry`, and the exporters chosen at start-up."""
