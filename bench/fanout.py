@@ -1,7 +1,7 @@
 """`make bench`: fan-out, job throughput, stage creation and the commit ceiling, printed as ONE JSON object.
 
     python bench/fanout.py [--runs N] [--quick] [--concurrency C] [--workers W] [--profile DIR]
-                           [--skip-ingest | --only-ingest]
+                           [--skip-ingest | --only-ingest] [--skip-scale]
 
 Every run starts a FRESH embedded PostgreSQL cluster (pgserver) in a new temporary directory with the server's
 default durability (fsync and synchronous_commit on; nothing is tuned), migrates it, and measures:
@@ -106,7 +106,7 @@ class IngestData:
 
 def one_run(
     number: int, sizes: Sizes, workers: int, concurrency: int, profile_dir: Path | None,
-    timeout: float, *, engine_phases: bool = True, data: IngestData | None = None,
+    timeout: float, *, engine_phases: bool = True, scale_phases: bool = True, data: IngestData | None = None,
 ) -> dict[str, Any]:
     """One complete measurement on a fresh cluster; returns its figures.
 
@@ -123,7 +123,8 @@ def one_run(
         if engine_phases:
             figures["commit_ceiling_per_s"] = commit_ceiling(
                 cluster.url, sizes.ceiling_seconds, sizes.ceiling_connections)
-            figures.update(wide_phases(cluster, sizes, number, workers, concurrency, timeout))
+            if scale_phases:
+                figures.update(wide_phases(cluster, sizes, number, workers, concurrency, timeout))
 
         if data is not None:  # pandas alone on the same files, before any worker runs (an idle machine)
             floor = read_floor(data.paths, data.rows)
@@ -162,10 +163,11 @@ def one_run(
                     with profiler.phase("idle", sizes.idle_jobs):
                         idle = idle_job_latency(runtime, cluster.url, sizes.idle_jobs, sizes.job_tasks_per_stage,
                                                 f"idle-{number}", min(timeout, 60), fleet.check)
-                    figures["history_fill_s"] = with_history(cluster.url, sizes.history_tasks)
-                    fan_history = fanout(runtime, cluster.url, sizes.fanout_tasks, f"fanout-history-{number}",
-                                         timeout, fleet.check)
-                    status_history = status_ms(runtime, fan.job_id)
+                    if scale_phases:
+                        figures["history_fill_s"] = with_history(cluster.url, sizes.history_tasks)
+                        fan_history = fanout(runtime, cluster.url, sizes.fanout_tasks, f"fanout-history-{number}",
+                                             timeout, fleet.check)
+                        status_history = status_ms(runtime, fan.job_id)
                     sampler.sample()
                     figures["peak_rss_mb_all_phases"] = sampler.peak_mb
                 if data is not None:
@@ -199,16 +201,6 @@ def one_run(
             figures["idle_job_latency_p50_ms"] = idle.p50_ms
             figures["idle_job_latency_p99_ms"] = idle.p99_ms
             figures["idle_job_latency_max_ms"] = idle.max_ms
-            figures["fanout_1m_vs_10k"] = figures["fanout_1m_tasks_per_s"] / fan.tasks_per_s
-            figures["history_slowdown"] = {
-                "finished_tasks": sizes.history_tasks,
-                "fanout_tasks_per_s_empty": fan.tasks_per_s,
-                "fanout_tasks_per_s_history": fan_history.tasks_per_s,
-                "status_ms_empty": figures["status_ms_fanout_job"],
-                "status_ms_history": status_history,
-            }
-            figures["history_fanout_slowdown"] = fan.tasks_per_s / fan_history.tasks_per_s
-            figures["history_status_slowdown"] = status_history / figures["status_ms_fanout_job"]
             n = sizes.fanout_tasks
             figures["fanout_diagnostics"] = {
                 "commits_per_task": delta["xact_commit"] / n,
@@ -219,6 +211,17 @@ def one_run(
                 "postgres_cpu_s": cpu_server,
                 "cpu_busy_share": (cpu_workers + cpu_server) / (fan.seconds * (os.cpu_count() or 1)),
             }
+        if engine_phases and scale_phases:
+            figures["fanout_1m_vs_10k"] = figures["fanout_1m_tasks_per_s"] / fan.tasks_per_s
+            figures["history_slowdown"] = {
+                "finished_tasks": sizes.history_tasks,
+                "fanout_tasks_per_s_empty": fan.tasks_per_s,
+                "fanout_tasks_per_s_history": fan_history.tasks_per_s,
+                "status_ms_empty": figures["status_ms_fanout_job"],
+                "status_ms_history": status_history,
+            }
+            figures["history_fanout_slowdown"] = fan.tasks_per_s / fan_history.tasks_per_s
+            figures["history_status_slowdown"] = status_history / figures["status_ms_fanout_job"]
         if data is not None:
             figures["ingest_rows_per_s"] = ing.rows_per_s
             figures["excel_read_floor_rows_per_s"] = floor.rows_per_s
@@ -297,7 +300,8 @@ def summarize(per_run: list[dict[str, Any]], sizes: Sizes, args: argparse.Namesp
         cpu_count=os.cpu_count(),
         workers=args.workers,
         concurrency_per_worker=args.concurrency,
-        phases={"engine": not args.only_ingest, "ingest": not args.skip_ingest},
+        phases={"engine": not args.only_ingest, "scale": not (args.only_ingest or args.skip_scale),
+                "ingest": not args.skip_ingest},
         sizes=asdict(sizes),
         server=per_run[0]["server"],
         python=sys.version.split()[0],
@@ -320,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     phases = parser.add_mutually_exclusive_group()
     phases.add_argument("--skip-ingest", action="store_true", help="leave out the read floor and the ingest")
     phases.add_argument("--only-ingest", action="store_true", help="only the read floor and the ingest")
+    parser.add_argument("--skip-scale", action="store_true",
+                        help="leave out the 1M-task stages and the history phase (for a quick look at throughput)")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.workers < 1 or args.concurrency < 1:
         parser.error("--runs, --workers and --concurrency must be at least 1")
@@ -336,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data = IngestData(folder / "data", folder / "reports", paths, sizes.ingest_rows, sizes.ingest_workbooks)
         per_run = [
             one_run(i + 1, sizes, args.workers, args.concurrency, args.profile, args.timeout,
-                    engine_phases=not args.only_ingest, data=data)
+                    engine_phases=not args.only_ingest, scale_phases=not args.skip_scale, data=data)
             for i in range(args.runs)
         ]
     print(json.dumps(summarize(per_run, sizes, args), indent=2, sort_keys=False))
