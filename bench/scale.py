@@ -43,7 +43,7 @@ def idle_job_latency(
     job_ids = []
     for i in range(jobs):
         job_id = runtime.engine.submit(TWO_STAGE_JOB, {"tasks": tasks, "label": f"{label}-{i}"}).job.job_id
-        wait_for_jobs(url, [job_id], timeout, poll=0.002, health=health)
+        wait_for_jobs(url, [job_id], timeout, poll=0.01, health=health)
         job_ids.append(job_id)
         time.sleep(0.02)  # let the workers fall idle again (they sleep on LISTEN/NOTIFY)
     with psycopg.connect(url, autocommit=True) as conn:

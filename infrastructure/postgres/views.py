@@ -40,14 +40,19 @@ class StoreViews:
     def snapshot(self, job_id: str, events: int = 50) -> JobSnapshot | None:
         params = {"job_id": job_id, "limit": events}
         with self._read() as conn:
-            job_row = conn.execute(query("select_job"), params).fetchone()
+            # One round trip: the six reads go out together (pipeline mode) in one transaction, one snapshot.
+            with conn.pipeline():
+                job_cur = conn.execute(query("select_job"), params)
+                stage_cur = conn.execute(query("stage_progress"), params)
+                event_cur = conn.execute(query("snapshot_events"), params)
+                oldest_cur = conn.execute(query("oldest_running_task"), params)
+                retry_cur = conn.execute(query("next_retry_task"), params)
+                errors_cur = conn.execute(query("recent_error_tasks"), {"job_id": job_id, "limit": 5})
+            job_row = job_cur.fetchone()
             if job_row is None:
                 return None
-            stage_rows = conn.execute(query("stage_progress"), params).fetchall()
-            event_rows = conn.execute(query("snapshot_events"), params).fetchall()
-            oldest = conn.execute(query("oldest_running_task"), params).fetchone()
-            next_retry = conn.execute(query("next_retry_task"), params).fetchone()
-            errors = conn.execute(query("recent_error_tasks"), {"job_id": job_id, "limit": 5}).fetchall()
+            stage_rows, event_rows = stage_cur.fetchall(), event_cur.fetchall()
+            oldest, next_retry, errors = oldest_cur.fetchone(), retry_cur.fetchone(), errors_cur.fetchall()
         counts = _counts(stage_rows)
         return JobSnapshot(
             job=job_from_row(job_row),
