@@ -115,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: list[str], out: Output) -> int:
     settings = Settings()
     registries = load_registries(settings)
-    args = build_parser(registries).parse_args(argv)
+    # --debug is read from anywhere on the line (Output.for_argv), so it is also accepted after the subcommand.
+    args = build_parser(registries).parse_args([a for a in argv if a != "--debug"])
     if args.log_level:
         settings = settings.model_copy(update={"log_level": args.log_level})
     configure_logging(settings)

@@ -87,9 +87,13 @@ def test_unreachable_database_is_a_one_line_runtime_error_without_the_password(t
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     url = "postgresql://someone@127.0.0.1:1/nothing?connect_timeout=3"
-    done = cli("--debug", "status", JOB_ID, env={"DATABASE_URL": url, "COREMACHINE_DATA_DIR": str(tmp_path)})
+    env = {"DATABASE_URL": url, "COREMACHINE_DATA_DIR": str(tmp_path)}
+    for args in (("--debug", "status", JOB_ID), ("status", JOB_ID, "--debug")):
+        done = cli(*args, env=env)
+        assert done.returncode == 1 and "Traceback" in done.stderr
+        assert done.stderr.rstrip().splitlines()[-1].startswith("coremachine: error: cannot connect")
+    done = cli("status", JOB_ID, env={**env, "COREMACHINE_DEBUG": "1"})
     assert done.returncode == 1 and "Traceback" in done.stderr
-    assert done.stderr.rstrip().splitlines()[-1].startswith("coremachine: error: cannot connect")
 
 
 def test_run_validates_its_options_before_the_job_exists(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
