@@ -7,7 +7,9 @@ CM := $(BIN)/coremachine --log-level WARNING
 AZURITE_VERSION := 3.37.0
 AZURITE := .tools/node_modules/.bin/azurite-blob
 
-.PHONY: venv deps dev-deps tools demo test lint typecheck unit bench clean
+IAC_VENV := .venv-iac
+
+.PHONY: venv deps dev-deps tools demo test lint typecheck iac package-check unit bench clean
 
 venv: $(BIN)/python
 
@@ -32,6 +34,22 @@ $(AZURITE):
 	@command -v npm >/dev/null || { echo "npm is needed to install Azurite (apt-get install npm)"; exit 1; }
 	npm install --prefix .tools --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
 
+# Infrastructure code: Bicep syntax (pycep) and checkov, from their own virtual environment (requirements-iac.txt).
+$(IAC_VENV)/.deps: requirements-iac.txt
+	$(PYTHON) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/pip install --quiet -r requirements-iac.txt
+	touch $@
+
+iac: $(IAC_VENV)/.deps
+	$(IAC_VENV)/bin/python infra/check_bicep.py infra
+	$(IAC_VENV)/bin/checkov --directory infra --quiet --compact --skip-download
+
+# What Azure installs: requirements.txt must resolve to wheels for CPython 3.12 on Linux x86-64 (no local build).
+package-check: venv
+	$(BIN)/pip install --quiet --dry-run --ignore-installed --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+		--target $(VENV)/.package-check -r requirements.txt
+
 DOMAINS := --domain annuity_performance --domain annuity_income --domain trustee_performance --domain annual_award
 
 demo: deps
@@ -46,11 +64,11 @@ lint: dev-deps
 typecheck: dev-deps
 	$(BIN)/mypy .
 
-test: lint typecheck tools
+test: lint typecheck iac package-check tools
 	$(BIN)/pytest -q
 
 bench: dev-deps
 	$(BIN)/python -m bench.fanout --runs 3
 
 clean:
-	rm -rf $(VENV) .tools build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(IAC_VENV) .tools build *.egg-info .mypy_cache .ruff_cache .pytest_cache
