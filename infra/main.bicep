@@ -33,6 +33,14 @@ param postgresSkuTier string = 'GeneralPurpose'
 @maxValue(1000)
 param maximumInstanceCount int = 20
 
+@secure()
+@description('Key of the job routes of the HTTP API (x-functions-key header); the app checks it itself. Empty closes those routes.')
+param apiKey string = ''
+
+@secure()
+@description('Key of the admin routes (dead letters, cancel/retry from the dashboard). Empty closes them.')
+param adminKey string = ''
+
 var tags = { 'azd-env-name': environmentName }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -54,6 +62,8 @@ module resources 'resources.bicep' = {
     postgresSkuName: postgresSkuName
     postgresSkuTier: postgresSkuTier
     maximumInstanceCount: maximumInstanceCount
+    apiKey: apiKey
+    adminKey: adminKey
   }
 }
 

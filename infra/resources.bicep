@@ -9,6 +9,10 @@ param principalType string
 param postgresSkuName string
 param postgresSkuTier string
 param maximumInstanceCount int
+@secure()
+param apiKey string
+@secure()
+param adminKey string
 
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var functionAppName = 'func-coremachine-${token}'
@@ -314,6 +318,11 @@ resource personReportsReader 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
+// The HTTP API's own keys (the app checks them; the host-level function is anonymous): set only when given,
+// since an unset key closes its routes.
+var apiKeySetting = empty(apiKey) ? [] : [{ name: 'COREMACHINE_API_KEY', value: apiKey }]
+var adminKeySetting = empty(adminKey) ? [] : [{ name: 'COREMACHINE_ADMIN_KEY', value: adminKey }]
+
 // The Function App: Flex Consumption, Python 3.12, the identity for everything.
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -332,8 +341,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222: the HTTP API is public by design; every route but the probes needs a function or admin key (the host enforces them)
-  // checkov:skip=CKV_AZURE_17: clients authenticate with function keys over TLS, not client certificates
+  // checkov:skip=CKV_AZURE_222: the HTTP API is public by design; every route but the probes needs the API or admin key, which the app checks
+  // checkov:skip=CKV_AZURE_17: clients authenticate with the API's keys over TLS, not client certificates
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero on demand; a fixed instance floor (always-ready) is a cost choice, not needed for correctness (messages wait in Service Bus)
   // checkov:skip=CKV_AZURE_213: the platform's health check does not apply to Flex Consumption; /api/readyz is the readiness probe for external monitors
   name: functionAppName
@@ -352,7 +361,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: [
+      appSettings: concat(apiKeySetting, adminKeySetting, [
         // Host storage through the identity (no connection string).
         { name: 'AzureWebJobsStorage__accountName', value: storage.name }
         { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
@@ -381,7 +390,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         // Ingest reports to Blob Storage.
         { name: 'COREMACHINE_ARTIFACTS_ACCOUNT_URL', value: storage.properties.primaryEndpoints.blob }
         { name: 'COREMACHINE_ARTIFACTS_CONTAINER', value: reportsContainer.name }
-      ]
+      ])
     }
     functionAppConfig: {
       deployment: {
