@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import sql
+from psycopg import errors, sql
 from psycopg.types.json import Json
 from pydantic import BaseModel
 
@@ -67,14 +67,29 @@ def lock(db: Warehouse, name: str) -> None:
     db.conn.execute(db.q("advisory_lock"), (f"coremachine.ingest:{name}",))
 
 
-def ensure_schema(db: Warehouse, schema: str) -> None:
-    """Create the schema in its own short transaction (concurrent CREATE SCHEMA IF NOT EXISTS can collide)."""
+def _schema_exists(db: Warehouse, schema: str) -> bool:
     row = db.conn.execute(db.q("schema_exists"), (schema,)).fetchone()
-    if row and row[0]:
+    return bool(row and row[0])
+
+
+def ensure_schema(db: Warehouse, schema: str) -> None:
+    """Create the schema unless it exists (concurrent CREATE SCHEMA IF NOT EXISTS can collide).
+
+    A worker that looked before another created the schema may still run CREATE SCHEMA IF NOT EXISTS after its
+    lock wait and hit a unique violation on `pg_namespace`: its lookups in the same transaction can miss the other
+    worker's commit (seen readily through PgBouncer, where the workers' transactions truly overlap). The CREATE
+    runs in a savepoint, so that collision is recognised and leaves the caller's transaction usable.
+    """
+    if _schema_exists(db, schema):
         return
     with db.conn.transaction():
         lock(db, f"schema {schema}")
-        db.conn.execute(db.q("create_schema", schema=sql.Identifier(schema)))
+        try:
+            with db.conn.transaction():
+                db.conn.execute(db.q("create_schema", schema=sql.Identifier(schema)))
+        except (errors.UniqueViolation, errors.DuplicateSchema):
+            if not _schema_exists(db, schema):
+                raise
 
 
 def table_columns(db: Warehouse, schema: str, name: str) -> list[str]:

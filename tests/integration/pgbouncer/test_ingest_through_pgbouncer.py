@@ -4,6 +4,7 @@ pooling mode."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def test_an_executed_ingest_loads_the_warehouse_through_pgbouncer(
     assert runtime.settings.pgbouncer and runtime.database.conninfo != database_url
     job_id = runtime.engine.submit("ingest", {"domains": DOMAINS, "execute": True}).job.job_id
     job = run_to_end(runtime, job_id, timeout=180, concurrency=3)
-    assert job.status is JobStatus.COMPLETED, job.error
+    assert job.status is JobStatus.COMPLETED, json.dumps(job.error)
     loaded = _warehouse(database_url)
     for domain in DOMAINS:
         assert loaded.get(domain, 0) > 0, f"{domain} loaded"
