@@ -8,20 +8,16 @@ To say so instead of "required value missing", the few sheets that have missing 
 
 from __future__ import annotations
 
-import posixpath
 import re
 import zipfile
 from pathlib import Path
 from xml.etree import ElementTree
 
+from services.ingestion.xlsx_slices import sheet_part
+
 _CELL = re.compile(rb"<c\b([^>]*?)(?:/>|>(.*?)</c>)", re.DOTALL)
 _REF = re.compile(rb'\br="([A-Z]{1,3})(\d+)"')
 _HAS_VALUE = re.compile(rb"<v>[^<]")
-_NS = {
-    "m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
-    "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships",
-    "rel": "http://schemas.openxmlformats.org/package/2006/relationships",
-}
 BLOCK = 1 << 20
 
 
@@ -33,28 +29,12 @@ def column_index(letters: bytes) -> int:
     return index - 1
 
 
-def _sheet_part(archive: zipfile.ZipFile, sheet: str) -> str | None:
-    workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
-    rel_id = None
-    for node in workbook.iterfind("m:sheets/m:sheet", _NS):
-        if node.get("name") == sheet:
-            rel_id = node.get(f"{{{_NS['r']}}}id")
-    if rel_id is None:
-        return None
-    rels = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
-    for rel in rels.iterfind("rel:Relationship", _NS):
-        if rel.get("Id") == rel_id:
-            target = rel.get("Target", "")
-            return target.lstrip("/") if target.startswith("/") else posixpath.normpath(f"xl/{target}")
-    return None
-
-
 def formulas_without_value(path: Path, sheet: str) -> set[tuple[int, int]]:
     """(1-based row, 0-based column) of every formula cell with no cached value; empty if none or not xlsx."""
     found: set[tuple[int, int]] = set()
     try:
         with zipfile.ZipFile(path) as archive:
-            part = _sheet_part(archive, sheet)
+            part = sheet_part(archive, sheet)
             if part is None:
                 return found
             with archive.open(part) as stream:

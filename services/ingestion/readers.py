@@ -2,6 +2,7 @@
 
 `open_sheet(path, sheet, file_format)` yields a `SheetRows`: the sheet's real name, the 1-based sheet row of the
 first row, and an iterator of rows (lists, empty cells as None) that Python materialises one row at a time.
+Calamine loads a whole sheet at once, so a very large xlsx/xlsm sheet is read in slices (`xlsx_slices`).
 Formula cells read as their cached values (what the workbook's author last saw); a formula without one reads as
 empty, and `formulas.formulas_without_value` tells those apart from truly empty cells.
 
@@ -24,6 +25,7 @@ from typing import Any
 import python_calamine as calamine
 
 from core.errors import PermanentError
+from services.ingestion.xlsx_slices import large_sheet_part, sliced_rows
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 Cell = str | int | float | bool | dt.date | dt.datetime | dt.time | dt.timedelta | None
@@ -115,13 +117,18 @@ def open_sheet(path: Path, sheet: str | None, file_format: FileFormat = FileForm
         raise SheetError(file, sheet or "", f"not a readable .{kind} workbook ({type(exc).__name__}: {exc})") from exc
     try:
         name = pick_sheet(list(workbook.sheet_names), sheet, file)
+        large = large_sheet_part(path, name) if kind in (FileFormat.XLSX, FileFormat.XLSM) else None
+        if large is not None:
+            first_row, first_column, rows = sliced_rows(path, large, name)
+            yield SheetRows(name, first_row, (_blank_to_none(r) for r in rows), kind, first_column)
+            return
         try:
             data = workbook.get_sheet_by_name(name)
         except (calamine.CalamineError, ValueError) as exc:
             raise SheetError(file, name, f"sheet cannot be read ({type(exc).__name__}: {exc})") from exc
         start = data.start
-        row, column = start if start else (0, 0)
-        yield SheetRows(name, row + 1, _rows(data, file, name), kind, column)
+        # iter_rows starts at the sheet's first row but at the data's first column
+        yield SheetRows(name, 1, _rows(data, file, name), kind, start[1] if start else 0)
     finally:
         workbook.close()
 

@@ -13,6 +13,7 @@ import pytest
 
 from services.ingestion.domains.annuity_performance import AnnuityPerformanceRow
 from services.ingestion.excel import HeaderSpec, read_sheet, read_table
+from services.ingestion import xlsx_slices
 from services.ingestion.formulas import formulas_without_value
 from services.ingestion.readers import FileFormat, SheetError, format_of
 from services.ingestion.report import csv_bytes, safe_cell
@@ -109,3 +110,31 @@ def test_csv_cells_that_excel_would_run_are_escaped(text):
 def test_plain_text_is_left_alone():
     assert safe_cell("Acme Ltd") == "Acme Ltd"
     assert safe_cell(3.5) == 3.5
+
+
+def test_rows_keep_sheet_numbers_when_the_data_starts_below_and_right(tmp_path):
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Data"
+    sheet["C3"], sheet["D3"] = "Plan Code", "Amount"
+    sheet["C4"], sheet["D4"] = "P1", 5
+    path = tmp_path / "offset.xlsx"
+    book.save(path)
+    table = read_table(path, "Data", _pair_spec())
+    assert table.header_row == 3 and list(table.frame.index) == [4]
+    assert table.frame.loc[4, "plan_code"] == "P1"
+
+
+@pytest.mark.parametrize("rows_per_slice", [1, 7, 1000])
+def test_a_large_sheet_read_in_slices_reads_like_a_small_one(tmp_path, monkeypatch, rows_per_slice):
+    layout = LAYOUTS["annuity_performance"]
+    rows = build_rows(layout, 60, "2024-06", random.Random(5))
+    path = write_workbook(tmp_path / "perf.xlsx", layout, rows, "2024-06", write_only=True)
+    spec = HeaderSpec.from_model(AnnuityPerformanceRow)
+    whole = read_table(path, "Performance", spec)
+    monkeypatch.setattr(xlsx_slices, "LARGE_SHEET_BYTES", 1)
+    monkeypatch.setattr(xlsx_slices, "ROWS_PER_SLICE", rows_per_slice)
+    assert xlsx_slices.large_sheet_part(path, "Performance") == "xl/worksheets/sheet1.xml"
+    sliced = read_table(path, "Performance", spec)
+    assert sliced.header_row == whole.header_row == 4
+    assert sliced.frame.equals(whole.frame)
