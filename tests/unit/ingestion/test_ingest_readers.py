@@ -11,9 +11,9 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from services.ingestion import xlsx_slices
 from services.ingestion.domains.annuity_performance import AnnuityPerformanceRow
 from services.ingestion.excel import HeaderSpec, read_sheet, read_table
-from services.ingestion import xlsx_slices
 from services.ingestion.formulas import formulas_without_value
 from services.ingestion.readers import FileFormat, SheetError, format_of
 from services.ingestion.report import csv_bytes, safe_cell
