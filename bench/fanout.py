@@ -19,7 +19,9 @@ default durability (fsync and synchronous_commit on; nothing is tuned), migrates
 - `ingest_rows_per_s`: 200,000 generated rows across 20 workbooks (written once per invocation, not timed)
   ingested by the `ingest` job in execute mode on the same 2 workers, submit → job finished;
   `excel_read_floor_rows_per_s` is pandas `read_excel` (openpyxl engine) of the same files, sequentially in the
-  benchmark process, in the same run; `ingest_vs_read_floor` is their ratio (see bench/ingest.py).
+  benchmark process, in the same run; `ingest_vs_read_floor` is their ratio (see bench/ingest.py);
+- `ingest_1m_rows`: one generated 1,000,000-row workbook ingested in execute mode on the same workers;
+  `ingest_1m_peak_rss_mb` is the larger worker's peak RSS during it.
 
 With `--runs N` the whole run repeats N times (a fresh cluster each time) and the figures are medians; each
 run's figures are under `per_run`. `--quick` uses small sizes (a smoke test). `--profile DIR` (one run) also
@@ -45,7 +47,7 @@ if __package__ in (None, ""):  # run as a script (`python bench/fanout.py`): mak
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cluster import BenchCluster, filesystem_of
-from bench.ingest import generate, ingest, read_floor
+from bench.ingest import clear_target, generate, ingest, read_floor
 from bench.measure import (
     bench_runtime,
     commit_ceiling,
@@ -60,7 +62,8 @@ from bench.scale import idle_job_latency, status_ms, wide_fanout, with_history
 from bench.workers import RssSampler, WorkerFleet, cpu_seconds
 
 TARGETS = {"fanout_vs_ceiling": (">=", 1.6), "create_100k_tasks_s": ("<=", 10.0), "peak_rss_mb": ("<=", 250.0),
-           "ingest_vs_read_floor": (">=", 0.5), "jobs_per_s": (">=", 300.0), "job_latency_p50_s": ("<=", 1.0),
+           "ingest_vs_read_floor": (">=", 3.0), "ingest_1m_peak_rss_mb": ("<=", 500.0),
+           "jobs_per_s": (">=", 300.0), "job_latency_p50_s": ("<=", 1.0),
            "idle_job_latency_p50_ms": ("<=", 20.0), "idle_job_latency_p99_ms": ("<=", 50.0),
            "create_1m_tasks_s": ("<=", 10.0), "fanout_1m_vs_10k": (">=", 0.9), "status_ms_100k_task_job": ("<=", 10.0),
            "history_fanout_slowdown": ("<=", 1.10), "history_status_slowdown": ("<=", 1.10)}
@@ -79,6 +82,7 @@ class Sizes:
     warmup_tasks: int
     ingest_rows: int
     ingest_workbooks: int
+    ingest_big_rows: int
     idle_jobs: int
     wide_tasks: int
     wide_window_s: float
@@ -87,10 +91,10 @@ class Sizes:
 
 FULL = Sizes(fanout_tasks=10_000, jobs=500, job_stages=2, job_tasks_per_stage=4, create_tasks=100_000,
              ceiling_seconds=3.0, ceiling_connections=2, warmup_tasks=200, ingest_rows=200_000, ingest_workbooks=20,
-             idle_jobs=50, wide_tasks=1_000_000, wide_window_s=30.0, history_tasks=2_000_000)
+             ingest_big_rows=1_000_000, idle_jobs=50, wide_tasks=1_000_000, wide_window_s=30.0, history_tasks=2_000_000)
 QUICK = Sizes(fanout_tasks=200, jobs=10, job_stages=2, job_tasks_per_stage=4, create_tasks=2_000,
               ceiling_seconds=0.5, ceiling_connections=2, warmup_tasks=20, ingest_rows=2_000, ingest_workbooks=2,
-              idle_jobs=5, wide_tasks=20_000, wide_window_s=2.0, history_tasks=20_000)
+              ingest_big_rows=20_000, idle_jobs=5, wide_tasks=20_000, wide_window_s=2.0, history_tasks=20_000)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class IngestData:
     paths: list[Path]
     rows: int
     workbooks: int
+    big_root: Path  # one workbook of `big_rows` rows (the ingest_1m_rows phase)
+    big_rows: int
 
 
 def one_run(
@@ -175,11 +181,19 @@ def one_run(
                                                              cpu_seconds([cluster.postmaster_pid]))
                     sampler.reset()
                     with profiler.phase("ingest", data.rows):
-                        ing = ingest(runtime, cluster.url, data.rows, data.workbooks, timeout, fleet.check)
+                        ing = ingest(runtime, cluster.url, data.rows, data.workbooks, timeout, fleet.check,
+                                     data_root=data.data_root)
                     sampler.sample()
                     figures["ingest_peak_rss_mb"] = sampler.peak_mb
                     ingest_cpu_workers = cpu_seconds(fleet.pids) - ingest_cpu_workers
                     ingest_cpu_server = cpu_seconds([cluster.postmaster_pid]) - ingest_cpu_server
+                    clear_target(cluster.url)
+                    sampler.reset()
+                    with profiler.phase("ingest_1m", data.big_rows):
+                        big = ingest(runtime, cluster.url, data.big_rows, 1, timeout, fleet.check,
+                                     data_root=data.big_root)
+                    sampler.sample()
+                    figures["ingest_1m_peak_rss_mb"] = sampler.peak_mb
         except BaseException:
             for i in range(len(fleet.processes)):
                 print(f"--- worker {i} log (tail)\n{fleet.log_tail(i)}", file=sys.stderr)
@@ -237,6 +251,10 @@ def one_run(
                 "pandas_frame_rows": floor.frame_rows,
             }
             figures["ingest_stage_s"] = ing.stage_s
+            figures["ingest_1m_rows"] = {
+                "rows": big.rows, "seconds": big.seconds, "rows_per_s": big.rows_per_s, "loaded": big.loaded_rows,
+                "rejected": big.rejected_rows, "stage_s": big.stage_s,
+            }
             figures["ingest_diagnostics"] = {
                 "worker_cpu_s": ingest_cpu_workers,
                 "postgres_cpu_s": ingest_cpu_server,
@@ -339,7 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_ingest:  # generated once per invocation; not measured
             folder = Path(tmp)
             paths = generate(folder / "data", sizes.ingest_rows, sizes.ingest_workbooks)
-            data = IngestData(folder / "data", folder / "reports", paths, sizes.ingest_rows, sizes.ingest_workbooks)
+            generate(folder / "big", sizes.ingest_big_rows, 1)
+            data = IngestData(folder / "data", folder / "reports", paths, sizes.ingest_rows, sizes.ingest_workbooks,
+                              folder / "big", sizes.ingest_big_rows)
         per_run = [
             one_run(i + 1, sizes, args.workers, args.concurrency, args.profile, args.timeout,
                     engine_phases=not args.only_ingest, scale_phases=not args.skip_scale, data=data)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,12 @@ import psycopg
 from psycopg import sql
 
 from bench.measure import wait_for_jobs
+from core.services import Services
 from services.ingestion.catalog import load_catalog
+from services.ingestion.manifest import build_manifest
 from services.ingestion.sample_layouts import LAYOUTS
 from services.ingestion.samples import generate_benchmark
+from services.ingestion.warehouse import IngestRuntime
 from triggers.runtime import Runtime
 
 INGEST_JOB = "ingest"
@@ -88,14 +91,25 @@ class IngestFigures:
         return self.rows / self.seconds
 
 
+def manifest(runtime: Runtime, data_root: Path, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The input manifest of `params` over the generated data root (what submit adds, computed here because the
+    benchmark process's own settings point at no data root)."""
+    service = IngestRuntime.of(runtime.engine.services)
+    local = replace(service, settings=replace(service.settings, data_root=data_root))
+    return build_manifest(params, Services(local))
+
+
 def ingest(
     runtime: Runtime, url: str, rows: int, workbooks: int, timeout: float, health: Callable[[], None] = lambda: None,
+    *, data_root: Path,
 ) -> IngestFigures:
     """Submit one executed ingest of the generated workbooks; time submit → job finished; verify the load.
 
-    Job ids derive from the parameters; each run has a fresh cluster, so one ingest per cluster never collides."""
-    params = {"domains": [DOMAIN], "execute": True, "max_files": workbooks}
+    Job ids derive from the parameters and the input files; each run has a fresh cluster, so one ingest per
+    cluster never collides. The clock includes computing the manifest (hashing the files), as submit does."""
+    params: dict[str, Any] = {"domains": [DOMAIN], "execute": True, "max_files": workbooks}
     started = time.time()
+    params["inputs"] = manifest(runtime, data_root, params)
     job = runtime.engine.submit(INGEST_JOB, params).job
     finished = wait_for_jobs(url, [job.job_id], timeout, poll=0.1, health=health)
     target = load_catalog().domain(DOMAIN).target
@@ -128,3 +142,10 @@ def ingest(
         rejected_rows=int(entry["rejected"]), skipped_rows=int(entry.get("skipped", 0)), loaded_rows=loaded,
         stage_s=stage_s,
     )
+
+
+def clear_target(url: str) -> None:
+    """Drop the domain's warehouse table, so the next ingest's load can be checked against the table alone."""
+    target = load_catalog().domain(DOMAIN).target
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(target.db_schema, target.table)))

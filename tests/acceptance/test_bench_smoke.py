@@ -31,6 +31,7 @@ POSITIVE = (
     "excel_read_floor_2proc_rows_per_s",
     "ingest_s",
     "ingest_peak_rss_mb",
+    "ingest_1m_peak_rss_mb",
     "idle_job_latency_p50_ms",
     "idle_job_latency_p99_ms",
     "create_1m_tasks_s",
@@ -68,6 +69,7 @@ def test_quick_bench_prints_every_figure() -> None:
         "fanout_vs_ceiling", "create_100k_tasks_s", "peak_rss_mb", "ingest_vs_read_floor", "jobs_per_s",
         "job_latency_p50_s", "idle_job_latency_p50_ms", "idle_job_latency_p99_ms", "create_1m_tasks_s",
         "fanout_1m_vs_10k", "status_ms_100k_task_job", "history_fanout_slowdown", "history_status_slowdown",
+        "ingest_1m_peak_rss_mb",
     }
     assert figures["idle_job_latency_p50_ms"] <= figures["idle_job_latency_p99_ms"]
     history = figures["history_slowdown"]
@@ -82,3 +84,5 @@ def test_quick_bench_prints_every_figure() -> None:
     assert rows["generated"] == sizes["ingest_rows"]
     assert 0 < rows["output"] == rows["loaded"] <= rows["input"]
     assert set(figures["ingest_stage_s"]) == {"discover", "process", "references", "quality", "load", "finalize"}
+    big = figures["ingest_1m_rows"]
+    assert big["rows"] == sizes["ingest_big_rows"] > 0 and 0 < big["loaded"] <= big["rows"]
