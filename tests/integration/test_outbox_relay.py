@@ -16,6 +16,7 @@ from infrastructure.outbox_relay import OutboxRelay
 from infrastructure.postgres.database import Database
 from infrastructure.postgres.queue import PostgresQueue
 from infrastructure.queue_config import QueueConfig
+from tests.integration.pg_activity import open_transactions
 
 QUEUE = "tasks"
 
@@ -146,17 +147,14 @@ class ObservingTransport(RecordingTransport):
         self.seen: list[tuple[int, int]] = []
 
     def send(self, messages: Sequence[OutgoingMessage]) -> None:
+        others = open_transactions(self.database)
         with self.database.connection() as conn:
-            open_transactions = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()"
-            ).fetchone()
             lockable = conn.execute(
                 "SELECT count(*) FROM (SELECT id FROM queue_messages WHERE state = 'ready' FOR UPDATE NOWAIT) t"
             ).fetchone()
             conn.rollback()
-        assert open_transactions is not None and lockable is not None
-        self.seen.append((int(open_transactions[0]), int(lockable[0])))
+        assert lockable is not None
+        self.seen.append((others, int(lockable[0])))
         super().send(messages)
 
 

@@ -13,6 +13,7 @@ from infrastructure.postgres.database import Database
 from infrastructure.servicebus.dlq import ParkedDeadLetters
 from infrastructure.servicebus.transport import ServiceBusTransport
 from tests.fakes.servicebus_fake import FakeServiceBus
+from tests.integration.pg_activity import open_transactions
 
 DLQ = "tasks/$DeadLetterQueue"
 
@@ -69,13 +70,7 @@ class ObservingSends(ServiceBusTransport):
     open_transactions: list[int]
 
     def send(self, messages: Sequence[OutgoingMessage]) -> None:
-        with self.database.connection() as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()"
-            ).fetchone()
-        assert row is not None
-        self.open_transactions.append(int(row[0]))
+        self.open_transactions.append(open_transactions(self.database))
         super().send(messages)
 
 
