@@ -122,10 +122,9 @@ def build_runtime(
         store, relay, registries.jobs, registries.tasks, worker_id or default_worker_id(), services=services,
         telemetry=traced,
     )
-    if settings.transport == "postgres":
-        observe = getattr(telemetry, "observe_queue_depth", None)
-        if callable(observe):
-            observe(lambda: queue_depths(database, (settings.jobs_queue, settings.tasks_queue)))
+    observe = getattr(telemetry, "observe_queue_depth", None)
+    if callable(observe):
+        observe(_queue_depths(settings, database))
     janitor = Janitor(
         store,
         relay,
@@ -193,6 +192,19 @@ def _transport(settings: Settings, database: Database) -> tuple[Transport, Relay
         parked=ParkedDeadLetters(database),
     )
     return transport, OutboxRelay(database, transport)
+
+
+def _queue_depths(settings: Settings, database: Database) -> Callable[[], dict[str, int]]:
+    """Where the queue depth metric reads from: the queue table, or Service Bus's management API."""
+    if settings.transport == "postgres":
+        return lambda: queue_depths(database, (settings.jobs_queue, settings.tasks_queue))
+    from infrastructure.servicebus import transport as sb
+    from infrastructure.servicebus.client import ServiceBusAccess
+    from infrastructure.servicebus.depth import ServiceBusQueueDepths
+
+    access = ServiceBusAccess.from_settings(settings)
+    entities = {"jobs": settings.jobs_queue, "tasks": settings.tasks_queue}
+    return ServiceBusQueueDepths(lambda: sb.admin_factory(access), entities)
 
 
 def _housekeeping(transport: Transport, settings: Settings) -> list[Callable[[], int]]:

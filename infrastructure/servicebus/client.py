@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from infrastructure.identity import azure_credential
 from infrastructure.settings import Settings
@@ -51,3 +51,14 @@ def build_client(
         return ServiceBusClient.from_connection_string(access.connection_string)
     assert access.namespace is not None  # __post_init__: one of the two is set
     return ServiceBusClient(access.namespace, credential_factory(access.client_id))
+
+
+def build_admin_client(access: ServiceBusAccess, credential_factory: CredentialFactory = azure_credential) -> Any:
+    """The SDK's management client for `access` (queue runtime properties). Its calls need Manage rights: a
+    connection string of a policy with Manage, or the identity in the "Azure Service Bus Data Owner" role."""
+    from azure.servicebus.management import ServiceBusAdministrationClient
+
+    if access.connection_string:
+        return ServiceBusAdministrationClient.from_connection_string(access.connection_string)
+    assert access.namespace is not None
+    return ServiceBusAdministrationClient(access.namespace, credential_factory(access.client_id))

@@ -31,7 +31,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from core.errors import TransportError
 from core.models import DeadLetter, DeadLetterSelector, OutgoingMessage, ReceivedMessage
-from infrastructure.servicebus.client import ServiceBusAccess, build_client
+from infrastructure.servicebus.client import ServiceBusAccess, build_admin_client, build_client
 from infrastructure.servicebus.dlq import DeadLetterBrowser, ParkedDeadLetters
 from infrastructure.servicebus.mapping import (
     LOST_LOCK_ERRORS,
@@ -67,6 +67,9 @@ def client_for(access: ServiceBusAccess) -> ServiceBusClientLike:
 
 client_factory: Callable[[ServiceBusAccess], ServiceBusClientLike] = client_for
 """What the composition root builds its client with; tests replace it with the fake's constructor."""
+
+admin_factory: Callable[[ServiceBusAccess], Any] = build_admin_client
+"""The management client (queue depths); tests replace it with the fake."""
 
 
 class _Guarded:

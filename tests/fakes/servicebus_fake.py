@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch, ServiceBusMessageState, ServiceBusSubQueue
@@ -158,6 +159,18 @@ class FakeServiceBus:
 
     def close(self) -> None:
         self.closed = True
+
+    def get_queue_runtime_properties(self, queue_name: str, **_: Any) -> Any:
+        """What `ServiceBusAdministrationClient` answers (the fake is its own management client too)."""
+        with self._cond:
+            now = self.clock()
+            messages = list(self._entity(queue_name).messages.values())
+            dead = len(self._entity(f"{queue_name}/$DeadLetterQueue").messages)
+        return SimpleNamespace(
+            active_message_count=sum(1 for m in messages if m.available_at <= now or m.holder is not None),
+            scheduled_message_count=sum(1 for m in messages if m.available_at > now and m.holder is None),
+            dead_letter_message_count=dead,
+        )
 
     def wake(self) -> None:
         with self._cond:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from azure.servicebus import ServiceBusMessage
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -96,6 +97,7 @@ def test_the_trace_crosses_service_bus_messages(
 ) -> None:
     bus = FakeServiceBus(lock_seconds=30.0)
     monkeypatch.setattr(sb, "client_factory", lambda access: bus)
+    monkeypatch.setattr(sb, "admin_factory", lambda access: bus)
     settings = drill_settings.model_copy(update={
         "transport": "servicebus",
         "servicebus_connection": "Endpoint=sb://fake.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=x",
@@ -105,6 +107,9 @@ def test_the_trace_crosses_service_bus_messages(
         previous = set_runtime(runtime)
         try:
             job_id = runtime.engine.submit("hello_world", {"n": 2}).job.job_id
+            bus.get_queue_sender(QUEUES["tasks"]).send_messages(ServiceBusMessage(b"{}", message_id="waiting"))
+            depths = {p.attributes["queue"]: p.value for p in telemetry.metric_points()["coremachine.queue.depth"]}  # type: ignore[attr-defined]
+            assert depths == {"jobs": 1, "tasks": 1}, "the stage-1 message and one unrelated task message wait"
             HostSimulator(bus).run_until(lambda: bool((job := runtime.store.get_job(job_id)) and job.status.terminal))
         finally:
             set_runtime(previous)

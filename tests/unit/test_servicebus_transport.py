@@ -186,3 +186,23 @@ def test_readiness_ping_peeks_one_message_per_queue_and_never_a_dead_letter_queu
     t.ping()
     assert sorted(bus.peeked) == ["cm-jobs", "cm-tasks"]
     assert bus.count("cm-tasks/$DeadLetterQueue") == 5 and bus.count("cm-tasks") == 0
+
+
+def test_queue_depths_come_from_runtime_properties_and_stop_quietly_without_rights() -> None:
+    from infrastructure.servicebus.depth import ServiceBusQueueDepths
+
+    bus = FakeServiceBus()
+    transport(bus).send([outgoing("m1"), outgoing("m2"), outgoing("later", delay=60.0)])
+    depths = ServiceBusQueueDepths(lambda: bus, {"jobs": "cm-jobs", "tasks": "cm-tasks"})
+    assert depths() == {"jobs": 0, "tasks": 2}, "scheduled messages are not counted"
+
+    calls: list[str] = []
+
+    class Unauthorized:
+        def get_queue_runtime_properties(self, name: str) -> Any:
+            calls.append(name)
+            raise sbx.ServiceBusAuthorizationError(message="Manage claim required")
+
+    refused = ServiceBusQueueDepths(Unauthorized, {"tasks": "cm-tasks"})
+    assert refused() == {} and refused() == {}
+    assert calls == ["cm-tasks"], "after the first refusal the metric makes no more calls"
