@@ -47,8 +47,8 @@ def connection_string(endpoint: str) -> str:
 def running_azurite(workspace: Path, timeout: float = 60.0) -> Iterator[str]:
     """Start azurite-blob on 127.0.0.1 and a free port; yields its connection string; stops it after."""
     executable = azurite_executable()
-    if executable is None:
-        raise FileNotFoundError(INSTALL_HINT)
+    if executable is None or shutil.which(executable) is None:
+        raise FileNotFoundError(f"{INSTALL_HINT} (looked for {executable or 'azurite-blob'})")
     command = [
         executable, "--blobHost", "127.0.0.1", "--blobPort", "0", "--inMemoryPersistence",
         "--extentMemoryLimit", "256", "--skipApiVersionCheck", "--disableTelemetry", "--loose",
