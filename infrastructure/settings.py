@@ -125,8 +125,13 @@ class Settings(BaseSettings):
     )
     pool_check: bool = Field(
         default=True,
-        description="Check each connection (an empty query) as it leaves the pool, so a connection the server or "
+        description="Check a connection (an empty query) as it leaves the pool, so a connection the server or "
         "a load balancer dropped is replaced instead of failing the caller.",
+    )
+    pool_check_idle_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Only connections idle in the pool at least this long are checked (0: every checkout).",
     )
     worker_batch_size: int = Field(default=16, description="Messages a worker receives per round trip.")
     worker_flush_seconds: float = Field(

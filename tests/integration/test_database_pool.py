@@ -3,7 +3,10 @@ server dropped is replaced, not handed to the caller) and carries keepalives and
 
 from __future__ import annotations
 
+import time
+
 import psycopg
+import pytest
 
 from infrastructure.postgres.database import KEEPALIVES, Database
 from infrastructure.settings import Settings
@@ -17,17 +20,22 @@ def _backend_pid(database: Database) -> int:
 
 
 def test_a_connection_the_server_dropped_is_replaced_before_use(settings: Settings, database_url: str) -> None:
-    one = settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 1})
+    one = settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 1, "pool_check_idle_seconds": 0.2})
     with Database(one) as database:
         pid = _backend_pid(database)
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.3)  # idle past the threshold: checked as it leaves the pool
         assert _backend_pid(database) != pid, "a new connection was handed out, and the caller saw no error"
         assert database.pool.get_stats().get("connections_lost", 0) >= 1
 
 
-def test_without_the_check_the_caller_gets_the_dead_connection(settings: Settings, database_url: str) -> None:
-    unchecked = settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 1, "pool_check": False})
+@pytest.mark.parametrize("overrides", [{"pool_check": False}, {"pool_check_idle_seconds": 60.0}])
+def test_unchecked_the_caller_gets_the_dead_connection(
+    settings: Settings, database_url: str, overrides: dict[str, object]
+) -> None:
+    """With the check off, or for a connection used a moment ago (no round trip spent on it), the caller sees it."""
+    unchecked = settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 1, **overrides})
     with Database(unchecked) as database:
         pid = _backend_pid(database)
         with psycopg.connect(database_url, autocommit=True) as admin:
