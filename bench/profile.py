@@ -273,7 +273,6 @@ def explain_hot_statements(cluster: BenchCluster, batch: int = 16) -> str:
         claimed = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
         task_ids = [r["body"]["task_id"] for r in claimed if r["kind"] == "message"]
         out.write(f"(claimed {len(task_ids)} messages for the statements below)\n\n")
-        explain("queue_next_due", {"queue": "tasks"})
         explain("select_job", {"job_id": job.job_id})
         claim = {"task_ids": task_ids, "worker_id": "bench-explain", "sources": settings["sources"],
                  "lease_seconds": 60.0}

@@ -152,7 +152,10 @@ class PostgresQueue:
             return []
         deadline = time.monotonic() + max(0.0, wait_seconds)
         while not self._closed:
-            messages, dead = self._claim(queue, max_messages)
+            # LISTEN is active from the mark on, and the claim sees every message committed before it; when it
+            # finds nothing due it also says when the next one will be (one round trip for an idle receiver).
+            mark = self._listener.mark(queue) if wait_seconds > 0 else None
+            messages, dead, due_in = self._claim(queue, max_messages)
             if messages:
                 if self._listener.opened:
                     self._listener.drain()
@@ -160,16 +163,13 @@ class PostgresQueue:
             if dead:
                 continue
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or mark is None:
                 return []
-            # LISTEN is active from the mark on, and `queue_next_due` sees every message committed before it.
-            mark = self._listener.mark(queue)
-            due_in = self._next_due(queue)
             timeout = remaining if due_in is None else min(remaining, max(due_in, _MIN_WAIT_SECONDS))
             self._listener.wait(queue, mark, timeout)
         return []
 
-    def _claim(self, queue: str, max_messages: int) -> tuple[list[ReceivedMessage], int]:
+    def _claim(self, queue: str, max_messages: int) -> tuple[list[ReceivedMessage], int, float | None]:
         params = {
             "queue": queue,
             "limit": max_messages,
@@ -192,16 +192,12 @@ class PostgresQueue:
             for row in rows
             if row["kind"] == "message"
         ]
-        dead = len(rows) - len(messages)
+        dead = sum(1 for row in rows if row["kind"] == "dead")
         if dead:
             _log.warning("dead-lettered %d message(s) of queue %s: MaxDeliveryCountExceeded", dead, queue)
-        return messages, dead
-
-    def _next_due(self, queue: str) -> float | None:
-        with translated("receive"), single_statement(self._pool) as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            row = cur.execute(query("queue_next_due"), {"queue": queue}).fetchone()
-        return None if row is None or row["due_in"] is None else float(row["due_in"])
+        idle = [row["due_in"] for row in rows if row["kind"] == "idle"]
+        due_in = float(idle[0]) if idle and idle[0] is not None else None
+        return messages, dead, due_in
 
     def complete(self, messages: Sequence[ReceivedMessage]) -> None:
         settled = [(m, token) for m in messages if (token := _lock_uuid(m)) is not None]

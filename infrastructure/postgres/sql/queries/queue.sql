@@ -26,7 +26,9 @@ WHERE coalesce((SELECT enabled FROM queue_notify), true)
 
 -- name: queue_claim
 -- Lock up to `limit` due messages; those already delivered `max_deliveries` times go to the dead letters
--- instead. Returns kind 'message' rows (in claim order) and one kind 'dead' row per dead-lettered message.
+-- instead. Returns kind 'message' rows (in claim order) and one kind 'dead' row per dead-lettered message. When
+-- nothing was due at all, one kind 'idle' row instead: due_in = seconds until the earliest scheduled or locked
+-- message becomes due (NULL: queue empty), so an idle receiver knows how long to sleep in the same round trip.
 WITH due AS (
     SELECT id, available_at
     FROM queue_messages
@@ -64,19 +66,18 @@ dead AS (
 )
 SELECT * FROM (
     SELECT 'message' AS kind, c.queue, c.message_id, c.body, c.properties, c.delivery_count, c.lock_token,
-           c.enqueued_at, due.available_at AS due_at, c.id
+           c.enqueued_at, due.available_at AS due_at, c.id, NULL::float8 AS due_in
     FROM claimed AS c JOIN due ON due.id = c.id
     UNION ALL
-    SELECT 'dead', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, dead.id
+    SELECT 'dead', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, dead.id, NULL
     FROM dead
+    UNION ALL
+    SELECT 'idle', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           (SELECT extract(epoch FROM min(w.available_at) - clock_timestamp())::float8
+            FROM queue_messages AS w WHERE w.queue = %(queue)s AND w.state = 'ready')
+    WHERE NOT EXISTS (SELECT 1 FROM due)
 ) AS result
 ORDER BY kind DESC, due_at, id
-
--- name: queue_next_due
--- Seconds until the earliest scheduled or locked message of the queue becomes due (NULL: queue empty).
-SELECT extract(epoch FROM min(available_at) - clock_timestamp())::float8 AS due_in
-FROM queue_messages
-WHERE queue = %(queue)s AND state = 'ready'
 
 -- name: queue_complete
 UPDATE queue_messages AS q
