@@ -1,4 +1,5 @@
-"""The HTTP app (FastAPI): the JSON API under /api, its OpenAPI document and Swagger UI, one error shape.
+"""The HTTP app (FastAPI): the JSON API under /api, its OpenAPI document, Swagger UI and the operators'
+dashboard, with one error shape.
 
 The same app is served by uvicorn locally (`coremachine serve`) and by Azure Functions through
 `azure.functions.AsgiFunctionApp` (function_app.py). Routes run against an `ApiContext` from a provider, so
@@ -20,6 +21,7 @@ from core.admin import JobConflict, JobNotFound
 from core.errors import ConfigurationError, InvalidParameters, StoreUnavailable, TransportError, UnknownJobType
 from core.jobs import JobRegistry
 from triggers import http_openapi
+from triggers.dashboard.views import DASHBOARD, add_dashboard
 from triggers.http_admin import admin_router
 from triggers.http_base import API_PREFIX, ApiError, BodyModels, ContextProvider
 from triggers.http_health import health_router
@@ -51,6 +53,7 @@ def create_app(jobs: JobRegistry, provider: ContextProvider, *, max_body_bytes: 
     app.include_router(admin_router(bodies), prefix=API_PREFIX)
     app.include_router(health_router(), prefix=API_PREFIX)
     add_docs(app, DOCS_PATH, OPENAPI_PATH)
+    add_dashboard(app)
     spec: dict[str, Any] = {}
 
     @app.get(OPENAPI_PATH, include_in_schema=False)
@@ -61,7 +64,7 @@ def create_app(jobs: JobRegistry, provider: ContextProvider, *, max_body_bytes: 
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
-        return RedirectResponse(DOCS_PATH)
+        return RedirectResponse(DASHBOARD)
 
     _add_error_handlers(app)
     app.add_middleware(ProtocolMiddleware, routes=lambda: app.router.routes, max_body=max_body_bytes)
