@@ -64,7 +64,7 @@ const actions = {
     flash("Cancelling: the job is " + job.status + ".", "ok");
   },
   async retry(button) {
-    if (!(await ask("Retry the failed tasks?", "The failed tasks of the failed stage run again with a fresh attempt budget.", "Retry"))) return;
+    if (!(await ask("Retry the failed tasks?", "The failed and cancelled tasks where the job stopped run again with a fresh attempt budget.", "Retry"))) return;
     const result = await call("POST", "/jobs/" + button.dataset.job + "/retry");
     flash("Retrying stage " + result.retried_stage + ": " + result.tasks_requeued + " task(s) queued again.", "ok");
   },
