@@ -14,9 +14,11 @@ from core.middleware import DEFAULT_MIDDLEWARE, Middleware
 from core.models import JobRecord, JobSnapshot, NewJob, ReceivedMessage
 from core.ports import Relay, StateStore
 from core.registry import TaskRegistry
+from core.rounds import OperatorResult, Refusal
 from core.services import Services
 from core.settlement import Settlement, give_back
-from core.stage_runner import StageRunner
+from core.stage_runner import FINALIZE_CLAIM_SECONDS, StageRunner
+from core.store import cancel_error
 from core.task_runner import TaskRunner
 from core.traced import job_message_span, task_batch_traces, tracing_middleware
 from core.tracing import NoTelemetry, Telemetry, bound_traces
@@ -43,6 +45,7 @@ class CoreMachine:
         middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
         services: Services | None = None,
         telemetry: Telemetry | None = None,
+        finalize_claim_seconds: float = FINALIZE_CLAIM_SECONDS,
     ) -> None:
         self.services = services or Services()
         self.store = store
@@ -53,7 +56,7 @@ class CoreMachine:
         self.telemetry: Telemetry = telemetry or NoTelemetry()
         if telemetry is not None:
             middleware = (*middleware, tracing_middleware(telemetry))
-        self._stages = StageRunner(store, relay, jobs, self.services)
+        self._stages = StageRunner(store, relay, jobs, self.services, worker_id, finalize_claim_seconds)
         self._tasks = TaskRunner(store, relay, jobs, tasks, worker_id, middleware, self.services)
 
     def submit(self, job_type: str, parameters: Mapping[str, Any]) -> SubmitResult:
@@ -99,3 +102,30 @@ class CoreMachine:
 
     def status(self, job_id: str) -> JobSnapshot | None:
         return self.store.snapshot(job_id)
+
+    def cancel(self, job_id: str, reason: str = "cancelled by an operator") -> OperatorResult:
+        """Stop a queued or processing job: its unstarted tasks are cancelled at once, running handlers see
+        `context.cancelled`, late outcomes change nothing, and finalize ends the job `cancelled`."""
+        return self._operator(self.store.cancel(job_id, cancel_error(reason)))
+
+    def retry(self, job_id: str) -> OperatorResult:
+        """Run again what failed in an ended job: the failed and cancelled tasks of the stage where it stopped
+        (each with the stage's attempts again), or that stage's planning; a new round of the same job."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            return OperatorResult("retry", job_id, False, f"no job {job_id}", Refusal.NOT_FOUND)
+        more_attempts = self.jobs.get(job.job_type).stage(job.current_stage).max_attempts
+        return self._operator(self.store.retry(job_id, job.current_stage, more_attempts))
+
+    def rerun(self, job_id: str) -> OperatorResult:
+        """Run an ended job again from stage 1 as a fresh round of the same job id, its history kept."""
+        return self._operator(self.store.rerun(job_id))
+
+    def _operator(self, result: OperatorResult) -> OperatorResult:
+        if result.accepted:
+            self.relay.flush()
+        with logcontext.bind(job_id=result.job_id):
+            log.info("operator action", extra={"action": result.action, "accepted": result.accepted,
+                                               "refusal": result.refusal.value if result.refusal else None,
+                                               "round": result.round})
+        return result

@@ -21,14 +21,23 @@ from core.models import JOBS_QUEUE, TASKS_QUEUE, MessageKind, OutgoingMessage
 from core.tracing import with_trace
 
 
-def stage_message(job_id: str, job_type: str, stage: int, round_number: int = 0) -> OutgoingMessage:
+def stage_message(
+    job_id: str, job_type: str, stage: int, round_number: int = 0, plan_attempt: int = 0, delay_seconds: float = 0.0
+) -> OutgoingMessage:
+    """Start `stage`. `plan_attempt` > 0 names the re-sent message after that many failed planner attempts."""
+    base = stage_message_id(job_id, stage)
+    body: dict[str, str | int] = {"kind": MessageKind.STAGE.value, "job_id": job_id, "stage": stage}
+    if plan_attempt:
+        base = bounded_message_id(f"{base}:p{plan_attempt}")
+        body["attempt"] = plan_attempt
     return OutgoingMessage(
         queue=JOBS_QUEUE,
-        message_id=round_message_id(stage_message_id(job_id, stage), round_number),
-        body={"kind": MessageKind.STAGE.value, "job_id": job_id, "stage": stage},
+        message_id=round_message_id(base, round_number),
+        body=dict(body),
         properties=with_trace(
             {"kind": MessageKind.STAGE.value, "job_id": job_id, "job_type": job_type, "stage": stage}
         ),
+        delay_seconds=delay_seconds,
     )
 
 
@@ -42,12 +51,13 @@ def finalize_message(job_id: str, job_type: str, round_number: int = 0) -> Outgo
 
 
 def task_message(
-    task_id: str, job_id: str, job_type: str, stage: int, task_type: str, attempt: int, delay_seconds: float = 0.0
+    task_id: str, job_id: str, job_type: str, stage: int, task_type: str, attempt: int, delay_seconds: float = 0.0,
+    round_number: int = 0,
 ) -> OutgoingMessage:
-    """`attempt` is the attempt this delivery will run (1 for the first)."""
+    """`attempt` is the attempt this delivery will run (1 for the first); the round names the job's round."""
     return OutgoingMessage(
         queue=TASKS_QUEUE,
-        message_id=task_message_id(task_id, attempt),
+        message_id=round_message_id(task_message_id(task_id, attempt), round_number),
         body={
             "kind": MessageKind.TASK.value,
             "job_id": job_id,
@@ -70,11 +80,11 @@ def task_message(
 
 def resent_task_message(
     task_id: str, job_id: str, job_type: str, stage: int, task_type: str, attempt: int, resend: int,
-    delay_seconds: float = 0.0,
+    delay_seconds: float = 0.0, round_number: int = 0,
 ) -> OutgoingMessage:
     """The message of `attempt` sent again (early delivery deferred, or a lost retry re-sent by the janitor);
     `resend` is the task's resend counter, so each copy has its own id and duplicate detection keeps it."""
-    base = task_message(task_id, job_id, job_type, stage, task_type, attempt, delay_seconds)
+    base = task_message(task_id, job_id, job_type, stage, task_type, attempt, delay_seconds, round_number)
     return replace(base, message_id=bounded_message_id(f"{base.message_id}:s{resend}"))
 
 
@@ -97,6 +107,7 @@ class JobMessage:
     kind: MessageKind
     job_id: str
     stage: int | None
+    plan_attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +127,10 @@ def parse_job_message(body: Any) -> JobMessage:
         raise MalformedMessage(f"job message kind must be 'stage' or 'finalize', got {kind!r}")
     job_id = _job_id(body)
     if kind == MessageKind.STAGE.value:
-        return JobMessage(MessageKind.STAGE, job_id, _positive_int(body, "stage"))
+        attempt = body.get("attempt", 0)
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
+            raise MalformedMessage(f"message field 'attempt' must be a whole number, got {attempt!r}")
+        return JobMessage(MessageKind.STAGE, job_id, _positive_int(body, "stage"), attempt)
     return JobMessage(MessageKind.FINALIZE, job_id, None)
 
 

@@ -127,6 +127,8 @@ class JobRecord:
     updated_at: datetime
     finished_at: datetime | None = None
     outcome: JobStatus | None = None
+    round: int = 0
+    plan_attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,7 @@ class ClaimedTask:
     max_attempts: int
     timeout_seconds: float
     failure_policy: FailurePolicy
+    round: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 Every state-changing store method is one transaction that also writes the messages the change causes
 (a transactional outbox). Each is a guarded update: it returns whether anything changed, and "nothing
-changed" means a duplicate, late or out-of-order message that the caller must simply acknowledge.
+changed" means a duplicate, late or out-of-order message that the caller must simply acknowledge. The store's
+decisions are made once, in `core.store.Store`, over the unit-of-work port of `core/uow.py`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ from core.models import (
     TaskOutcome,
     TaskResultRow,
 )
+from core.retry import RetryPolicy
+from core.rounds import FinalizeStart, OperatorResult
 
 
 class StateStore(Protocol):
+    """The engine's state, as `core.store.Store` implements it over an adapter's units of work (`core/uow.py`).
+    Every state-changing method is one transaction that also writes the messages the change causes."""
+
     def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
         """Insert the job (status queued, stage 1) and its stage-1 message; if the id exists, return the
         existing job and False."""
@@ -40,6 +46,13 @@ class StateStore(Protocol):
         """Create the stage row, its tasks (one round trip) and their messages, and mark the job processing.
         Only if the job is queued/processing at exactly this stage and the stage does not exist yet.
         A stage with zero tasks completes in the same transaction (advance or finalize)."""
+        ...
+
+    def planning_failed(
+        self, job_id: str, stage: int, plan_attempt: int, error: ErrorInfo, policy: RetryPolicy
+    ) -> float | None:
+        """`create_tasks` raised: re-send the stage message after the policy's delay (attempts counted on the job
+        row), or fail the job. The delay, or None once the job failed or had moved on."""
         ...
 
     def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]:
@@ -88,11 +101,8 @@ class StateStore(Protocol):
         ...
 
     def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
-        """Apply task outcomes in one transaction: complete / schedule retry (with its message) / fail,
-        each guarded on (status running, same attempt). Completed and failed tasks decrement their
-        stage's counter; the decrement that reaches zero advances the job (next stage message, or
-        finalizing + finalize message). A failure under fail-fast moves the job to finalizing(failed)
-        and cancels its unfinished tasks."""
+        """Apply task outcomes in one transaction, each guarded on (status running, same attempt); outcomes of
+        attempts no longer current are recorded as `late_outcome` events and change nothing else."""
         ...
 
     def fail_job(self, job_id: str, error: ErrorInfo) -> bool:
@@ -103,17 +113,27 @@ class StateStore(Protocol):
         """Queued/processing → finalizing with outcome cancelled, unstarted tasks cancelled."""
         ...
 
-    def live_lease_seconds(self, job_id: str) -> float | None:
-        """Seconds until the last unexpired lease of the job's running tasks ends; None if none is live."""
+    def begin_finalize(
+        self, job_id: str, owner: str, claim_seconds: float, min_recheck: float = 0.2, max_recheck: float = 5.0
+    ) -> FinalizeStart:
+        """Take the finalize claim (the fence) or defer the finalize message."""
         ...
 
-    def defer_finalize(self, job_id: str, delay_seconds: float) -> bool:
-        """While finalizing, send a fresh finalize message due after the delay (tasks still running)."""
+    def renew_finalize_claim(self, job_id: str, owner: str, claim_seconds: float) -> bool:
+        """Extend `owner`'s finalize claim; False once it is no longer theirs."""
         ...
 
-    def finish_job(self, job_id: str, status: JobStatus, result: JSON | None, error: ErrorInfo | None) -> bool:
-        """Finalizing → a terminal status. False if the job was not finalizing (already finished)."""
+    def finish_job(
+        self, job_id: str, owner: str, status: JobStatus, result: JSON | None, error: JSON | None
+    ) -> bool:
+        """Finalizing → a terminal status, only while `owner` holds the finalize claim."""
         ...
+
+    def cancel(self, job_id: str, error: JSON) -> OperatorResult: ...
+
+    def retry(self, job_id: str, stage: int, more_attempts: int) -> OperatorResult: ...
+
+    def rerun(self, job_id: str) -> OperatorResult: ...
 
     def add_event(
         self, job_id: str, kind: str, detail: JSON, stage: int | None = None, task_id: str | None = None

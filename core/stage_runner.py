@@ -1,33 +1,45 @@
-"""Handles job messages: start a stage (build its tasks from the previous stage's results) or finalize."""
+"""Handles job messages: start a stage (build its tasks from the previous stage's results) or finalize a job."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 
 from core import logcontext
 from core.errors import MalformedMessage, UnknownJobType, classify
 from core.ids import canonical_json
-from core.jobs import FinalizeContext, JobDefinition, JobRegistry, PreviousResults
+from core.jobs import FinalizeContext, JobDefinition, JobRegistry, PreviousResults, Stage
+from core.keepalive import renewing
 from core.messages import parse_job_message
-from core.models import ErrorClass, ErrorInfo, JobRecord, JobStatus, MessageKind, ReceivedMessage, StagePlan
+from core.models import ErrorInfo, JobRecord, JobStatus, MessageKind, ReceivedMessage, StagePlan
 from core.ports import Relay, StateStore
+from core.rounds import FinalizeDecision
 from core.services import Services
 from core.settlement import Settlement, complete, dead_letter
+from core.states import LIVE_JOB
 
 log = logging.getLogger("coremachine.stages")
 
 MIN_FINALIZE_RECHECK_S = 0.2
 MAX_FINALIZE_RECHECK_S = 5.0
+FINALIZE_CLAIM_SECONDS = 60.0
 
 
 class StageRunner:
-    def __init__(self, store: StateStore, relay: Relay, jobs: JobRegistry, services: Services | None = None) -> None:
+    def __init__(
+        self, store: StateStore, relay: Relay, jobs: JobRegistry, services: Services | None = None,
+        worker_id: str = "worker", finalize_claim_seconds: float = FINALIZE_CLAIM_SECONDS,
+    ) -> None:
         self._store = store
         self._relay = relay
         self._jobs = jobs
         self._services = services or Services()
+        self._worker_id = worker_id
+        self._claim_seconds = finalize_claim_seconds
 
     def run(self, message: ReceivedMessage) -> Settlement:
         try:
@@ -44,16 +56,17 @@ class StageRunner:
         with logcontext.bind(job_id=job.job_id, job_type=job.job_type, stage=parsed.stage):
             if parsed.kind is MessageKind.STAGE:
                 assert parsed.stage is not None
-                self.start_stage(job, definition, parsed.stage)
+                self.start_stage(job, definition, parsed.stage, parsed.plan_attempt)
             else:
                 self.finalize(job, definition)
         self._relay.flush()
         return complete(message)
 
-    def start_stage(self, job: JobRecord, definition: JobDefinition, number: int) -> bool:
-        if job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING) or job.current_stage != number:
+    def start_stage(self, job: JobRecord, definition: JobDefinition, number: int, plan_attempt: int = 0) -> bool:
+        if job.status not in LIVE_JOB or job.current_stage != number or job.plan_attempts != plan_attempt:
             log.info("stage message is a duplicate or late; ignored",
-                     extra={"job_status": job.status.value, "current_stage": job.current_stage})
+                     extra={"job_status": job.status.value, "current_stage": job.current_stage,
+                            "plan_attempt": plan_attempt, "plan_attempts": job.plan_attempts})
             return False
         stage = definition.stage(number)
         previous = (
@@ -64,11 +77,7 @@ class StageRunner:
         try:
             specs = definition.build_tasks(stage, job.parameters, previous)
         except Exception as exc:
-            if classify(exc) is ErrorClass.TRANSIENT:
-                raise
-            error = _error(exc, f"{job.job_type}.create_tasks (stage {number}: {stage.name})")
-            log.error("create_tasks failed; failing the job", extra={"error": error.message})
-            self._store.fail_job(job.job_id, error)
+            self._planning_failed(job, stage, plan_attempt, exc)
             return False
         created = self._store.start_stage(
             StagePlan(job.job_id, number, stage.name, specs, stage.max_attempts, stage.timeout_seconds)
@@ -77,17 +86,38 @@ class StageRunner:
             log.info("stage started", extra={"stage_name": stage.name, "tasks": len(specs)})
         return created
 
+    def _planning_failed(self, job: JobRecord, stage: Stage, plan_attempt: int, exc: Exception) -> None:
+        """A transient error is retried by a scheduled stage message under the stage's retry policy; a permanent
+        one, or the last attempt, fails the job (finalized as usual). Never left queued or processing."""
+        where = f"{job.job_type}.create_tasks (stage {stage.number}: {stage.name})"
+        error = replace(_error(exc, where), attempt=plan_attempt + 1)
+        delay = self._store.planning_failed(job.job_id, stage.number, plan_attempt, error, stage.retry_policy())
+        if delay is None:
+            log.error("create_tasks failed; failing the job",
+                      extra={"error": error.message, "error_class": error.error_class.value,
+                             "attempt": plan_attempt + 1})
+        else:
+            log.warning("create_tasks failed; planning the stage again later",
+                        extra={"error": error.message, "error_class": error.error_class.value,
+                               "attempt": plan_attempt + 1, "retry_in_s": round(delay, 3)})
+
     def finalize(self, job: JobRecord, definition: JobDefinition) -> bool:
+        """Run the job's finalize exactly once per round: under the finalize claim (renewed while it runs), and
+        finish the job only while the claim is still ours."""
         if job.status is not JobStatus.FINALIZING:
             log.info("finalize message is a duplicate or late; ignored", extra={"job_status": job.status.value})
             return False
-        outcome = job.outcome or JobStatus.COMPLETED
-        live = self._store.live_lease_seconds(job.job_id)
-        if live is not None:
-            delay = min(max(live, MIN_FINALIZE_RECHECK_S), MAX_FINALIZE_RECHECK_S)
-            log.info("finalize waits for running tasks to finish", extra={"recheck_in_s": round(delay, 2)})
-            self._store.defer_finalize(job.job_id, delay)
+        owner = f"{self._worker_id}:{uuid.uuid4().hex[:12]}"
+        start = self._store.begin_finalize(
+            job.job_id, owner, self._claim_seconds, MIN_FINALIZE_RECHECK_S, MAX_FINALIZE_RECHECK_S
+        )
+        if start.decision is not FinalizeDecision.RUN or start.job is None:
+            log.info("finalize deferred or not needed",
+                     extra={"decision": start.decision.value, "reason": start.reason,
+                            "recheck_in_s": round(start.delay_seconds, 2)})
             return False
+        job = start.job
+        outcome = job.outcome or JobStatus.COMPLETED
         context = FinalizeContext(
             job_id=job.job_id,
             job_type=job.job_type,
@@ -99,17 +129,22 @@ class StageRunner:
             services=self._services,
         )
         status, result, error = outcome, None, None
-        try:
-            result = definition.finalize(context)
-            canonical_json(result)
-        except Exception as exc:
-            result = None
-            error = _error(exc, f"{job.job_type}.finalize")
-            status = JobStatus.COMPLETED_WITH_ERRORS if outcome is JobStatus.COMPLETED else outcome
-            log.error("finalize raised; the job still ends", extra={"error": error.message, "status": status.value})
-        finished = self._store.finish_job(job.job_id, status, result, error)
+        renew = partial(self._store.renew_finalize_claim, job.job_id, owner, self._claim_seconds)
+        with renewing(renew, self._claim_seconds / 3, "finalize"):
+            try:
+                result = definition.finalize(context)
+                canonical_json(result)
+            except Exception as exc:
+                result = None
+                error = _error(exc, f"{job.job_type}.finalize")
+                status = JobStatus.COMPLETED_WITH_ERRORS if outcome is JobStatus.COMPLETED else outcome
+                log.error("finalize raised; the job still ends",
+                          extra={"error": error.message, "status": status.value})
+        finished = self._store.finish_job(job.job_id, owner, status, result, error.to_json() if error else None)
         if finished:
             log.info("job finished", extra={"status": status.value})
+        else:
+            log.warning("finalize ran but its claim was taken over; the job is finished by its new owner")
         return finished
 
 

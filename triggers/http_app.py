@@ -112,7 +112,7 @@ def _mapped(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, JobNotFound):
         return _json(ApiError(404, "job_not_found", str(exc)))
     if isinstance(exc, JobConflict):
-        return _json(ApiError(409, "conflict", str(exc), [{"status": exc.job.status.value}]))
+        return _json(ApiError(409, "conflict", str(exc), [{"status": exc.status}]))
     if isinstance(exc, ConfigurationError):
         log.error("http: the app cannot start", extra={"path": request.url.path, "error": str(exc)})
         return _json(ApiError(503, "startup", str(exc), list(getattr(exc, "problems", []))))

@@ -1,4 +1,4 @@
-"""Job routes of the HTTP API: submit (one route per job type), status, list, tasks, cancel, retry, events."""
+"""Job routes of the HTTP API: submit (one route per job type), status, list, tasks, cancel, retry, rerun, events."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import admin
 from core.jobs import JobDefinition, JobRegistry
-from core.models import DeadLetterSelector, JobStatus, TaskStatus
+from core.models import DeadLetterSelector, JobRecord, JobStatus, TaskStatus
 from triggers.http_auth import FunctionKey
 from triggers.http_base import (
     DEFAULT_PAGE,
@@ -29,6 +29,7 @@ from triggers.http_models import (
     JobPage,
     JobStatusBody,
     JobSummary,
+    Rerun,
     Retried,
     Submitted,
     TaskBody,
@@ -124,25 +125,31 @@ def job_router(jobs: JobRegistry, bodies: BodyModels) -> APIRouter:
         return TaskPage(job_id=job_id, tasks=[TaskBody.of(t) for t in page], next_cursor=next_cursor)
 
     @router.post("/{job_id}/cancel", status_code=202, response_model=JobSummary,
-                 summary="Cancel a queued or processing job",
+                 summary="Cancel a queued or processing job (its unstarted tasks at once)",
                  responses={**_ERRORS_JOB, 409: {"description": "the job is finalizing or finished"},
                             415: {"description": "the body is not JSON"}})
     def cancel_job(ctx: Context, job_id: JobIdPath, body: JsonObject) -> JobSummary:
         request = parse_body(CancelRequest, body)
-        return JobSummary.of(admin.cancel_job(ctx.store, ctx.relay, job_id, request.reason))
+        admin.raise_refusal(ctx.engine.cancel(job_id, request.reason))
+        return JobSummary.of(_job(ctx, job_id))
 
     bodies.add("cancel_job", CancelRequest, required=False)
 
     @router.post("/{job_id}/retry", status_code=202, response_model=Retried,
-                 summary="Re-run a failed job's failed tasks", responses={
-                     **_ERRORS_JOB, 409: {"description": "the job is not failed"}})
+                 summary="Run again the failed and cancelled tasks where an ended job stopped (a new round)",
+                 responses={**_ERRORS_JOB, 409: {"description": "the job has not ended, or has nothing to retry"}})
     def retry_job(ctx: Context, job_id: JobIdPath) -> Retried:
-        outcome = admin.retry_job(ctx.store, ctx.admin, ctx.relay, ctx.jobs, job_id)
-        job = ctx.store.get_job(job_id)
-        if job is None:
-            raise admin.JobNotFound(job_id)
-        return Retried(**JobSummary.of(job).model_dump(), retried_stage=outcome.stage,
+        outcome = admin.raise_refusal(ctx.engine.retry(job_id))
+        return Retried(**JobSummary.of(_job(ctx, job_id)).model_dump(), retried_stage=outcome.stage or 0,
                        tasks_requeued=outcome.tasks_requeued, stage_resent=outcome.stage_resent, round=outcome.round)
+
+    @router.post("/{job_id}/rerun", status_code=202, response_model=Rerun,
+                 summary="Run an ended job again from stage 1 (a new round of the same job id, history kept)",
+                 responses={**_ERRORS_JOB, 409: {"description": "the job has not ended"}})
+    def rerun_job(ctx: Context, job_id: JobIdPath) -> Rerun:
+        outcome = admin.raise_refusal(ctx.engine.rerun(job_id))
+        return Rerun(**JobSummary.of(_job(ctx, job_id)).model_dump(), round=outcome.round,
+                     previous_status=outcome.previous_status.value if outcome.previous_status else None)
 
     @router.get("/{job_id}/events", response_model=JobEvents, summary="Timeline and why the job isn't finished",
                 responses=_ERRORS_JOB)
@@ -168,11 +175,18 @@ def _job_cursor(text: str) -> admin.JobPageCursor:
     return admin.JobPageCursor(_EPOCH + timedelta(microseconds=int(micros)), job_id)
 
 
+def _job(ctx: Context, job_id: str) -> JobRecord:
+    job = ctx.store.get_job(job_id)
+    if job is None:
+        raise admin.JobNotFound(job_id)
+    return job
+
+
 _SUBMITTED: dict[str, Any] = {
     "headers": {"Location": {"description": "the job's status URL", "schema": {"type": "string"}}},
     "links": {
         operation: {"operationId": operation, "parameters": {"job_id": "$response.body#/job_id"}}
-        for operation in ("job_status", "list_tasks", "job_events", "cancel_job", "retry_job")
+        for operation in ("job_status", "list_tasks", "job_events", "cancel_job", "retry_job", "rerun_job")
     },
 }
 

@@ -181,6 +181,11 @@ class Retried(JobSummary):
     round: int
 
 
+class Rerun(JobSummary):
+    round: int = Field(description="the job's new round: its messages carry it, its previous round is kept")
+    previous_status: str | None
+
+
 class DeadLetterBody(_Out):
     id: str
     queue: str

@@ -88,15 +88,27 @@ class TaskRow:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class JobControl:
+    """The job row's control columns that `JobRecord` does not show: the finalize fence and its counters."""
+
+    round_started_at: datetime
+    finalize_deferrals: int = 0
+    finalize_owner: str | None = None
+    finalize_claim_until: datetime | None = None
+
+
 @dataclass
 class Tables:
     """Committed state. `running` indexes running tasks so lease expiry need not scan every task."""
 
     jobs: dict[str, JobRecord] = field(default_factory=dict)
+    control: dict[str, JobControl] = field(default_factory=dict)
     stages: dict[tuple[str, int], StageRow] = field(default_factory=dict)
     tasks: dict[str, TaskRow] = field(default_factory=dict)
     events: dict[str, list[EventView]] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)
+    rounds: dict[tuple[str, int], JSON] = field(default_factory=dict)
 
 
 class Transaction:
@@ -106,8 +118,12 @@ class Transaction:
         self.now = now
         self._tables = tables
         self._jobs: dict[str, JobRecord] = {}
+        self._control: dict[str, JobControl] = {}
+        self._deleted_stages: set[tuple[str, int]] = set()
+        self._rounds: dict[tuple[str, int], JSON] = {}
         self._stages: dict[tuple[str, int], StageRow] = {}
         self._tasks: dict[str, TaskRow] = {}
+        self._deleted_tasks: set[str] = set()
         self._events: list[tuple[str, EventView]] = []
         self.messages: list[OutgoingMessage] = []
 
@@ -117,18 +133,40 @@ class Transaction:
     def put_job(self, job: JobRecord) -> None:
         self._jobs[job.job_id] = job
 
+    def control(self, job_id: str) -> JobControl:
+        return self._control.get(job_id) or self._tables.control[job_id]
+
+    def put_control(self, job_id: str, control: JobControl) -> None:
+        self._control[job_id] = control
+
     def stage(self, job_id: str, stage: int) -> StageRow | None:
         key = (job_id, stage)
+        if key in self._deleted_stages:
+            return self._stages.get(key)
         return self._stages.get(key) or self._tables.stages.get(key)
 
     def put_stage(self, row: StageRow) -> None:
         self._stages[(row.job_id, row.stage)] = row
+
+    def delete_stage(self, row: StageRow) -> None:
+        """The stage row and its tasks go (the PostgreSQL foreign key cascades the same way)."""
+        key = (row.job_id, row.stage)
+        self._stages.pop(key, None)
+        self._deleted_stages.add(key)
+        for task_id in row.task_ids:
+            self._tasks.pop(task_id, None)
+            self._deleted_tasks.add(task_id)
+
+    def put_round(self, job_id: str, round_number: int, row: JSON) -> None:
+        self._rounds[(job_id, round_number)] = row
 
     def stages_of(self, job: JobRecord) -> list[StageRow]:
         rows = (self.stage(job.job_id, n) for n in range(1, job.total_stages + 1))
         return [row for row in rows if row is not None]
 
     def task(self, task_id: str) -> TaskRow | None:
+        if task_id in self._deleted_tasks:
+            return self._tasks.get(task_id)
         return self._tasks.get(task_id) or self._tables.tasks.get(task_id)
 
     def put_task(self, row: TaskRow) -> None:
@@ -140,6 +178,11 @@ class Transaction:
 
     def tasks_of(self, job: JobRecord) -> list[TaskRow]:
         return [task for row in self.stages_of(job) for task in self.tasks_of_stage(row)]
+
+    def all_tasks(self) -> list[TaskRow]:
+        ids = (set(self._tables.tasks) | set(self._tasks)) - self._deleted_tasks | set(self._tasks)
+        tasks = (self.task(task_id) for task_id in ids)
+        return [task for task in tasks if task is not None]
 
     def running_tasks(self) -> list[TaskRow]:
         ids = set(self._tables.running) | {t.task_id for t in self._tasks.values() if t.status is TaskStatus.RUNNING}
@@ -159,6 +202,13 @@ class Transaction:
     def commit(self) -> None:
         tables = self._tables
         tables.jobs.update(self._jobs)
+        tables.control.update(self._control)
+        tables.rounds.update(self._rounds)
+        for key in self._deleted_stages:
+            tables.stages.pop(key, None)
+        for task_id in self._deleted_tasks:
+            tables.tasks.pop(task_id, None)
+            tables.running.discard(task_id)
         tables.stages.update(self._stages)
         tables.tasks.update(self._tasks)
         for task in self._tasks.values():

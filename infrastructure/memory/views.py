@@ -1,10 +1,10 @@
-"""Read side of the in-memory store: results, counts, the job snapshot, stuck jobs, live leases."""
+"""Read side of the in-memory store: the job, results, counts, the job snapshot, stuck jobs."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -14,8 +14,6 @@ from core.ports import Transport
 from infrastructure.memory.tables import Tables, Transaction, fresh
 
 Clock = Callable[[], datetime]
-
-_OPEN_JOB = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.FINALIZING})
 
 
 def _utcnow() -> datetime:
@@ -54,12 +52,15 @@ class MemoryViews:
         with self._tx() as tx:
             return self._counts(tx, job_id)
 
-    def live_lease_seconds(self, job_id: str) -> float | None:
+    def get_job(self, job_id: str) -> JobRecord | None:
         with self._tx() as tx:
             job = tx.job(job_id)
-            leases = [t.lease_until for t in tx.tasks_of(job) if t.status is TaskStatus.RUNNING
-                      and t.lease_until is not None and t.lease_until > tx.now] if job else []
-            return (max(leases) - tx.now).total_seconds() if leases else None
+            return public_job(job) if job else None
+
+    def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        with self._tx() as tx:
+            jobs = (tx.job(job_id) for job_id in job_ids)
+            return {job.job_id: job.status for job in jobs if job is not None}
 
     def snapshot(self, job_id: str, events: int = 50) -> JobSnapshot | None:
         with self._tx() as tx:
@@ -81,12 +82,12 @@ class MemoryViews:
                 recent_errors=[t.view() for t in erring[:5]],
             )
 
-    def stuck_jobs(self, older_than_seconds: float, limit: int = 100) -> list[JobRecord]:
+    def stuck_jobs(self, older_than_seconds: float, limit: int, open_statuses: frozenset[JobStatus]) -> list[JobRecord]:
         with self._tx() as tx:
             cutoff = tx.now - timedelta(seconds=older_than_seconds)
             stuck = [
                 job for job in self._tables.jobs.values()
-                if job.status in _OPEN_JOB and job.updated_at < cutoff
+                if job.status in open_statuses and job.updated_at < cutoff
                 and not any(t.updated_at >= cutoff for t in tx.tasks_of(job))
             ]
             return [public_job(job) for job in sorted(stuck, key=lambda j: j.updated_at)[:limit]]

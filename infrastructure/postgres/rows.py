@@ -19,11 +19,13 @@ from core.models import (
     TaskStatus,
     TaskView,
 )
+from core.uow import LockedJob, Resend, TaskChange
 
 
 def job_from_row(row: tuple[Any, ...]) -> JobRecord:
+    """A job from the store's job columns (`select_job`); the round and planner attempts end the row."""
     (job_id, job_type, status, parameters, current_stage, total_stages, policy, result, error,
-     created_at, updated_at, finished_at, outcome) = row
+     created_at, updated_at, finished_at, outcome, round_number, plan_attempts) = row
     return JobRecord(
         job_id=job_id,
         job_type=job_type,
@@ -38,14 +40,37 @@ def job_from_row(row: tuple[Any, ...]) -> JobRecord:
         updated_at=updated_at,
         finished_at=finished_at,
         outcome=JobStatus(outcome) if outcome else None,
+        round=round_number,
+        plan_attempts=plan_attempts,
     )
 
 
+def locked_job_from_row(row: tuple[Any, ...]) -> LockedJob:
+    (job_id, job_type, status, current_stage, total_stages, policy, round_number, outcome, error, result,
+     plan_attempts, deferrals, owner, claim_seconds) = row
+    return LockedJob(
+        job_id, job_type, JobStatus(status), current_stage, total_stages, FailurePolicy(policy), round_number,
+        JobStatus(outcome) if outcome else None, error, result, plan_attempts, deferrals, owner,
+        None if claim_seconds is None else float(claim_seconds),
+    )
+
+
+def resend_from_row(row: tuple[Any, ...]) -> Resend:
+    task_id, job_id, stage, task_type, attempt, job_type, round_number, resend, delay = row
+    return Resend(TaskChange(task_id, job_id, stage, task_type, attempt), job_type, round_number, resend, float(delay))
+
+
+def task_change_from_row(row: tuple[Any, ...]) -> TaskChange:
+    task_id, job_id, stage, task_type, attempt = row
+    return TaskChange(task_id, job_id, stage, task_type, attempt)
+
+
 def claimed_from_row(row: tuple[Any, ...]) -> ClaimedTask:
-    (task_id, job_id, job_type, stage, idx, task_type, parameters, attempt, max_attempts, timeout, policy) = row
+    (task_id, job_id, job_type, stage, idx, task_type, parameters, attempt, max_attempts, timeout, policy,
+     round_number) = row
     return ClaimedTask(
         task_id, job_id, job_type, stage, idx, task_type, parameters, attempt, max_attempts, timeout,
-        FailurePolicy(policy),
+        FailurePolicy(policy), round_number,
     )
 
 

@@ -1,20 +1,28 @@
-"""Read-side of the PostgreSQL store: task counts per stage and the job snapshot behind `status`.
+"""Read side of the PostgreSQL store: the job, stage results, task counts per stage, the snapshot behind `status`,
+stuck jobs.
 
-Both read the stage counters (see `core.progress`), never a job's tasks: a status costs the same for a 4-task
-job and a 1,000,000-task one."""
+Counts and the snapshot read the stage counters (see `core.progress`), never a job's tasks: a status costs the
+same for a 4-task job and a 1,000,000-task one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
 
 from core.errors import StoreUnavailable
-from core.models import JobSnapshot, JobStatus
+from core.models import JobRecord, JobSnapshot, JobStatus, TaskResultRow
 from core.progress import StageCounters, task_counts
-from infrastructure.postgres.rows import event_from_row, job_from_row, stage_view_from_row, task_view_from_row
+from core.states import values
+from infrastructure.postgres.rows import (
+    event_from_row,
+    job_from_row,
+    result_from_row,
+    stage_view_from_row,
+    task_view_from_row,
+)
 from infrastructure.postgres.sql_queries import query
 
 ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
@@ -31,6 +39,28 @@ class StoreViews:
                 yield conn
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._read() as conn:
+            row = conn.execute(query("select_job"), {"job_id": job_id}).fetchone()
+        return job_from_row(row) if row else None
+
+    def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        with self._read() as conn:
+            rows = conn.execute(query("job_statuses"), {"job_ids": list(job_ids)}).fetchall()
+        return {job_id: JobStatus(status) for job_id, status in rows}
+
+    def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]:
+        with self._read() as conn:
+            rows = conn.execute(query("stage_results"), {"job_id": job_id, "stage": stage}).fetchall()
+        return [result_from_row(r) for r in rows]
+
+    def stuck_jobs(self, older_than_seconds: float, limit: int, open_statuses: frozenset[JobStatus]) -> list[JobRecord]:
+        with self._read() as conn:
+            rows = conn.execute(query("stuck_jobs"), {
+                "older": older_than_seconds, "limit": limit, "statuses": values(open_statuses),
+            }).fetchall()
+        return [job_from_row(r) for r in rows]
 
     def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:
         with self._read() as conn:

@@ -21,6 +21,7 @@ ROUTES = {
     "list_tasks": ("GET", "/api/jobs/{job_id}/tasks"),
     "cancel_job": ("POST", "/api/jobs/{job_id}/cancel"),
     "retry_job": ("POST", "/api/jobs/{job_id}/retry"),
+    "rerun_job": ("POST", "/api/jobs/{job_id}/rerun"),
     "job_events": ("GET", "/api/jobs/{job_id}/events"),
     "livez": ("GET", "/api/livez"),
     "readyz": ("GET", "/api/readyz"),
@@ -194,6 +195,22 @@ def test_retry_after_create_tasks_failed_sends_the_stage_again(http: Http, http_
     assert again.status.value == "failed" and again.current_stage == 2
     status, body = http.call("retry_job", {"job_id": job_id})
     assert status == 202 and body["round"] == 2
+
+
+def test_rerun_starts_a_new_round_of_an_ended_job(http: Http, http_runtime: Runtime) -> None:
+    _, job = http.submit("hello_world", {"n": 2})
+    job_id = job["job_id"]
+    assert http.call("rerun_job", {"job_id": job_id})[0] == 409  # queued: not ended
+    assert run_to_end(http_runtime, job_id).status.value == "completed"
+    status, body = http.call("rerun_job", {"job_id": job_id})
+    assert status == 202 and body["status"] == "queued" and body["round"] == 1
+    assert body["previous_status"] == "completed"
+    assert run_to_end(http_runtime, job_id).status.value == "completed"
+    _, events = http.call("job_events", {"job_id": job_id})
+    kinds = [e["kind"] for e in events["events"]]
+    assert kinds.count("job_finished") == 2 and "job_rerun" in kinds
+    assert http.submit("hello_world", {"n": 2})[0] == 200  # a plain duplicate submit still creates nothing
+    assert http.call("rerun_job", {"job_id": "d" * 64})[0] == 404
 
 
 def test_probes(http: Http) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -58,3 +60,38 @@ class DrillCreateTasksRaises(DrillFailFast):
         if stage.number == 2:
             previous.values("no_such_key", str)
         return super().create_tasks(stage, params, previous)
+
+
+class DrillPlannerDown(DrillFailFast):
+    """Its planner always meets a transient error (the data share is down)."""
+
+    job_type = "drill_planner_down"
+
+    def create_tasks(self, stage: Stage, params: Any, previous: PreviousResults) -> Iterable[JSON]:
+        raise ConnectionError("the data share is down")
+
+
+class SlowFinalizeParameters(JobParameters):
+    n: int = Field(2, ge=0)
+    finalize_seconds: float = Field(0.0, ge=0)
+    runs_file: str
+
+
+class DrillSlowFinalize(JobDefinition):
+    """A finalize that outlasts the queue lock; each run appends a line to `runs_file`."""
+
+    job_type = "drill_slow_finalize"
+    Parameters = SlowFinalizeParameters
+    stages = (Stage("work", "drill.work", max_attempts=2, timeout_seconds=5.0, retry=FAST_RETRY),)
+
+    def create_tasks(self, stage: Stage, params: Any, previous: PreviousResults) -> Iterable[JSON]:
+        return [{"index": i, "fail_index": None, "sleep_ms": 0} for i in range(params.n)]
+
+    def finalize(self, context: FinalizeContext) -> JSON:
+        path = Path(context.parameters["runs_file"])
+        with path.open("a", encoding="utf-8") as runs:
+            runs.write("start\n")
+        time.sleep(context.parameters["finalize_seconds"])
+        with path.open("a", encoding="utf-8") as runs:
+            runs.write("end\n")
+        return {"tasks": len(context.last_results())}

@@ -199,8 +199,6 @@ def test_engine_logs_carry_the_job_context_at_info(runtime: Runtime, caplog: pyt
 def test_cancel_lets_running_tasks_finish_before_the_job_ends(runtime: Runtime) -> None:
     import time
 
-    from core.admin import cancel_job
-
     job_id = runtime.engine.submit("drill_fail_fast", {"n": 6, "sleep_ms": 1200}).job.job_id
     worker = runtime.worker(concurrency=1, wait_seconds=0.2)
     worker.start()
@@ -209,7 +207,7 @@ def test_cancel_lets_running_tasks_finish_before_the_job_ends(runtime: Runtime) 
         while not rows(runtime, "SELECT 1 FROM tasks WHERE job_id = %s AND status = 'running'", job_id):
             assert time.monotonic() < deadline, "no task started"
             time.sleep(0.05)
-        cancel_job(runtime.store, runtime.relay, job_id)
+        assert runtime.engine.cancel(job_id).accepted
         while not runtime.store.get_job(job_id).status.terminal:  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the cancelled job did not end"
             time.sleep(0.1)

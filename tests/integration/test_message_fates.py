@@ -3,12 +3,10 @@ leaves them alone, an early retry message is deferred to its due time, a lost re
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from core.errors import TransientError
-from core.models import DeadLetterSelector, ErrorClass, ErrorInfo, JobStatus, OutcomeKind, TaskOutcome
+from core.errors import StoreUnavailable
+from core.models import DeadLetterSelector, ErrorClass, ErrorInfo, JobStatus, OutcomeKind, StagePlan, TaskOutcome
 from tests.integration.engine_helpers import rows, run_to_end, task_rows
 from triggers.runtime import Runtime
 
@@ -16,18 +14,19 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_a_flaky_job_message_batched_with_healthy_ones_does_not_hold_them_back(runtime: Runtime) -> None:
-    definition = runtime.registries.jobs.get("drill_continue")
-    original = definition.create_tasks
+    store = runtime.store
+    original = store.start_stage
     failures = {"left": 3}
-
-    def flaky(stage: Any, params: Any, previous: Any) -> Any:
-        if params.tag == "flaky" and failures["left"]:
-            failures["left"] -= 1
-            raise TransientError("the data share is down")
-        return original(stage, params, previous)
-
-    definition.create_tasks = flaky  # type: ignore[method-assign]
     flaky_id = runtime.engine.submit("drill_continue", {"n": 2, "tag": "flaky"}).job.job_id
+
+    def flaky(plan: StagePlan) -> bool:
+        # An infrastructure failure escapes the engine (a failing planner would be retried by a new message).
+        if plan.job_id == flaky_id and failures["left"]:
+            failures["left"] -= 1
+            raise StoreUnavailable("connection reset while creating the stage")
+        return original(plan)
+
+    store.start_stage = flaky  # type: ignore[method-assign]
     healthy = [runtime.engine.submit("drill_continue", {"n": 2, "tag": f"ok{i}"}).job.job_id for i in range(5)]
     # All six stage messages wait in the queue, so the first receive takes several in one batch.
     worker = runtime.worker(concurrency=2, wait_seconds=0.2, jobs_threads=1)

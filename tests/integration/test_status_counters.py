@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from core.admin import cancel_job
 from core.models import ErrorClass, ErrorInfo, JobStatus, OutcomeKind, TaskOutcome
 from tests.integration.engine_helpers import rows, run_to_end
 from triggers.runtime import Runtime
@@ -52,7 +51,7 @@ def test_counts_in_flight_through_cancel(runtime: Runtime) -> None:
     ])
     assert assert_counts_exact(runtime, job_id) == {1: {"queued": 6, "running": 2, "retry_scheduled": 1,
                                                         "completed": 1}}
-    cancel_job(runtime.store, runtime.relay, job_id)
+    assert runtime.engine.cancel(job_id).accepted
     assert assert_counts_exact(runtime, job_id) == {1: {"cancelled": 7, "running": 2, "completed": 1}}
     runtime.store.record_outcomes([TaskOutcome(claimed[2], OutcomeKind.COMPLETED, result={})])
     assert assert_counts_exact(runtime, job_id) == {1: {"cancelled": 7, "running": 1, "completed": 2}}

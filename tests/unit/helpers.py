@@ -103,7 +103,7 @@ class Harness:
 
     def __init__(
         self,
-        jobs: Iterable[JobDefinition] = (Probe(), ProbeContinue()),
+        jobs: Iterable[JobDefinition] | None = None,
         handlers: Mapping[str, TaskHandler] | None = None,
         config: QueueConfig | None = None,
     ) -> None:
@@ -111,7 +111,7 @@ class Harness:
         self.clock = ManualClock()
         self.transport = InMemoryTransport(config, clock=self.clock)
         self.store = InMemoryStore(self.transport, clock=self.now)
-        self.jobs = JobRegistry(jobs)
+        self.jobs = JobRegistry((Probe(), ProbeContinue()) if jobs is None else jobs)
         self.engine = self.engine_with(self.probe.handlers() if handlers is None else handlers)
         self.janitor = Janitor(self.store, NullRelay(), JanitorConfig(lease_grace_seconds=5.0))
         self.escaped: list[Exception] = []

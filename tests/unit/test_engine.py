@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -187,7 +188,7 @@ def test_create_tasks_raising_fails_and_finalizes_the_job() -> None:
     assert list(tasks_of(h, job.job_id)["stages"]) == [1]
 
 
-def test_transient_create_tasks_error_is_redelivered() -> None:
+def test_transient_create_tasks_error_is_retried_by_a_scheduled_stage_message() -> None:
     h = Harness()
     calls = {"n": 0}
     original = h.jobs.get("probe").create_tasks
@@ -201,9 +202,22 @@ def test_transient_create_tasks_error_is_redelivered() -> None:
     h.jobs.get("probe").create_tasks = flaky  # type: ignore[method-assign]
     job = h.run("probe", {"n": 2})
     assert job.status is JobStatus.COMPLETED
-    assert h.escaped == []
-    [given_back] = h.given_back
-    assert given_back.reason.startswith("ConnectionError") and given_back.delay_seconds > 0
+    assert h.escaped == [], "the stage message is settled; a new one is scheduled"
+    assert h.event_kinds(job.job_id).count("stage_planning_retry") == 1
+
+
+def test_a_planner_that_keeps_failing_transiently_fails_the_job_and_finalizes_it() -> None:
+    h = Harness()
+
+    def down(stage: Any, params: Any, previous: Any) -> Any:
+        raise ConnectionError("the data share is down")
+
+    h.jobs.get("probe").create_tasks = down  # type: ignore[method-assign]
+    job = h.run("probe", {"n": 2})
+    assert job.status is JobStatus.FAILED and job.finished_at is not None
+    assert job.error is not None and (job.error["type"], job.error["attempt"]) == ("ConnectionError", 3)
+    assert h.event_kinds(job.job_id).count("stage_planning_retry") == 2
+    assert h.escaped == [] and h.transport.list_dead_letters(DeadLetterSelector()) == []
 
 
 @pytest.mark.parametrize(("params", "total"), [({"n": 0}, 0), ({"n": 2, "sum_stage": False}, None)])
@@ -229,7 +243,10 @@ def test_late_completion_after_the_job_failed_changes_nothing() -> None:
     before = h.store.snapshot(job_id, events=1000)
     assert before is not None and before.job.status is JobStatus.FAILED
     h.store.record_outcomes([TaskOutcome(slow, OutcomeKind.COMPLETED, result={"square": 1})])
-    assert h.store.snapshot(job_id, events=1000) == before
+    after = h.store.snapshot(job_id, events=1000)
+    assert after is not None and replace(after, events=before.events) == before
+    assert [e.kind for e in after.events[len(before.events):]] == ["late_outcome"]
+    assert after.events[-1].detail["task_status"] == "cancelled"
     assert h.transport.pending_count() == 0
 
 

@@ -10,10 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from core.admin import JobPageCursor
-from core.errors import InvalidTransition
 from core.jobs import JobRegistry
-from core.models import JobStatus
-from core.states import JOB_TRANSITIONS, OPERATOR_TRANSITIONS, check_operator_transition, operator_sources
 from triggers.http_admin import Selection
 from triggers.http_app import create_app
 from triggers.http_base import ApiError
@@ -44,13 +41,3 @@ def test_no_route_begins_with_admin_which_azure_reserves() -> None:
     app = create_app(JobRegistry(), lambda: pytest.fail("no route here needs the database"), max_body_bytes=10)
     paths = set(TestClient(app).get("/api/openapi.json").json()["paths"])
     assert "/api/ops/deadletters" in paths and not any(p.startswith(("/admin", "/api/admin")) for p in paths)
-
-
-def test_retry_is_an_operator_transition_only() -> None:
-    assert JobStatus.PROCESSING not in JOB_TRANSITIONS[JobStatus.FAILED]
-    assert OPERATOR_TRANSITIONS[JobStatus.FAILED] == {JobStatus.PROCESSING}
-    assert operator_sources(JobStatus.PROCESSING) == {JobStatus.FAILED}
-    check_operator_transition(JobStatus.FAILED, JobStatus.PROCESSING)
-    for status in (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.PROCESSING):
-        with pytest.raises(InvalidTransition):
-            check_operator_transition(status, JobStatus.PROCESSING)

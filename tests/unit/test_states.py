@@ -10,17 +10,19 @@ from core.errors import InvalidTransition
 from core.models import TERMINAL_JOB_STATUSES, JobStatus, TaskStatus
 from core.states import (
     JOB_TRANSITIONS,
+    OPERATOR_TRANSITIONS,
     TASK_TRANSITIONS,
     check_job_transition,
+    check_operator_transition,
     check_task_transition,
     job_sources,
+    operator_sources,
     task_sources,
 )
 
 ALLOWED_JOB = {
     (JobStatus.QUEUED, JobStatus.PROCESSING), (JobStatus.QUEUED, JobStatus.FINALIZING),
-    (JobStatus.QUEUED, JobStatus.CANCELLED), (JobStatus.PROCESSING, JobStatus.PROCESSING),
-    (JobStatus.PROCESSING, JobStatus.FINALIZING), (JobStatus.PROCESSING, JobStatus.CANCELLED),
+    (JobStatus.PROCESSING, JobStatus.PROCESSING), (JobStatus.PROCESSING, JobStatus.FINALIZING),
     (JobStatus.FINALIZING, JobStatus.COMPLETED), (JobStatus.FINALIZING, JobStatus.COMPLETED_WITH_ERRORS),
     (JobStatus.FINALIZING, JobStatus.FAILED), (JobStatus.FINALIZING, JobStatus.CANCELLED),
 }
@@ -84,3 +86,16 @@ def test_sources_are_the_inverted_tables() -> None:
     assert job_sources(JobStatus.QUEUED) == frozenset()
     assert task_sources(TaskStatus.QUEUED) == {TaskStatus.RUNNING}
     assert job_sources(JobStatus.FINALIZING) == {JobStatus.QUEUED, JobStatus.PROCESSING}
+
+
+def test_retry_and_rerun_are_operator_transitions_only() -> None:
+    ended = {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.COMPLETED_WITH_ERRORS}
+    for status in TERMINAL_JOB_STATUSES:
+        assert not JOB_TRANSITIONS[status], "no message may revive an ended job"
+    assert OPERATOR_TRANSITIONS[JobStatus.FAILED] == {JobStatus.PROCESSING, JobStatus.QUEUED}
+    assert operator_sources(JobStatus.PROCESSING) == ended
+    assert operator_sources(JobStatus.QUEUED) == ended | {JobStatus.COMPLETED}
+    check_operator_transition(JobStatus.FAILED, JobStatus.PROCESSING)
+    for status in (JobStatus.COMPLETED, JobStatus.PROCESSING, JobStatus.FINALIZING):
+        with pytest.raises(InvalidTransition):
+            check_operator_transition(status, JobStatus.PROCESSING)

@@ -1,17 +1,88 @@
--- Named queries of the PostgreSQL state store. Status guards arrive as parameters computed from the
--- transition tables in core/states.py, so the state machine has one source of truth.
+-- Named queries of the PostgreSQL state store: each is one guarded statement of the unit-of-work port
+-- (core/uow.py); the decisions are core's (core/store.py, core/outcomes.py, core/rounds.py). Status guards arrive
+-- as parameters computed from the transition tables in core/states.py, so the state machine has one source of
+-- truth. Lock order: job rows, then stage rows, then task rows; `task_id = ANY(...)` and `job_id = ANY(...)`
+-- statements are index scans, which visit (and lock) the rows in key order.
 
 -- name: insert_job
 INSERT INTO jobs (job_id, job_type, parameters, total_stages, failure_policy)
 VALUES (%(job_id)s, %(job_type)s, %(parameters)s, %(total_stages)s, %(failure_policy)s)
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id, job_type, status, parameters, current_stage, total_stages, failure_policy, result, error,
-          created_at, updated_at, finished_at, outcome
+       created_at, updated_at, finished_at, outcome, retry_round, plan_attempts
 
 -- name: select_job
 SELECT job_id, job_type, status, parameters, current_stage, total_stages, failure_policy, result, error,
-       created_at, updated_at, finished_at, outcome
+       created_at, updated_at, finished_at, outcome, retry_round, plan_attempts
 FROM jobs WHERE job_id = %(job_id)s
+
+-- name: job_statuses
+SELECT job_id, status FROM jobs WHERE job_id = ANY(%(job_ids)s::text[])
+
+-- name: lock_jobs
+SELECT job_id, job_type, status, current_stage, total_stages, failure_policy, retry_round, outcome, error, result,
+       plan_attempts, finalize_deferrals, finalize_owner, extract(epoch FROM finalize_claim_until - now())::float8
+FROM jobs WHERE job_id = ANY(%(job_ids)s::text[])
+ORDER BY job_id
+FOR NO KEY UPDATE
+
+-- name: start_job_stage
+UPDATE jobs SET status = 'processing', updated_at = now()
+WHERE job_id = %(job_id)s AND current_stage = %(stage)s AND status = ANY(%(sources)s::job_status[])
+RETURNING job_id
+
+-- name: advance_job
+UPDATE jobs SET current_stage = current_stage + 1, plan_attempts = 0, updated_at = now()
+WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[]) AND current_stage = %(stage)s
+  AND current_stage < total_stages
+RETURNING job_id
+
+-- name: job_to_finalizing
+UPDATE jobs SET status = 'finalizing', outcome = %(outcome)s, updated_at = now(), error = COALESCE(error, %(error)s)
+WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
+RETURNING job_id
+
+-- name: count_plan_attempt
+UPDATE jobs SET plan_attempts = plan_attempts + 1, updated_at = now()
+WHERE job_id = %(job_id)s AND current_stage = %(stage)s AND status = ANY(%(sources)s::job_status[])
+RETURNING plan_attempts
+
+-- name: claim_finalize
+UPDATE jobs SET finalize_owner = %(owner)s, finalize_claim_until = now() + make_interval(secs => %(claim_seconds)s),
+    updated_at = now()
+WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
+  AND (finalize_owner IS NULL OR finalize_owner = %(owner)s OR finalize_claim_until < now())
+RETURNING job_id
+
+-- name: renew_finalize_claim
+UPDATE jobs SET finalize_claim_until = now() + make_interval(secs => %(claim_seconds)s), updated_at = now()
+WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[]) AND finalize_owner = %(owner)s
+RETURNING job_id
+
+-- name: count_finalize_deferral
+UPDATE jobs SET finalize_deferrals = finalize_deferrals + 1
+WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
+RETURNING finalize_deferrals
+
+-- name: finish_job
+UPDATE jobs SET status = %(status)s, result = %(result)s, error = %(error)s, finished_at = now(), updated_at = now(),
+    finalize_claim_until = NULL
+WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[]) AND finalize_owner = %(owner)s
+RETURNING job_id
+
+-- name: reopen_job
+UPDATE jobs SET status = 'processing', outcome = NULL, error = NULL, result = NULL, finished_at = NULL,
+    retry_round = retry_round + 1, plan_attempts = 0, finalize_owner = NULL, finalize_claim_until = NULL,
+    round_started_at = now(), updated_at = now()
+WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
+RETURNING retry_round
+
+-- name: restart_job
+UPDATE jobs SET status = 'queued', current_stage = 1, outcome = NULL, error = NULL, result = NULL, finished_at = NULL,
+    retry_round = retry_round + 1, plan_attempts = 0, finalize_owner = NULL, finalize_claim_until = NULL,
+    round_started_at = now(), updated_at = now()
+WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
+RETURNING retry_round
 
 -- name: insert_event
 INSERT INTO job_events (job_id, kind, stage, task_id, detail)
@@ -22,10 +93,11 @@ INSERT INTO job_events (job_id, kind, stage, task_id, detail)
 SELECT %(job_id)s, %(kind)s, %(stage)s, %(task_id)s, %(detail)s
 WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = %(job_id)s)
 
--- name: lock_job_for_stage
-UPDATE jobs SET status = 'processing', updated_at = now()
-WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[]) AND current_stage = %(stage)s
-RETURNING job_type, total_stages
+-- name: lock_stages
+SELECT s.job_id, s.stage FROM stages s
+JOIN unnest(%(job_ids)s::text[], %(stages)s::int[]) AS u(job_id, stage) ON s.job_id = u.job_id AND s.stage = u.stage
+ORDER BY s.job_id, s.stage
+FOR NO KEY UPDATE OF s
 
 -- name: insert_stage
 INSERT INTO stages (job_id, stage, name, task_count, remaining)
@@ -33,60 +105,139 @@ VALUES (%(job_id)s, %(stage)s, %(name)s, %(task_count)s, %(task_count)s)
 ON CONFLICT (job_id, stage) DO NOTHING
 RETURNING stage
 
+-- name: decrement_stage
+UPDATE stages SET remaining = remaining - %(done)s, failed = failed + %(failed)s
+WHERE job_id = %(job_id)s AND stage = %(stage)s
+RETURNING remaining
+
+-- name: complete_stage
+UPDATE stages SET status = 'completed', completed_at = now()
+WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = ANY(%(sources)s::stage_status[])
+RETURNING task_count, failed
+
+-- name: failed_tasks
+SELECT COALESCE(sum(failed), 0)::int FROM stages WHERE job_id = %(job_id)s
+
+-- name: cancel_stages
+UPDATE stages SET status = 'cancelled', completed_at = now()
+WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::stage_status[])
+
+-- name: reopen_stage
+UPDATE stages s SET status = 'processing', completed_at = NULL,
+    remaining = (SELECT count(*) FROM tasks t WHERE t.job_id = s.job_id AND t.stage = s.stage
+                 AND t.status = ANY(%(pending)s::task_status[])),
+    failed = (SELECT count(*) FROM tasks t WHERE t.job_id = s.job_id AND t.stage = s.stage AND t.status = 'failed')
+WHERE s.job_id = %(job_id)s AND s.stage = %(stage)s AND s.status = ANY(%(sources)s::stage_status[])
+RETURNING remaining
+
+-- name: archive_round_job
+INSERT INTO job_rounds (job_id, round, status, result, error, stages, started_at, finished_at)
+SELECT j.job_id, %(round)s, j.status, j.result, j.error,
+       COALESCE((SELECT jsonb_agg(jsonb_build_object('stage', s.stage, 'name', s.name, 'status', s.status,
+                                                     'tasks', s.task_count, 'failed', s.failed) ORDER BY s.stage)
+                 FROM stages s WHERE s.job_id = j.job_id), '[]'::jsonb),
+       j.round_started_at, j.finished_at
+FROM jobs j WHERE j.job_id = %(job_id)s
+
+-- name: archive_round_tasks
+INSERT INTO task_history (job_id, round, task_id, stage, idx, task_type, status, attempt, errors, result, finished_at)
+SELECT job_id, %(round)s, task_id, stage, idx, task_type, status, attempt, errors, result, finished_at
+FROM tasks WHERE job_id = %(job_id)s
+
+-- name: delete_round_stages
+-- Tasks go with their stage (ON DELETE CASCADE): stage rows, then task rows, as everywhere.
+DELETE FROM stages WHERE job_id = %(job_id)s
+
 -- name: copy_tasks
 COPY tasks (task_id, job_id, stage, idx, task_type, parameters, max_attempts, timeout_seconds) FROM STDIN
 
 -- name: copy_messages
 COPY queue_messages (queue, message_id, body, properties) FROM STDIN
 
--- name: complete_stage
-UPDATE stages SET status = 'completed', completed_at = now()
-WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = 'processing'
-RETURNING task_count, failed
-
--- name: advance_job
-UPDATE jobs SET current_stage = current_stage + 1, updated_at = now()
-WHERE job_id = %(job_id)s AND status = 'processing' AND current_stage = %(stage)s
-  AND current_stage < total_stages
-RETURNING job_type, current_stage, retry_round
-
--- name: finalize_after_last_stage
-UPDATE jobs j SET status = 'finalizing', updated_at = now(),
-    outcome = CASE WHEN EXISTS (SELECT 1 FROM stages s WHERE s.job_id = j.job_id AND s.failed > 0)
-                   THEN 'completed_with_errors'::job_status ELSE 'completed'::job_status END
-WHERE j.job_id = %(job_id)s AND j.status = 'processing' AND j.current_stage = %(stage)s
-  AND j.current_stage = j.total_stages
-RETURNING j.job_type, j.outcome, j.retry_round
-
--- name: stage_results
-SELECT task_id, idx, status, result FROM tasks
-WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = 'completed'
-ORDER BY idx
-
 -- name: claim_tasks
 UPDATE tasks t
 SET status = 'running', attempt = t.attempt + 1, claimed_by = %(worker_id)s, updated_at = now(),
     lease_until = now() + make_interval(secs => coalesce(%(lease_seconds)s::float8, t.timeout_seconds)),
-    errors = CASE WHEN t.status = 'running' THEN t.errors || jsonb_build_array(jsonb_build_object(
-        'type', 'LeaseExpired', 'class', 'transient', 'attempt', t.attempt, 'where', t.claimed_by, 'at', now(),
-        'message', 'the worker holding this task stopped before finishing; taken back'))
-        ELSE t.errors END
+    errors = CASE WHEN t.status = ANY(%(leased)s::task_status[])
+                  THEN t.errors || jsonb_build_array(%(taken_back)s::jsonb || jsonb_build_object(
+                       'attempt', t.attempt, 'where', t.claimed_by, 'at', now()))
+                  ELSE t.errors END
 FROM jobs j
-WHERE t.task_id = ANY(%(task_ids)s::text[]) AND j.job_id = t.job_id AND j.status = 'processing'
-  AND ((t.status = ANY(%(sources)s::task_status[]) AND t.status <> 'running'
-        AND (t.not_before IS NULL OR t.not_before <= now()))
-       OR (t.status = 'running' AND t.lease_until < now()))
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND j.job_id = t.job_id AND j.status = ANY(%(job_sources)s::job_status[])
+  AND ((t.status = ANY(%(sources)s::task_status[]) AND (t.not_before IS NULL OR t.not_before <= now()))
+       OR (t.status = ANY(%(leased)s::task_status[]) AND t.lease_until < now()))
 RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.idx, t.task_type, t.parameters, t.attempt,
-          t.max_attempts, t.timeout_seconds, j.failure_policy
+          t.max_attempts, t.timeout_seconds, j.failure_policy, j.retry_round
+
+-- name: complete_tasks
+UPDATE tasks t
+SET status = 'completed', result = u.result, lease_until = NULL, finished_at = now(), updated_at = now()
+FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(results)s::jsonb[]) AS u(task_id, attempt, result)
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = ANY(%(sources)s::task_status[])
+  AND t.attempt = u.attempt
+RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt
+
+-- name: end_tasks
+UPDATE tasks t
+SET status = %(status)s::task_status, errors = t.errors || jsonb_build_array(u.error), lease_until = NULL,
+    finished_at = now(), updated_at = now()
+FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(errors)s::jsonb[]) AS u(task_id, attempt, error)
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = ANY(%(sources)s::task_status[])
+  AND t.attempt = u.attempt
+RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt
+
+-- name: schedule_retries
+UPDATE tasks t
+SET status = 'retry_scheduled', errors = t.errors || jsonb_build_array(u.error), lease_until = NULL,
+    not_before = now() + make_interval(secs => u.delay), updated_at = now()
+FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(errors)s::jsonb[], %(delays)s::float8[])
+     AS u(task_id, attempt, error, delay)
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = ANY(%(sources)s::task_status[])
+  AND t.attempt = u.attempt
+RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt
+
+-- name: task_states
+SELECT task_id, status, attempt FROM tasks WHERE task_id = ANY(%(task_ids)s::text[])
+
+-- name: cancel_tasks
+UPDATE tasks SET status = 'cancelled', lease_until = NULL, finished_at = now(), updated_at = now()
+WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::task_status[])
+
+-- name: requeue_tasks
+UPDATE tasks t
+SET status = 'queued', max_attempts = t.attempt + %(more_attempts)s, lease_until = NULL, not_before = NULL,
+    claimed_by = NULL, result = NULL, finished_at = NULL, updated_at = now()
+WHERE t.job_id = %(job_id)s AND t.stage = %(stage)s AND t.status = ANY(%(sources)s::task_status[])
+RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt
+
+-- name: take_back_expired
+WITH expired AS (
+    SELECT t.task_id FROM tasks t JOIN jobs j ON j.job_id = t.job_id
+    WHERE t.status = ANY(%(leased)s::task_status[]) AND j.status = ANY(%(job_sources)s::job_status[])
+      AND t.lease_until < now() - make_interval(secs => %(grace)s)
+    ORDER BY t.lease_until
+    LIMIT %(limit)s
+    FOR UPDATE OF t SKIP LOCKED
+)
+UPDATE tasks t
+SET status = 'queued', lease_until = NULL, claimed_by = NULL, updated_at = now(),
+    errors = t.errors || jsonb_build_array(%(taken_back)s::jsonb || jsonb_build_object(
+        'attempt', t.attempt, 'where', t.claimed_by, 'at', now()))
+FROM expired, jobs j
+WHERE t.task_id = expired.task_id AND j.job_id = t.job_id
+RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt, j.job_type, j.retry_round
+
+-- name: live_lease_seconds
+SELECT extract(epoch FROM max(lease_until) - now())::float8 FROM tasks
+WHERE job_id = %(job_id)s AND status = ANY(%(leased)s::task_status[]) AND lease_until > now()
 
 -- name: renew_task_leases
 -- Extend the leases a worker still holds (running at the claimed attempt); each comes back with its job's status.
 UPDATE tasks t
-SET lease_until = now() + make_interval(secs => coalesce(u.lease_seconds, t.timeout_seconds))
-FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(lease_seconds)s::float8[]) AS u(task_id, attempt, lease_seconds),
-     jobs j
-WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = 'running'
-  AND t.attempt = u.attempt AND j.job_id = t.job_id
+SET lease_until = now() + make_interval(secs => coalesce(%(lease_seconds)s::float8, t.timeout_seconds))
+FROM unnest(%(task_ids)s::text[], %(attempts)s::int[]) AS u(task_id, attempt), jobs j
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.attempt = u.attempt
+  AND t.status = ANY(%(leased)s::task_status[]) AND j.job_id = t.job_id
 RETURNING t.task_id, j.status
 
 -- name: release_claims
@@ -98,25 +249,23 @@ WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id
   AND t.status = ANY(%(sources)s::task_status[]) AND t.attempt = u.attempt
 RETURNING t.task_id
 
--- name: live_jobs
-SELECT job_id FROM jobs WHERE job_id = ANY(%(job_ids)s::text[]) AND status = 'processing'
-
--- name: defer_early_tasks
+-- name: count_early_resends
 -- Messages that arrived before their retry is due: count a re-send on each task still waiting for exactly
 -- that attempt; the caller sends the fresh message, due when the task is.
 UPDATE tasks t SET resend_count = t.resend_count + 1
 FROM unnest(%(task_ids)s::text[], %(attempts)s::int[]) AS u(task_id, attempt), jobs j
-WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = 'retry_scheduled'
-  AND t.attempt + 1 = u.attempt AND t.not_before > now() AND j.job_id = t.job_id AND j.status = 'processing'
-RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.task_type, t.attempt, t.resend_count,
+WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = ANY(%(sources)s::task_status[])
+  AND t.attempt + 1 = u.attempt AND t.not_before > now() AND j.job_id = t.job_id
+  AND j.status = ANY(%(job_sources)s::job_status[])
+RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt, j.job_type, j.retry_round, t.resend_count,
           greatest(0, extract(epoch FROM t.not_before - now()))::float8
 
--- name: resend_overdue_retries
+-- name: count_overdue_resends
 -- Retries due for longer than the deadline whose message never came: re-send them, due again from now (so the
 -- next pass waits the whole deadline again before another copy).
 WITH overdue AS (
     SELECT t.task_id FROM tasks t JOIN jobs j ON j.job_id = t.job_id
-    WHERE t.status = 'retry_scheduled' AND j.status = 'processing'
+    WHERE t.status = ANY(%(sources)s::task_status[]) AND j.status = ANY(%(job_sources)s::job_status[])
       AND t.not_before < now() - make_interval(secs => %(overdue)s)
     ORDER BY t.not_before
     LIMIT %(limit)s
@@ -125,106 +274,19 @@ WITH overdue AS (
 UPDATE tasks t SET resend_count = t.resend_count + 1, not_before = now(), updated_at = now()
 FROM overdue, jobs j
 WHERE t.task_id = overdue.task_id AND j.job_id = t.job_id
-RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.task_type, t.attempt, t.resend_count
+RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt, j.job_type, j.retry_round, t.resend_count,
+          0::float8
 
--- name: complete_tasks
-UPDATE tasks t
-SET status = 'completed', result = u.result, lease_until = NULL, finished_at = now(), updated_at = now()
-FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(results)s::jsonb[]) AS u(task_id, attempt, result)
-WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = 'running'
-  AND t.attempt = u.attempt
-RETURNING t.job_id, t.stage, t.task_id
-
--- name: schedule_retries
-UPDATE tasks t
-SET status = 'retry_scheduled', errors = t.errors || jsonb_build_array(u.error), lease_until = NULL,
-    not_before = now() + make_interval(secs => u.delay), updated_at = now()
-FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(errors)s::jsonb[], %(delays)s::float8[])
-     AS u(task_id, attempt, error, delay)
-WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = 'running'
-  AND t.attempt = u.attempt
-RETURNING t.job_id, t.stage, t.task_id, t.task_type, t.attempt, u.delay, u.error
-
--- name: fail_tasks
-UPDATE tasks t
-SET status = 'failed', errors = t.errors || jsonb_build_array(u.error), lease_until = NULL,
-    finished_at = now(), updated_at = now()
-FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(errors)s::jsonb[]) AS u(task_id, attempt, error)
-WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = 'running'
-  AND t.attempt = u.attempt
-RETURNING t.job_id, t.stage, t.task_id, u.error
-
--- name: lock_stages
--- Taken first by a batch that may fail its job, so every transaction locks stage rows before job rows.
-SELECT s.job_id, s.stage FROM stages s
-JOIN unnest(%(job_ids)s::text[], %(stages)s::int[]) AS u(job_id, stage) ON s.job_id = u.job_id AND s.stage = u.stage
-ORDER BY s.job_id, s.stage
-FOR UPDATE OF s
-
--- name: decrement_stage
-UPDATE stages SET remaining = remaining - %(done)s, failed = failed + %(failed)s
-WHERE job_id = %(job_id)s AND stage = %(stage)s
-RETURNING remaining
-
--- name: job_to_finalizing
-UPDATE jobs SET status = 'finalizing', outcome = %(outcome)s, updated_at = now(),
-    error = COALESCE(error, %(error)s)
-WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
-RETURNING job_type, retry_round
-
--- name: cancel_unstarted_tasks
-UPDATE tasks SET status = 'cancelled', lease_until = NULL, finished_at = now(), updated_at = now()
-WHERE job_id = %(job_id)s AND status IN ('queued', 'retry_scheduled')
-
--- name: live_lease_seconds
-SELECT extract(epoch FROM max(lease_until) - now())::float8 FROM tasks
-WHERE job_id = %(job_id)s AND status = 'running' AND lease_until > now()
-
--- name: count_finalize_deferrals
-SELECT j.job_type, j.retry_round,
-       (SELECT count(*) FROM job_events e WHERE e.job_id = j.job_id AND e.kind = 'finalize_deferred')
-FROM jobs j WHERE j.job_id = %(job_id)s AND j.status = 'finalizing'
-FOR UPDATE OF j
-
--- name: finish_job
-UPDATE jobs SET status = %(status)s, result = %(result)s, finished_at = now(), updated_at = now(),
-    error = CASE WHEN %(error)s::jsonb IS NULL THEN error
-                 WHEN error IS NULL THEN %(error)s::jsonb
-                 ELSE error || jsonb_build_object('finalize_error', %(error)s::jsonb) END
-WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
-RETURNING job_id
-
--- name: cancel_leftover_tasks
-UPDATE tasks SET status = 'cancelled', lease_until = NULL, finished_at = now(), updated_at = now()
-WHERE job_id = %(job_id)s AND status IN ('queued', 'running', 'retry_scheduled')
-
--- name: cancel_open_stages
-UPDATE stages SET status = 'cancelled', completed_at = now()
-WHERE job_id = %(job_id)s AND status = 'processing'
-
--- name: requeue_expired_leases
-WITH expired AS (
-    SELECT t.task_id FROM tasks t JOIN jobs j ON j.job_id = t.job_id
-    WHERE t.status = 'running' AND j.status = 'processing'
-      AND t.lease_until < now() - make_interval(secs => %(grace)s)
-    ORDER BY t.lease_until
-    LIMIT %(limit)s
-    FOR UPDATE OF t SKIP LOCKED
-)
-UPDATE tasks t
-SET status = 'queued', lease_until = NULL, claimed_by = NULL, updated_at = now(),
-    errors = t.errors || jsonb_build_array(jsonb_build_object(
-        'type', 'LeaseExpired', 'class', 'transient', 'attempt', t.attempt, 'where', t.claimed_by,
-        'at', now(), 'message', 'the worker holding this task stopped before finishing; taken back'))
-FROM expired, jobs j
-WHERE t.task_id = expired.task_id AND j.job_id = t.job_id
-RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.task_type, t.attempt
+-- name: stage_results
+SELECT task_id, idx, status, result FROM tasks
+WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = 'completed'
+ORDER BY idx
 
 -- name: stuck_jobs
 SELECT job_id, job_type, status, parameters, current_stage, total_stages, failure_policy, result, error,
-       created_at, updated_at, finished_at, outcome
+       created_at, updated_at, finished_at, outcome, retry_round, plan_attempts
 FROM jobs j
-WHERE j.status IN ('queued', 'processing', 'finalizing')
+WHERE j.status = ANY(%(statuses)s::job_status[])
   AND j.updated_at < now() - make_interval(secs => %(older)s)
   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.job_id
                   AND t.updated_at >= now() - make_interval(secs => %(older)s))

@@ -1,0 +1,170 @@
+"""The decisions of task outcomes and fan-in, made once over a unit of work: apply outcomes, complete and advance
+a stage, fail fast, move a job to finalizing.
+
+Every function here runs inside one unit of work that has already locked the jobs concerned (`lock_jobs`), so
+the `LockedJob` it holds is the truth until commit; a function that changes a job returns its new state.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from core.messages import finalize_message, stage_message, task_message
+from core.models import JSON, ErrorInfo, FailurePolicy, JobStatus, OutcomeKind, StageStatus, TaskOutcome, TaskStatus
+from core.states import UNSTARTED_TASK, WORKING_JOB, job_sources, stage_sources, task_sources
+from core.uow import LockedJob, TaskChange, UnitOfWork
+
+
+@dataclass
+class _Tally:
+    done: int = 0
+    failed: int = 0
+
+
+@dataclass
+class _Batch:
+    """What one batch of outcomes changed, per stage."""
+
+    tallies: dict[tuple[str, int], _Tally] = field(default_factory=lambda: defaultdict(_Tally))
+    applied: set[str] = field(default_factory=set)
+
+    def count(self, changes: Sequence[TaskChange], *, failed: bool = False) -> None:
+        for change in changes:
+            tally = self.tallies[(change.job_id, change.stage)]
+            tally.done += 1
+            tally.failed += int(failed)
+            self.applied.add(change.task_id)
+
+
+def apply_outcomes(uow: UnitOfWork, outcomes: Sequence[TaskOutcome]) -> None:
+    """Record a batch of outcomes. Lock order: jobs, then their stages, then tasks.
+
+    An outcome counts only for the attempt that is still current (status running, same attempt); any other is
+    late (its lease was taken back, or the job ended) and is recorded as a `late_outcome` event, nothing else.
+    While the job works (`processing`) a failure may fail it fast and a retry is scheduled; once it is cancelled
+    or failing, a completion or failure is still recorded but a retry is not scheduled: the task is cancelled.
+    """
+    jobs = uow.lock_jobs(sorted({o.task.job_id for o in outcomes}))
+    uow.lock_stages(sorted({(o.task.job_id, o.task.stage) for o in outcomes}))
+    ordered = sorted(outcomes, key=lambda o: o.task.task_id)
+    working = {job_id for job_id, job in jobs.items() if job.status in WORKING_JOB}
+    batch = _Batch()
+
+    completed = [o for o in ordered if o.kind is OutcomeKind.COMPLETED]
+    if completed:
+        batch.count(uow.complete_tasks(
+            [o.task.task_id for o in completed], [o.task.attempt for o in completed],
+            [o.result or {} for o in completed], task_sources(TaskStatus.COMPLETED),
+        ))
+
+    retries = [o for o in ordered if o.kind is OutcomeKind.RETRY and o.task.job_id in working]
+    if retries:
+        _schedule_retries(uow, jobs, retries, batch)
+    stopped = [o for o in ordered if o.kind is OutcomeKind.RETRY and o.task.job_id not in working]
+    if stopped:  # cancelled, like the job's other unfinished tasks: not done, so not counted toward fan-in
+        cancelled = uow.end_tasks(
+            TaskStatus.CANCELLED, [o.task.task_id for o in stopped], [o.task.attempt for o in stopped],
+            [_error(o) for o in stopped], task_sources(TaskStatus.CANCELLED),
+        )
+        batch.applied.update(c.task_id for c in cancelled)
+
+    failed = [o for o in ordered if o.kind is OutcomeKind.FAILED]
+    if failed:
+        changes = uow.end_tasks(
+            TaskStatus.FAILED, [o.task.task_id for o in failed], [o.task.attempt for o in failed],
+            [_error(o) for o in failed], task_sources(TaskStatus.FAILED),
+        )
+        batch.count(changes, failed=True)
+        errors = {o.task.task_id: _error(o) for o in failed}
+        for change in changes:
+            error = errors[change.task_id]
+            uow.event(change.job_id, "task_failed", {"error": error}, stage=change.stage, task_id=change.task_id)
+            job = jobs[change.job_id]
+            if job.status in WORKING_JOB and job.failure_policy is FailurePolicy.FAIL_FAST:
+                jobs[change.job_id] = to_finalizing(uow, job, JobStatus.FAILED, {**error, "task_id": change.task_id})
+
+    late = [o for o in ordered if o.task.task_id not in batch.applied]
+    if late:
+        _record_late(uow, late)
+
+    for (job_id, stage), tally in sorted(batch.tallies.items()):
+        remaining = uow.decrement_stage(job_id, stage, tally.done, tally.failed)
+        if remaining == 0:
+            jobs[job_id] = stage_done(uow, jobs[job_id], stage)
+
+
+def _schedule_retries(uow: UnitOfWork, jobs: dict[str, LockedJob], retries: list[TaskOutcome], batch: _Batch) -> None:
+    changes = uow.schedule_retries(
+        [o.task.task_id for o in retries], [o.task.attempt for o in retries], [_error(o) for o in retries],
+        [o.retry_delay_seconds for o in retries], task_sources(TaskStatus.RETRY_SCHEDULED),
+    )
+    by_id = {o.task.task_id: o for o in retries}
+    messages = []
+    for change in changes:
+        outcome, job = by_id[change.task_id], jobs[change.job_id]
+        delay = outcome.retry_delay_seconds
+        messages.append(task_message(
+            change.task_id, change.job_id, job.job_type, change.stage, change.task_type, change.attempt + 1, delay,
+            round_number=job.round,
+        ))
+        uow.event(change.job_id, "task_retry_scheduled",
+                  {"attempt": change.attempt, "retry_in_s": round(delay, 3), "error": _error(outcome)},
+                  stage=change.stage, task_id=change.task_id)
+        batch.applied.add(change.task_id)
+    uow.send(messages)
+
+
+def _record_late(uow: UnitOfWork, late: list[TaskOutcome]) -> None:
+    """Outcomes of attempts that are no longer current change nothing; the timeline says they came."""
+    current = {state.task_id: state for state in uow.task_states([o.task.task_id for o in late])}
+    for o in late:
+        state = current.get(o.task.task_id)
+        detail: JSON = {
+            "attempt": o.task.attempt, "outcome": o.kind.value, "worker_result_kept": False,
+            "task_status": state.status.value if state else None, "task_attempt": state.attempt if state else None,
+        }
+        if o.error is not None:
+            detail["error"] = o.error.to_json()
+        uow.event_if_job_exists(o.task.job_id, "late_outcome", detail, stage=o.task.stage, task_id=o.task.task_id)
+
+
+def stage_done(uow: UnitOfWork, job: LockedJob, stage: int) -> LockedJob:
+    """The fan-in decision, taken by exactly one transaction: the one whose decrement reached zero."""
+    tally = uow.complete_stage(job.job_id, stage, stage_sources(StageStatus.COMPLETED))
+    if tally is not None:
+        uow.event(job.job_id, "stage_completed", {"tasks": tally.task_count, "failed": tally.failed}, stage=stage)
+    if job.status not in WORKING_JOB or job.current_stage != stage:
+        return job
+    if stage < job.total_stages:
+        if uow.advance_job(job.job_id, stage, job_sources(JobStatus.PROCESSING) & WORKING_JOB):
+            uow.send([stage_message(job.job_id, job.job_type, stage + 1, job.round)])
+            return replace(job, current_stage=stage + 1, plan_attempts=0)
+        return job
+    outcome = JobStatus.COMPLETED_WITH_ERRORS if uow.failed_tasks(job.job_id) > 0 else JobStatus.COMPLETED
+    if not uow.job_to_finalizing(job.job_id, outcome, None, job_sources(JobStatus.FINALIZING) & WORKING_JOB):
+        return job
+    uow.event(job.job_id, "finalizing", {"outcome": outcome.value})
+    uow.send([finalize_message(job.job_id, job.job_type, job.round)])
+    return replace(job, status=JobStatus.FINALIZING, outcome=outcome)
+
+
+def to_finalizing(uow: UnitOfWork, job: LockedJob, outcome: JobStatus, error: JSON | None) -> LockedJob:
+    """Fail or cancel a live job: finalizing with that outcome, its unstarted tasks cancelled at once (running
+    handlers finish or see the cancellation), and the finalize message."""
+    if job.status not in job_sources(JobStatus.FINALIZING):
+        return job
+    if not uow.job_to_finalizing(job.job_id, outcome, error, job_sources(JobStatus.FINALIZING)):
+        return job
+    cancelled = uow.cancel_tasks(job.job_id, UNSTARTED_TASK & task_sources(TaskStatus.CANCELLED))
+    kind = "job_failed" if outcome is JobStatus.FAILED else "job_cancelled"
+    uow.event(job.job_id, kind, {"outcome": outcome.value, "error": error, "cancelled_tasks": cancelled})
+    uow.send([finalize_message(job.job_id, job.job_type, job.round)])
+    return replace(job, status=JobStatus.FINALIZING, outcome=outcome, error=job.error or error)
+
+
+def _error(outcome: TaskOutcome) -> JSON:
+    error: ErrorInfo | None = outcome.error
+    assert error is not None, "retry and failure outcomes carry an error"
+    return error.to_json()

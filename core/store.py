@@ -1,0 +1,264 @@
+"""Store: the `StateStore` port implemented once, in core, as units of work over an adapter's `StoreBackend`.
+
+Each public method is one unit of work (one transaction) that decides with the rows it locked and writes
+through the adapter's guarded statements, together with the messages the change causes (the outbox).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from core.ids import task_id_for
+from core.messages import resent_task_message, stage_message, task_message
+from core.models import (
+    JSON,
+    ClaimedTask,
+    ErrorInfo,
+    JobRecord,
+    JobSnapshot,
+    JobStatus,
+    NewJob,
+    OutgoingMessage,
+    StagePlan,
+    TaskOutcome,
+    TaskResultRow,
+    TaskStatus,
+)
+from core.outcomes import apply_outcomes, stage_done, to_finalizing
+from core.retry import RetryPolicy
+from core.rounds import Rounds
+from core.states import LIVE_JOB, OPEN_JOB, WAITING_TASK, WORKING_JOB, claim_sources, job_sources, task_sources
+from core.uow import Resend, StoreBackend, UnitOfWork
+
+LEASE_TAKEN_BACK: JSON = {
+    "type": "LeaseExpired",
+    "class": "transient",
+    "message": "the worker holding this task stopped before finishing; taken back",
+}
+"""The error kept for an attempt whose lease expired; the adapter adds the attempt, its holder and the time."""
+
+
+class Store(Rounds):
+    """The engine's state store. Stateless: everything it knows is in the backend."""
+
+    def __init__(self, backend: StoreBackend) -> None:
+        self.backend = backend
+
+    # -- jobs and stages ----------------------------------------------------------------------------------------
+    def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
+        def work(uow: UnitOfWork) -> tuple[JobRecord, bool]:
+            created = uow.insert_job(job)
+            if created is None:
+                existing = uow.job(job.job_id)
+                assert existing is not None
+                return existing, False
+            uow.event(job.job_id, "submitted", {"parameters": job.parameters})
+            uow.send([stage_message(job.job_id, job.job_type, 1)])
+            return created, True
+
+        return self.backend.transaction(work)
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        return self.backend.get_job(job_id)
+
+    def start_stage(self, plan: StagePlan) -> bool:
+        """Create the stage row, its tasks and their messages, and mark the job processing — only if the job is
+        queued/processing at exactly this stage and the stage does not exist yet. A stage with zero tasks
+        completes in the same transaction (advance or finalize)."""
+        if plan.max_attempts < 1 or not plan.timeout_seconds > 0:
+            raise ValueError(f"invalid task limits: {plan.max_attempts} attempts, {plan.timeout_seconds}s")
+
+        def work(uow: UnitOfWork) -> bool:
+            job = uow.lock_jobs([plan.job_id]).get(plan.job_id)
+            sources = job_sources(JobStatus.PROCESSING)
+            if job is None or job.status not in sources or job.current_stage != plan.stage:
+                return False
+            if not uow.insert_stage(plan.job_id, plan.stage, plan.stage_name, len(plan.tasks)):
+                return False
+            uow.start_job_stage(plan.job_id, plan.stage, sources)
+            uow.insert_tasks(plan.job_id, plan.stage, plan.tasks, plan.max_attempts, plan.timeout_seconds)
+            uow.send([
+                task_message(task_id_for(plan.job_id, plan.stage, i), plan.job_id, job.job_type, plan.stage,
+                             spec.task_type, 1, round_number=job.round)
+                for i, spec in enumerate(plan.tasks)
+            ], fresh=True)
+            uow.event(plan.job_id, "stage_started", {"name": plan.stage_name, "tasks": len(plan.tasks)},
+                      stage=plan.stage)
+            if not plan.tasks:
+                stage_done(uow, replace(job, status=JobStatus.PROCESSING), plan.stage)
+            return True
+
+        return self.backend.transaction(work)
+
+    def planning_failed(
+        self, job_id: str, stage: int, plan_attempt: int, error: ErrorInfo, policy: RetryPolicy
+    ) -> float | None:
+        """`create_tasks` of `stage` raised on planner attempt `plan_attempt` + 1. The retry policy decides: a
+        stage message is sent again after its delay (the attempt counted on the job row), or the job fails.
+        Returns the delay, or None once the job failed (or had already moved on)."""
+
+        def work(uow: UnitOfWork) -> float | None:
+            job = uow.lock_jobs([job_id]).get(job_id)
+            if job is None or job.status not in LIVE_JOB or job.current_stage != stage:
+                return None
+            if job.plan_attempts != plan_attempt:
+                return None
+            delay = policy.next_delay(plan_attempt + 1, error.error_class)
+            if delay is None:
+                to_finalizing(uow, job, JobStatus.FAILED, error.to_json())
+                return None
+            attempts = uow.count_plan_attempt(job_id, stage, LIVE_JOB)
+            if attempts is None:
+                return None
+            uow.event(job_id, "stage_planning_retry",
+                      {"attempt": attempts, "retry_in_s": round(delay, 3), "error": error.to_json()}, stage=stage)
+            uow.send([stage_message(job_id, job.job_type, stage, job.round, attempts, delay)])
+            return delay
+
+        return self.backend.transaction(work)
+
+    def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]:
+        return self.backend.stage_results(job_id, stage)
+
+    def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:
+        return self.backend.stage_counts(job_id)
+
+    # -- tasks --------------------------------------------------------------------------------------------------
+    def claim_tasks(
+        self, task_ids: Sequence[str], worker_id: str, lease_seconds: float | None = None
+    ) -> list[ClaimedTask]:
+        """Take a lease on each task that is queued, due for retry, or running with an expired lease (the lost
+        attempt's error is kept), while its job is processing. Increments the attempt. Tasks not returned must
+        not be run. The lease lasts `lease_seconds` (None: the task's time limit); a worker renews it."""
+        if not task_ids:
+            return []
+        ids = sorted(set(task_ids))
+        return self.backend.transaction(
+            lambda uow: uow.claim_tasks(ids, worker_id, claim_sources(), WORKING_JOB, LEASE_TAKEN_BACK, lease_seconds)
+        )
+
+    def release_claims(self, claims: Sequence[ClaimedTask]) -> list[str]:
+        """Undo claims of tasks never started (running at the claim's attempt → queued, the attempt given back);
+        the ids released."""
+        if not claims:
+            return []
+        ordered = sorted(claims, key=lambda c: c.task_id)
+        return self.backend.transaction(lambda uow: uow.release_claims(
+            [c.task_id for c in ordered], [c.attempt for c in ordered], task_sources(TaskStatus.QUEUED)
+        ))
+
+    def defer_early_tasks(self, deliveries: Sequence[tuple[str, int]]) -> list[str]:
+        """Messages (task id, attempt) that arrived before their retry is due: each task still waiting for exactly
+        that attempt gets a fresh message due when it is, named by its resend counter; the ids deferred."""
+        if not deliveries:
+            return []
+        ordered = sorted(set(deliveries))
+
+        def work(uow: UnitOfWork) -> list[str]:
+            resends = uow.count_early_resends(
+                [t for t, _ in ordered], [a for _, a in ordered], WAITING_TASK, WORKING_JOB
+            )
+            uow.send([_resent(r) for r in resends])
+            return [r.task.task_id for r in resends]
+
+        return self.backend.transaction(work)
+
+    def resend_overdue_retries(self, overdue_seconds: float, limit: int = 1000) -> int:
+        """Re-send tasks whose retry has been due for longer than `overdue_seconds` (their message was lost), named
+        by their resend counter; each is due again from now."""
+
+        def work(uow: UnitOfWork) -> int:
+            resends = uow.count_overdue_resends(overdue_seconds, limit, WAITING_TASK, WORKING_JOB)
+            for r in resends:
+                uow.event(r.task.job_id, "task_retry_resent", {"attempt": r.task.attempt + 1, "resend": r.resend},
+                          stage=r.task.stage, task_id=r.task.task_id)
+            uow.send([_resent(r) for r in resends])
+            return len(resends)
+
+        return self.backend.transaction(work)
+
+    def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
+        """Apply task outcomes in one transaction (see `core.outcomes.apply_outcomes`)."""
+        if outcomes:
+            self.backend.transaction(lambda uow: apply_outcomes(uow, outcomes))
+
+    def renew_task_leases(
+        self, claims: Sequence[ClaimedTask], lease_seconds: float | None = None
+    ) -> dict[str, JobStatus]:
+        """Extend the lease of each claimed task still running at the claim's attempt (`lease_seconds`, None: the
+        task's time limit); the renewed ids with their job's status. A task missing from the answer is no longer
+        held by this claim (finished, taken back or cancelled): stop it."""
+        if not claims:
+            return {}
+        ordered = sorted(claims, key=lambda c: c.task_id)
+        return self.backend.transaction(lambda uow: uow.renew_task_leases(
+            [c.task_id for c in ordered], [c.attempt for c in ordered], lease_seconds
+        ))
+
+    def requeue_expired_leases(self, grace_seconds: float, limit: int = 1000) -> int:
+        """Running tasks whose lease ended more than `grace_seconds` ago go back to queued with a new message."""
+
+        def work(uow: UnitOfWork) -> int:
+            taken = uow.take_back_expired(grace_seconds, limit, WORKING_JOB, LEASE_TAKEN_BACK)
+            uow.send([
+                task_message(t.task.task_id, t.task.job_id, t.job_type, t.task.stage, t.task.task_type,
+                             t.task.attempt + 1, round_number=t.round)
+                for t in taken
+            ])
+            for t in taken:
+                uow.event(t.task.job_id, "task_lease_expired", {"attempt": t.task.attempt}, stage=t.task.stage,
+                          task_id=t.task.task_id)
+            return len(taken)
+
+        return self.backend.transaction(work)
+
+    # -- ending a job -------------------------------------------------------------------------------------------
+    def fail_job(self, job_id: str, error: ErrorInfo) -> bool:
+        """Queued/processing → finalizing with outcome failed, unstarted tasks cancelled, finalize message."""
+        return self._to_finalizing(job_id, JobStatus.FAILED, error.to_json())
+
+    def cancel_job(self, job_id: str, reason: str) -> bool:
+        """Queued/processing → finalizing with outcome cancelled, unstarted tasks cancelled at once."""
+        return self._to_finalizing(job_id, JobStatus.CANCELLED, cancel_error(reason))
+
+    def _to_finalizing(self, job_id: str, outcome: JobStatus, error: JSON) -> bool:
+        def work(uow: UnitOfWork) -> bool:
+            job = uow.lock_jobs([job_id]).get(job_id)
+            if job is None or job.status not in job_sources(JobStatus.FINALIZING):
+                return False
+            return to_finalizing(uow, job, outcome, error).status is JobStatus.FINALIZING
+
+        return self.backend.transaction(work)
+
+    # -- reads --------------------------------------------------------------------------------------------------
+    def live_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these jobs are still processing (their tasks may run): a cheap read for `context.cancelled`."""
+        if not job_ids:
+            return set()
+        statuses = self.backend.job_statuses(sorted(set(job_ids)))
+        return {job_id for job_id, status in statuses.items() if status in WORKING_JOB}
+
+    def add_event(
+        self, job_id: str, kind: str, detail: JSON, stage: int | None = None, task_id: str | None = None
+    ) -> None:
+        """Append to the job's timeline; nothing happens for a job that does not exist."""
+        self.backend.transaction(lambda uow: uow.event_if_job_exists(job_id, kind, detail, stage, task_id))
+
+    def snapshot(self, job_id: str, events: int = 50) -> JobSnapshot | None:
+        return self.backend.snapshot(job_id, events)
+
+    def stuck_jobs(self, older_than_seconds: float, limit: int = 100) -> list[JobRecord]:
+        """Non-terminal jobs not updated for longer than the deadline."""
+        return self.backend.stuck_jobs(older_than_seconds, limit, OPEN_JOB)
+
+
+def cancel_error(reason: str) -> JSON:
+    return {"type": "Cancelled", "class": "permanent", "message": reason, "at": datetime.now(UTC).isoformat()}
+
+
+def _resent(r: Resend) -> OutgoingMessage:
+    t = r.task
+    return resent_task_message(t.task_id, t.job_id, r.job_type, t.stage, t.task_type, t.attempt + 1, r.resend,
+                               r.delay_seconds, round_number=r.round)

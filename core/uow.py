@@ -1,0 +1,321 @@
+"""The unit-of-work port: one transaction made of small, named, guarded statements over jobs, stages and tasks.
+
+Core decides; a unit of work only executes. Each statement is one guarded write ("complete these tasks if
+still running with this attempt", "decrement this stage's counter", "advance the job if still on stage N")
+that reports what it changed, so "nothing changed" is always visible to the caller. Status guards arrive as
+parameters from `core/states.py`. The PostgreSQL adapter runs each statement as one named query; the in-memory
+adapter implements the same statements over dicts.
+
+Lock order, everywhere: the job row first (`lock_jobs`, in job id order), then its stage rows (`lock_stages`,
+in (job, stage) order), then task rows (in task id order). Statements that touch task rows alone (claiming a
+task, taking back an expired lease, renewing a lease) lock nothing else, so they cannot close a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from core.models import (
+    JSON,
+    ClaimedTask,
+    FailurePolicy,
+    JobRecord,
+    JobSnapshot,
+    JobStatus,
+    NewJob,
+    OutgoingMessage,
+    StageStatus,
+    TaskResultRow,
+    TaskSpec,
+    TaskStatus,
+)
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class LockedJob:
+    """A job row as read under its lock, with the control counters decisions need."""
+
+    job_id: str
+    job_type: str
+    status: JobStatus
+    current_stage: int
+    total_stages: int
+    failure_policy: FailurePolicy
+    round: int
+    outcome: JobStatus | None
+    error: JSON | None
+    result: JSON | None
+    plan_attempts: int
+    finalize_deferrals: int
+    finalize_owner: str | None
+    finalize_claim_seconds: float | None
+    """Seconds the finalize claim still runs (negative once expired); None when never claimed."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChange:
+    """A task row a guarded statement changed."""
+
+    task_id: str
+    job_id: str
+    stage: int
+    task_type: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class TakenBack:
+    """A running task whose expired lease the janitor took back, with what its next message needs."""
+
+    task: TaskChange
+    job_type: str
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """A task whose current attempt's message is sent again (no new attempt), numbered by its resend counter."""
+
+    task: TaskChange
+    job_type: str
+    round: int
+    resend: int
+    delay_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskState:
+    task_id: str
+    status: TaskStatus
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class StageTally:
+    task_count: int
+    failed: int
+
+
+class UnitOfWork(Protocol):
+    """One transaction. Every write is guarded and returns what it changed."""
+
+    # -- jobs (locked first) ------------------------------------------------------------------------------------
+    def insert_job(self, job: NewJob) -> JobRecord | None:
+        """The new job (queued at stage 1), or None if the id exists."""
+        ...
+
+    def job(self, job_id: str) -> JobRecord | None: ...
+
+    def lock_jobs(self, job_ids: Sequence[str]) -> dict[str, LockedJob]:
+        """Lock the existing jobs among `job_ids`, in id order, and read them."""
+        ...
+
+    def start_job_stage(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
+        """Job → processing if it is on `stage` in one of `sources`."""
+        ...
+
+    def advance_job(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
+        """Job on `stage` (not the last) in `sources` → the next stage; its planner attempts start again."""
+        ...
+
+    def job_to_finalizing(
+        self, job_id: str, outcome: JobStatus, error: JSON | None, sources: frozenset[JobStatus]
+    ) -> bool:
+        """Job in `sources` → finalizing with the outcome finalize will give it; `error` kept if none is."""
+        ...
+
+    def count_plan_attempt(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> int | None:
+        """One more failed planner attempt of `stage`; the new count, or None if the job moved on."""
+        ...
+
+    def claim_finalize(self, job_id: str, owner: str, claim_seconds: float, sources: frozenset[JobStatus]) -> bool:
+        """Take the finalize claim if it is free, expired or already `owner`'s."""
+        ...
+
+    def renew_finalize_claim(
+        self, job_id: str, owner: str, claim_seconds: float, sources: frozenset[JobStatus]
+    ) -> bool:
+        """Extend the claim if `owner` still holds it."""
+        ...
+
+    def count_finalize_deferral(self, job_id: str, sources: frozenset[JobStatus]) -> int | None:
+        """One more deferred finalize message; the new count, which names that message."""
+        ...
+
+    def finish_job(
+        self, job_id: str, owner: str, status: JobStatus, result: JSON | None, error: JSON | None,
+        sources: frozenset[JobStatus],
+    ) -> bool:
+        """Job in `sources` whose finalize claim `owner` holds → `status`, with its result and error."""
+        ...
+
+    def reopen_job(self, job_id: str, sources: frozenset[JobStatus]) -> int | None:
+        """Operator retry: job in `sources` → processing in a new round; the round, or None."""
+        ...
+
+    def restart_job(self, job_id: str, sources: frozenset[JobStatus]) -> int | None:
+        """Operator rerun: job in `sources` → queued at stage 1 in a new round; the round, or None."""
+        ...
+
+    # -- stages -------------------------------------------------------------------------------------------------
+    def lock_stages(self, keys: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Lock the existing stage rows among `keys`, in key order; the keys that exist."""
+        ...
+
+    def insert_stage(self, job_id: str, stage: int, name: str, task_count: int) -> bool:
+        """A new stage row (processing, counter = task count); False if it exists."""
+        ...
+
+    def decrement_stage(self, job_id: str, stage: int, done: int, failed: int) -> int | None:
+        """The fan-in counter: `done` fewer remaining, `failed` more failed; the remaining count."""
+        ...
+
+    def complete_stage(self, job_id: str, stage: int, sources: frozenset[StageStatus]) -> StageTally | None: ...
+
+    def failed_tasks(self, job_id: str) -> int:
+        """Failed tasks over the job's stages, from their counters."""
+        ...
+
+    def cancel_stages(self, job_id: str, sources: frozenset[StageStatus]) -> int: ...
+
+    def reopen_stage(
+        self, job_id: str, stage: int, sources: frozenset[StageStatus], pending: frozenset[TaskStatus]
+    ) -> bool:
+        """Stage in `sources` → processing, its counter recounted as its tasks in `pending` statuses."""
+        ...
+
+    def archive_round(self, job_id: str, round_number: int) -> None:
+        """Keep the job's ended round (result, error, stage summaries, tasks) as history, then delete its stages
+        and tasks so a new round can start under the same ids."""
+        ...
+
+    # -- tasks --------------------------------------------------------------------------------------------------
+    def insert_tasks(
+        self, job_id: str, stage: int, tasks: Sequence[TaskSpec], max_attempts: int, timeout_seconds: float
+    ) -> None:
+        """A stage's tasks, queued, in one round trip (ids from `core.ids.task_id_for`)."""
+        ...
+
+    def claim_tasks(
+        self, task_ids: Sequence[str], worker_id: str, sources: frozenset[TaskStatus],
+        job_sources: frozenset[JobStatus], taken_back: JSON, lease_seconds: float | None,
+    ) -> list[ClaimedTask]:
+        """Lease each due task in `sources`, or running with an expired lease (then `taken_back`, completed with
+        the lost attempt and its holder, is added to its errors), whose job is in `job_sources`. The lease lasts
+        `lease_seconds` (None: the task's time limit)."""
+        ...
+
+    def release_claims(
+        self, task_ids: Sequence[str], attempts: Sequence[int], sources: frozenset[TaskStatus]
+    ) -> list[str]:
+        """Claims never started: task in `sources` at this attempt → queued, the attempt given back."""
+        ...
+
+    def count_early_resends(
+        self, task_ids: Sequence[str], attempts: Sequence[int], sources: frozenset[TaskStatus],
+        job_sources: frozenset[JobStatus],
+    ) -> list[Resend]:
+        """Tasks in `sources` (waiting for their retry, not yet due) whose next attempt is the one given, of jobs
+        in `job_sources`: one more resend counted; each with the seconds until it is due."""
+        ...
+
+    def count_overdue_resends(
+        self, overdue_seconds: float, limit: int, sources: frozenset[TaskStatus], job_sources: frozenset[JobStatus]
+    ) -> list[Resend]:
+        """Tasks in `sources` due for longer than `overdue_seconds`, of jobs in `job_sources`: one more resend
+        counted, due again from now."""
+        ...
+
+    def complete_tasks(
+        self, task_ids: Sequence[str], attempts: Sequence[int], results: Sequence[JSON], sources: frozenset[TaskStatus]
+    ) -> list[TaskChange]:
+        """Task in `sources` at this attempt → completed with its result."""
+        ...
+
+    def end_tasks(
+        self, status: TaskStatus, task_ids: Sequence[str], attempts: Sequence[int], errors: Sequence[JSON],
+        sources: frozenset[TaskStatus],
+    ) -> list[TaskChange]:
+        """Task in `sources` at this attempt → `status` (failed or cancelled), its error appended."""
+        ...
+
+    def schedule_retries(
+        self, task_ids: Sequence[str], attempts: Sequence[int], errors: Sequence[JSON], delays: Sequence[float],
+        sources: frozenset[TaskStatus],
+    ) -> list[TaskChange]:
+        """Task in `sources` at this attempt → retry_scheduled, due after its delay, its error appended."""
+        ...
+
+    def task_states(self, task_ids: Sequence[str]) -> list[TaskState]: ...
+
+    def cancel_tasks(self, job_id: str, sources: frozenset[TaskStatus]) -> int:
+        """Every task of the job in `sources` → cancelled; how many."""
+        ...
+
+    def requeue_tasks(
+        self, job_id: str, stage: int, sources: frozenset[TaskStatus], more_attempts: int
+    ) -> list[TaskChange]:
+        """Operator retry: tasks of the stage in `sources` → queued with `more_attempts` more attempts."""
+        ...
+
+    def take_back_expired(
+        self, grace_seconds: float, limit: int, job_sources: frozenset[JobStatus], taken_back: JSON
+    ) -> list[TakenBack]:
+        """Running tasks whose lease ended `grace_seconds` ago, of jobs in `job_sources` → queued, with
+        `taken_back` (completed with the lost attempt and its holder) added to their errors."""
+        ...
+
+    def live_lease_seconds(self, job_id: str) -> float | None:
+        """Seconds until the last live lease of the job's running tasks ends; None if none is live."""
+        ...
+
+    def renew_task_leases(
+        self, task_ids: Sequence[str], attempts: Sequence[int], lease_seconds: float | None
+    ) -> dict[str, JobStatus]:
+        """Running tasks still at this attempt get a fresh lease (`lease_seconds`, None: their time limit); the
+        ids renewed, each with its job's status."""
+        ...
+
+    # -- timeline and outbox ------------------------------------------------------------------------------------
+    def event(
+        self, job_id: str, kind: str, detail: JSON, stage: int | None = None, task_id: str | None = None
+    ) -> None:
+        """Append to the job's timeline (audit only: nothing ever reads it to decide)."""
+        ...
+
+    def event_if_job_exists(
+        self, job_id: str, kind: str, detail: JSON, stage: int | None = None, task_id: str | None = None
+    ) -> None: ...
+
+    def send(self, messages: Sequence[OutgoingMessage], *, fresh: bool = False) -> None:
+        """The outbox write, committed with the state change. `fresh`: ids never sent before (a new stage's
+        task messages), written in bulk without duplicate detection."""
+        ...
+
+
+class StoreBackend(Protocol):
+    """What an adapter provides: units of work, and the read side (plain reads that decide nothing)."""
+
+    def transaction(self, work: Callable[[UnitOfWork], R]) -> R:
+        """Run `work` in one transaction and commit; run it again from the start if the database asks
+        (deadlock, serialization failure), so `work` must only talk to the unit of work."""
+        ...
+
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]: ...
+
+    def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]: ...
+
+    def snapshot(self, job_id: str, events: int = 50) -> JobSnapshot | None: ...
+
+    def stuck_jobs(self, older_than_seconds: float, limit: int, open_statuses: frozenset[JobStatus]) -> list[JobRecord]:
+        ...
+
+    def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """The status of each existing job among `job_ids` (a plain read)."""
+        ...
