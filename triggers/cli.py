@@ -16,6 +16,7 @@ from typing import Any
 from core.ids import is_job_id
 from core.jobs import JobRegistry
 from core.models import DeadLetterSelector
+from core.rounds import Refusal
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
 from triggers import cli_db, cli_deadletters, cli_ingest, cli_prune, cli_worker, serve
@@ -36,6 +37,11 @@ from triggers.cli_run import run_job, run_summary_code
 from triggers.runtime import Registries, build_runtime, load_registries
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+OPERATOR_COMMANDS = {
+    "cancel": "stop a queued or processing job (its unstarted tasks at once)",
+    "retry": "run again the failed and cancelled tasks where an ended job stopped (a new round)",
+    "rerun": "run an ended job again from stage 1 (a new round of the same job id, history kept)",
+}
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -63,7 +69,7 @@ def _job_type(jobs: JobRegistry) -> Any:
 
 
 def add_job_commands(sub: Any, jobs: JobRegistry) -> None:
-    """`submit`, `status` and `run`."""
+    """`submit`, `status`, `cancel`, `retry`, `rerun` and `run`."""
     public = ", ".join(jobs.public_names())
 
     def job_args(p: argparse.ArgumentParser) -> None:
@@ -80,6 +86,13 @@ def add_job_commands(sub: Any, jobs: JobRegistry) -> None:
     p.add_argument("job_id")
     p.add_argument("--json", action="store_true", help="machine-readable output (errors too, on stderr)")
     p.set_defaults(handler=_status, check=_check_job_id)
+    for name, text in OPERATOR_COMMANDS.items():
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job_id")
+        if name == "cancel":
+            p.add_argument("--reason", default="cancelled by an operator", help="kept as the job's error")
+        p.add_argument("--json", action="store_true", help="print what was done as JSON")
+        p.set_defaults(handler=_operator, check=_check_job_id)
     p = sub.add_parser("run", help="submit, run in-process workers with a live progress bar, wait for the end")
     job_args(p)
     p.add_argument("--concurrency", type=bounded_int(1), default=4, help="task threads (default 4)")
@@ -160,6 +173,26 @@ def _status(args: argparse.Namespace, ctx: Context) -> int:
         ctx.out.json(snapshot_json(snapshot, dead))
     else:
         print_status(ctx.out.console, snapshot, dead)
+    return EXIT_OK
+
+
+def _operator(args: argparse.Namespace, ctx: Context) -> int:
+    """cancel / retry / rerun JOB_ID: exit 0 when done, 1 when the job is missing or not in a state it applies to."""
+    engine = ctx.runtime.engine
+    if args.command == "cancel":
+        result = engine.cancel(args.job_id, args.reason)
+    elif args.command == "retry":
+        result = engine.retry(args.job_id)
+    else:
+        result = engine.rerun(args.job_id)
+    if result.refusal is Refusal.NOT_FOUND:
+        raise NotFound(result.message)
+    if not result.accepted:
+        raise CliError(result.message, code=result.refusal.value if result.refusal else "refused")
+    if args.json:
+        ctx.out.json(result.as_dict())
+    else:
+        ctx.out.console.print(f"{args.command}: {result.message} (round {result.round})", highlight=False)
     return EXIT_OK
 
 
