@@ -36,6 +36,9 @@ def _params(job_id: str) -> dict[str, Any]:
     return {
         "job_id": job_id, "job_ids": [job_id], "limit": 50, "grace": 5.0, "older": 3600.0,
         "status": "completed", "before": now - timedelta(days=7), "older_than_seconds": 600.0,
+        "leased": ["running"], "job_sources": ["processing"], "taken_back": "{}", "sources": ["retry_scheduled"],
+        "overdue": 60.0,
+        "statuses": ["queued", "processing", "finalizing"],
     }
 
 
@@ -43,7 +46,7 @@ STATUS_PATH = ("select_job", "stage_progress", "snapshot_events", "oldest_runnin
                "recent_error_tasks")
 # `prune_count` is left out: only `coremachine prune --dry-run` runs it, by hand, and counting what may be a large
 # share of the jobs is a sequential scan's job.
-JANITOR = ("requeue_expired_leases", "stuck_jobs", "prune_candidates", "prune_guard", "prune_tasks",
+JANITOR = ("take_back_expired", "count_overdue_resends", "stuck_jobs", "prune_candidates", "prune_guard", "prune_tasks",
            "prune_events", "prune_settled_messages", "prune_dead_letters", "prune_jobs", "queue_purge_settled")
 
 

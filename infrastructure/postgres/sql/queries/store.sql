@@ -211,9 +211,12 @@ WHERE t.job_id = %(job_id)s AND t.stage = %(stage)s AND t.status = ANY(%(sources
 RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt
 
 -- name: take_back_expired
+-- `t.status = 'running'` is spelled out beside the guard so the planner can use the partial index tasks_lease_idx
+-- (a parameter cannot prove an index predicate); the guard parameter (LEASED_TASK) is the rule and says the same.
 WITH expired AS (
     SELECT t.task_id FROM tasks t JOIN jobs j ON j.job_id = t.job_id
-    WHERE t.status = ANY(%(leased)s::task_status[]) AND j.status = ANY(%(job_sources)s::job_status[])
+    WHERE t.status = 'running' AND t.status = ANY(%(leased)s::task_status[])
+      AND j.status = ANY(%(job_sources)s::job_status[])
       AND t.lease_until < now() - make_interval(secs => %(grace)s)
     ORDER BY t.lease_until
     LIMIT %(limit)s
@@ -264,8 +267,10 @@ RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt, j.job_type, j.re
 -- Retries due for longer than the deadline whose message never came: re-send them, due again from now (so the
 -- next pass waits the whole deadline again before another copy).
 WITH overdue AS (
+    -- `'retry_scheduled'` spelled out for the partial index tasks_retry_due_idx, as in take_back_expired.
     SELECT t.task_id FROM tasks t JOIN jobs j ON j.job_id = t.job_id
-    WHERE t.status = ANY(%(sources)s::task_status[]) AND j.status = ANY(%(job_sources)s::job_status[])
+    WHERE t.status = 'retry_scheduled' AND t.status = ANY(%(sources)s::task_status[])
+      AND j.status = ANY(%(job_sources)s::job_status[])
       AND t.not_before < now() - make_interval(secs => %(overdue)s)
     ORDER BY t.not_before
     LIMIT %(limit)s
@@ -286,7 +291,8 @@ ORDER BY idx
 SELECT job_id, job_type, status, parameters, current_stage, total_stages, failure_policy, result, error,
        created_at, updated_at, finished_at, outcome, retry_round, plan_attempts
 FROM jobs j
-WHERE j.status = ANY(%(statuses)s::job_status[])
+-- The open statuses spelled out too, so the generic plan uses jobs_status_updated_idx (see take_back_expired).
+WHERE j.status IN ('queued', 'processing', 'finalizing') AND j.status = ANY(%(statuses)s::job_status[])
   AND j.updated_at < now() - make_interval(secs => %(older)s)
   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.job_id
                   AND t.updated_at >= now() - make_interval(secs => %(older)s))
