@@ -170,9 +170,20 @@ class Transport(Protocol):
         """Give the message back now (or after a delay); its delivery count stays incremented."""
         ...
 
+    @property
+    def releases_uncounted(self) -> bool:
+        """Whether `release` can hand a message back without counting the delivery. Where it cannot (Service
+        Bus), a consumer must receive only what it will start, and `release` is refused."""
+        ...
+
     def release(self, messages: Sequence[ReceivedMessage]) -> None:
-        """Hand back messages received but not started: available again at once and, where the broker
-        allows it, the delivery does not count toward the max (Service Bus counts it, like an abandon)."""
+        """Hand back messages received but not started: available again at once, and the delivery does not
+        count toward the max. Raises `TransportError` where the broker has no such operation."""
+        ...
+
+    def renew_locks(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Extend the lock of each message still held (by this receiver, same lock token) by the lock duration
+        from now; a message whose lock was lost, or that another party settles, is skipped."""
         ...
 
     def dead_letter(self, message: ReceivedMessage, reason: str, description: str) -> None: ...

@@ -151,6 +151,18 @@ class InMemoryTransport:
                 self._schedule(entry, self._clock())
             self._cond.notify_all()
 
+    @property
+    def releases_uncounted(self) -> bool:
+        return True
+
+    def renew_locks(self, messages: Sequence[ReceivedMessage]) -> None:
+        with self._cond:
+            until = self._clock() + self._config.lock_seconds
+            for message in messages:
+                entry = self._locked_entry(message)
+                if entry is not None:
+                    self._schedule(entry, until)
+
     def dead_letter(self, message: ReceivedMessage, reason: str, description: str) -> None:
         with self._cond:
             entry = self._locked_entry(message)

@@ -244,6 +244,21 @@ class PostgresQueue:
             with translated("release"), single_statement(self._pool) as conn:
                 conn.execute(query("queue_release"), params)
 
+    @property
+    def releases_uncounted(self) -> bool:
+        return True
+
+    def renew_locks(self, messages: Sequence[ReceivedMessage]) -> None:
+        held = [(m, t) for m in messages if (t := _lock_uuid(m)) is not None and m.sequence_number is not None]
+        if not held:
+            return
+        params = {
+            "ids": [m.sequence_number for m, _ in held], "lock_tokens": [t for _, t in held],
+            "lock_seconds": self._config.lock_seconds,
+        }
+        with translated("renew_locks"), self._pool.connection() as conn, conn.transaction():
+            conn.execute(query("queue_renew_locks"), params)
+
     def dead_letter(self, message: ReceivedMessage, reason: str, description: str) -> None:
         token = _lock_uuid(message)
         if token is None:

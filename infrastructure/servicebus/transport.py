@@ -301,10 +301,33 @@ class ServiceBusTransport:
             return
         self._settle(message, "abandon", lambda r, m: r.abandon_message(m))
 
+    @property
+    def releases_uncounted(self) -> bool:
+        return False
+
     def release(self, messages: Sequence[ReceivedMessage]) -> None:
-        """Service Bus has no uncounted release: an abandon, so the delivery counts."""
+        """Refused: Service Bus has no uncounted release (an abandon counts the delivery, so fast messages
+        handed back behind slow ones would be dead-lettered without ever failing). Receive only what you run."""
+        if messages:
+            raise TransportError(
+                "Service Bus cannot hand back a message without counting its delivery; receive only what will run",
+                transient=False,
+            )
+
+    def renew_locks(self, messages: Sequence[ReceivedMessage]) -> None:
+        """`renew_message_lock` through the receiver holding each lock. Messages the Functions host holds are
+        left to it (`maxAutoLockRenewalDuration`); a lost lock is skipped."""
         for message in messages:
-            self.abandon(message)
+            with self._lock:
+                held = self._held.get(message.lock_token)
+            if held is None:
+                continue
+            guarded, raw = held
+            with guarded.lock, translated(f"renew lock of {message.message_id}"):
+                try:
+                    guarded.get().renew_message_lock(raw)
+                except LOST_LOCK_ERRORS as exc:
+                    log.info("lock renewal of %s skipped: %s", message.message_id, type(exc).__name__)
 
     def dead_letter(self, message: ReceivedMessage, reason: str, description: str) -> None:
         """To the queue's dead-letter subqueue if this transport holds the lock. A message the Functions host

@@ -80,8 +80,6 @@ class TestPostgresQueue(TransportContract):
 
 
 class TestServiceBusTransport(TransportContract):
-    release_counts_delivery = True  # Service Bus has no uncounted release; it abandons
-
     """The Service Bus adapter over the SDK fake, its clock moved by hand like the in-memory transport's."""
 
     @pytest.fixture

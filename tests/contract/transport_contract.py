@@ -16,6 +16,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from core.errors import TransportError
 from core.ids import replay_message_id
 from core.models import DeadLetter, DeadLetterSelector, OutgoingMessage, ReceivedMessage
 from core.ports import Transport
@@ -97,22 +100,39 @@ class TransportContract:
         assert second.delivery_count == 2
         assert second.lock_token != first.lock_token
 
-    release_counts_delivery = False
-
-    def test_release_hands_back_unstarted_messages_at_once(self, make_transport: MakeTransport) -> None:
+    def test_release_hands_back_unstarted_messages_at_once_uncounted(self, make_transport: MakeTransport) -> None:
         transport = make_transport(max_deliveries=2)
         transport.send([message("m1"), message("m2")])
         held = transport.receive(QUEUE, 2, 0)
         assert transport.receive(QUEUE, 2, 0) == []
+        if not transport.releases_uncounted:
+            with pytest.raises(TransportError) as refused:
+                transport.release(held)
+            assert not refused.value.transient
+            assert transport.receive(QUEUE, 2, 0) == []  # refused: still held, nothing counted
+            transport.complete(held)
+            return
         for _ in range(3):  # past max_deliveries if releases counted
             transport.release(held)
             held = transport.receive(QUEUE, 2, 0)
             assert sorted(ids(held)) == ["m1", "m2"]
-            if self.release_counts_delivery:
-                return
         assert {m.delivery_count for m in held} == {1}
         transport.complete(held)
         assert transport.receive(QUEUE, 2, 0) == []
+
+    def test_renewing_a_lock_keeps_the_message_held(
+        self, make_transport: MakeTransport, tick: float, advance: Advance
+    ) -> None:
+        transport = make_transport(lock_seconds=tick * 2)
+        transport.send([message("m1")])
+        [held] = transport.receive(QUEUE, 1, 0)
+        for _ in range(3):  # held three times longer than one lock, renewed every half lock
+            advance(tick)
+            transport.renew_locks([held])
+            assert transport.receive(QUEUE, 1, 0) == []
+        transport.complete([held])
+        advance(tick * 3)
+        assert transport.receive(QUEUE, 1, 0) == []
 
     def test_abandon_with_delay(self, make_transport: MakeTransport, tick: float, advance: Advance) -> None:
         transport = make_transport()
@@ -143,6 +163,7 @@ class TransportContract:
         advance(tick * 1.5)
         [current] = transport.receive(QUEUE, 1, 0)
 
+        transport.renew_locks([stale])
         transport.complete([stale])
         transport.dead_letter(stale, "Late", "the lock had moved on")
         transport.abandon(stale)

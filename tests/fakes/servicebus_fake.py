@@ -136,6 +136,8 @@ class FakeServiceBus:
         self._receive_failures: list[BaseException] = []
         self.sent_batches: list[tuple[str, int]] = []
         self.scheduled: list[tuple[str, str, datetime]] = []
+        self.abandoned = 0
+        """Abandon calls: each counted a delivery."""
         self.send_timeouts: list[float | None] = []
         self.peeked: list[str] = []
         self.peak_locked: dict[str, int] = {}
@@ -432,6 +434,7 @@ class FakeReceiver:
     def abandon_message(self, message: FakeReceivedMessage) -> None:
         with self._bus._cond:
             stored = self._settle(message)
+            self._bus.abandoned += 1
             stored.lock_token, stored.holder = None, None
             stored.available_at = self._bus.clock()
             self._bus._cond.notify_all()

@@ -116,6 +116,13 @@ WITH released AS (
 SELECT r.queue, pg_notify('coremachine_queue', r.queue)::text AS notified
 FROM (SELECT DISTINCT queue FROM released) AS r
 
+-- name: queue_renew_locks
+-- A receiver still working on its messages extends their locks (a locked row's available_at is its lock expiry).
+UPDATE queue_messages AS q
+SET available_at = now() + make_interval(secs => %(lock_seconds)s::float8)
+FROM unnest(%(ids)s::bigint[], %(lock_tokens)s::uuid[]) AS m(id, lock_token)
+WHERE q.id = ANY(%(ids)s::bigint[]) AND q.id = m.id AND q.lock_token = m.lock_token AND q.state = 'ready'
+
 -- name: queue_dead_letter
 WITH settled AS (
     UPDATE queue_messages
