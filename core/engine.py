@@ -9,6 +9,7 @@ from typing import Any
 
 from core import logcontext
 from core.errors import classify
+from core.heartbeat import Heartbeat, LeaseConfig
 from core.jobs import JobRegistry
 from core.middleware import DEFAULT_MIDDLEWARE, Middleware
 from core.models import JobRecord, JobSnapshot, NewJob, ReceivedMessage
@@ -46,6 +47,8 @@ class CoreMachine:
         services: Services | None = None,
         telemetry: Telemetry | None = None,
         finalize_claim_seconds: float = FINALIZE_CLAIM_SECONDS,
+        *,
+        leases: LeaseConfig | None = None,
     ) -> None:
         self.services = services or Services()
         self.store = store
@@ -57,7 +60,9 @@ class CoreMachine:
         if telemetry is not None:
             middleware = (*middleware, tracing_middleware(telemetry))
         self._stages = StageRunner(store, relay, jobs, self.services, worker_id, finalize_claim_seconds)
-        self._tasks = TaskRunner(store, relay, jobs, tasks, worker_id, middleware, self.services)
+        self.heartbeat = Heartbeat()
+        self._tasks = TaskRunner(store, relay, jobs, tasks, worker_id, middleware, self.services,
+                                 heartbeat=self.heartbeat, leases=leases or LeaseConfig())
 
     def submit(self, job_type: str, parameters: Mapping[str, Any]) -> SubmitResult:
         """Validate, derive the job id, and create the job with its first stage message — or return the
@@ -99,6 +104,15 @@ class CoreMachine:
     def handle_task_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
         with bound_traces(task_batch_traces(messages)):
             return self._tasks.run(messages)
+
+    @property
+    def abandoned_handler_threads(self) -> int:
+        """Handler threads given up on because an attempt hung past its time limit."""
+        return self._tasks.limits.abandoned_threads
+
+    def release_thread(self) -> None:
+        """The calling thread will handle no more task messages: its handler thread may end."""
+        self._tasks.limits.close_thread()
 
     def status(self, job_id: str) -> JobSnapshot | None:
         return self.store.snapshot(job_id)

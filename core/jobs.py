@@ -26,7 +26,12 @@ class JobParameters(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Stage:
-    """One step of a job. `number` is filled in from the position in `JobDefinition.stages`."""
+    """One step of a job. `number` is filled in from the position in `JobDefinition.stages`.
+
+    `timeout_seconds` is the time limit of one attempt of a task: past it the attempt is failed as a transient
+    `TaskTimeout` (retried per `retry`/`max_attempts`) and the worker moves on. It is not the lease: a claim
+    lasts `COREMACHINE_TASK_LEASE_SECONDS` (at most this limit) and the running worker renews it.
+    """
 
     name: str
     task_type: str

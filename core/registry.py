@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -17,7 +18,12 @@ JSONDict = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class TaskContext:
-    """What a handler knows about the call it serves."""
+    """What a handler knows about the call it serves.
+
+    `cancelled` turns true when the handler should stop early: its job was cancelled or failed, the attempt
+    ran past its time limit, or its lease was lost. It is a cheap check (an in-memory flag the worker's
+    heartbeat sets); a long handler should look at it between steps and return or raise when it is set.
+    """
 
     job_id: str
     job_type: str
@@ -27,6 +33,11 @@ class TaskContext:
     attempt: int
     max_attempts: int
     services: Services = field(default_factory=Services)
+    stop: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.stop.is_set()
 
 
 class TaskHandler(Protocol):

@@ -1,24 +1,24 @@
-"""Runs a batch of task messages: claim with a lease, call handlers, record every outcome in one commit."""
+"""Runs a batch of task messages: claim with a lease, run the handlers, record every outcome in one commit."""
 
 from __future__ import annotations
 
 import logging
-import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from core import logcontext
-from core.errors import ConfigurationError, MalformedMessage, PermanentError, UnknownJobType, classify
-from core.ids import canonical_json
+from core.attempts import TimeLimits
+from core.errors import MalformedMessage, classify
+from core.heartbeat import Heartbeat, LeaseConfig, TaskLeases
 from core.jobs import JobRegistry
 from core.messages import TaskMessage, parse_task_message
-from core.middleware import DEFAULT_MIDDLEWARE, Middleware, wrap
-from core.models import JSON, ClaimedTask, ErrorClass, ErrorInfo, OutcomeKind, ReceivedMessage, TaskOutcome
+from core.middleware import DEFAULT_MIDDLEWARE, Middleware
+from core.models import ClaimedTask, ErrorClass, ErrorInfo, OutcomeKind, ReceivedMessage, TaskOutcome
 from core.ports import Relay, StateStore
-from core.registry import TaskContext, TaskRegistry
-from core.retry import RetryPolicy
+from core.registry import TaskRegistry
 from core.services import Services
 from core.settlement import Settlement, complete, dead_letter, give_back
+from core.task_execution import TaskExecution
 
 log = logging.getLogger("coremachine.tasks")
 
@@ -33,14 +33,21 @@ class TaskRunner:
         worker_id: str,
         middleware: Sequence[Middleware] = DEFAULT_MIDDLEWARE,
         services: Services | None = None,
+        *,
+        heartbeat: Heartbeat,
+        leases: LeaseConfig,
     ) -> None:
         self._store = store
         self._relay = relay
-        self._jobs = jobs
         self._tasks = tasks
         self._services = services or Services()
         self._worker_id = worker_id
-        self._middleware = tuple(middleware)
+        self._lease_seconds = leases.lease_seconds
+        self._heartbeat = heartbeat
+        self._leases = TaskLeases(store, leases.lease_seconds, leases.cancel_check_seconds)
+        heartbeat.add(self._leases)
+        self.limits = TimeLimits()
+        self._execution = TaskExecution(jobs, tasks, middleware, self.limits, self._services)
 
     def run(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
         """Claim, run and record a batch; every message gets its own settlement, whatever happens to the others.
@@ -67,13 +74,40 @@ class TaskRunner:
         if unclaimed:
             settlements.extend(self._not_claimed(unclaimed))
 
-        outcomes = [self._execute(task) for task in claimed]
-        settlements.extend(self._record(outcomes, wanted))
+        if claimed:
+            settlements.extend(self._run_claimed(claimed, wanted))
         try:
             self._relay.flush()
         except Exception:
             log.exception("relay flush failed; the janitor relays the stranded outbox rows")
         return settlements
+
+    def _run_claimed(
+        self, claimed: list[ClaimedTask], wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
+    ) -> list[Settlement]:
+        """Run the handlers while the heartbeat renews the leases and watches for cancellation, then record."""
+        stops = self._leases.hold(claimed)
+        self._heartbeat.poke()
+        try:
+            executed = self._execution.run(claimed, stops)
+            settlements = self._record(executed.outcomes, wanted)
+        finally:
+            self._leases.drop(claimed)
+        if executed.not_started:
+            settlements.extend(self._not_started(executed.not_started, wanted))
+        return settlements
+
+    def _not_started(
+        self, tasks: list[ClaimedTask], wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
+    ) -> list[Settlement]:
+        """Claimed tasks whose job stopped before their turn: the claims are given back at once (no live lease
+        holds up the job's finalize) and the messages acknowledged - the job no longer runs tasks."""
+        try:
+            released = self._store.release_claims(tasks)
+        except Exception as exc:
+            return [self._give_back(wanted[t.task_id][1], exc, "releasing its claim") for t in tasks]
+        log.info("released %d claimed task(s) of stopped jobs without running them", len(released))
+        return [complete(wanted[t.task_id][1]) for t in tasks]
 
     def _screen(
         self, message: ReceivedMessage, wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
@@ -97,7 +131,7 @@ class TaskRunner:
         """One claim for the batch; if it fails, one per message, and a message whose claim fails is given back
         (returned by task id)."""
         try:
-            return self._store.claim_tasks(list(wanted), self._worker_id), {}
+            return self._store.claim_tasks(list(wanted), self._worker_id, self._lease_seconds), {}
         except Exception as exc:
             if len(wanted) == 1:
                 [(task_id, (_, message))] = wanted.items()
@@ -107,7 +141,7 @@ class TaskRunner:
         given_back: dict[str, Settlement] = {}
         for task_id, (_, message) in wanted.items():
             try:
-                claimed.extend(self._store.claim_tasks([task_id], self._worker_id))
+                claimed.extend(self._store.claim_tasks([task_id], self._worker_id, self._lease_seconds))
             except Exception as exc:
                 given_back[task_id] = self._give_back(message, exc, "claiming its task")
         return claimed, given_back
@@ -190,89 +224,6 @@ class TaskRunner:
             task_id=parsed.task_id,
         )
         return dead_letter(message, "UnknownTaskType", description)
-
-    def _execute(self, task: ClaimedTask) -> TaskOutcome:
-        if task.attempt > task.max_attempts:
-            error = ErrorInfo(
-                "LeaseExpired",
-                ErrorClass.TRANSIENT,
-                f"attempt {task.attempt - 1} stopped without finishing (its lease expired); "
-                f"no attempts left of {task.max_attempts}",
-                attempt=task.attempt - 1,
-                where="worker",
-                at=_now(),
-            )
-            return TaskOutcome(task, OutcomeKind.FAILED, error=error)
-        handler = self._tasks.get(task.task_type)
-        context = TaskContext(
-            task.job_id, task.job_type, task.stage, task.task_id, task.index, task.attempt, task.max_attempts,
-            self._services,
-        )
-
-        def call() -> JSON:
-            return _as_result(handler(dict(task.parameters), context), task.task_type)
-
-        try:
-            result = wrap(task, call, self._middleware)
-        except Exception as exc:
-            return self._failure(task, exc)
-        return TaskOutcome(task, OutcomeKind.COMPLETED, result=result)
-
-    def _failure(self, task: ClaimedTask, exc: Exception) -> TaskOutcome:
-        error_class = classify(exc)
-        error = ErrorInfo(
-            type(exc).__name__,
-            error_class,
-            str(exc)[:2000] or type(exc).__name__,
-            attempt=task.attempt,
-            where=_where(exc, task.task_type),
-            at=_now(),
-        )
-        delay = self._retry_policy(task).next_delay(task.attempt, error_class)
-        with logcontext.bind(job_id=task.job_id, job_type=task.job_type, stage=task.stage,
-                             task_id=task.task_id, attempt=task.attempt):
-            log.warning(
-                "task failed",
-                extra={"error_type": error.error_type, "error_class": error_class.value,
-                       "error": error.message, "retry_in_s": delay},
-            )
-        if delay is None:
-            return TaskOutcome(task, OutcomeKind.FAILED, error=error)
-        return TaskOutcome(task, OutcomeKind.RETRY, error=error, retry_delay_seconds=delay)
-
-    def _retry_policy(self, task: ClaimedTask) -> RetryPolicy:
-        try:
-            stage = self._jobs.get(task.job_type).stage(task.stage)
-            policy = stage.retry_policy()
-        except (UnknownJobType, ConfigurationError):
-            policy = RetryPolicy()
-        if policy.maximum_attempts != task.max_attempts:
-            policy = RetryPolicy(
-                policy.initial_interval, policy.backoff_coefficient, policy.maximum_interval,
-                task.max_attempts, policy.jitter,
-            )
-        return policy
-
-
-def _as_result(value: object, task_type: str) -> JSON:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise PermanentError(f"handler {task_type!r} returned {type(value).__name__}; it must return a dict or None")
-    result = dict(value)
-    try:
-        canonical_json(result)
-    except (TypeError, ValueError) as exc:
-        raise PermanentError(f"handler {task_type!r} returned a result that is not JSON: {exc}") from exc
-    return result
-
-
-def _where(exc: BaseException, task_type: str) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return task_type
-    last = frames[-1]
-    return f"{task_type} at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
 
 
 def _now() -> str:

@@ -11,6 +11,7 @@ from functools import partial
 
 from core.batching import DurationEstimates, message_kind
 from core.engine import CoreMachine
+from core.heartbeat import MessageLocks
 from core.janitor import Janitor
 from core.models import JOBS_QUEUE, TASKS_QUEUE, ReceivedMessage
 from core.ports import Transport
@@ -29,6 +30,7 @@ class WorkerConfig:
     target_batch_seconds: float = 0.25
     wait_seconds: float = 1.0
     janitor_interval_seconds: float = 5.0
+    lock_seconds: float = 60.0
     jobs_queue: str = JOBS_QUEUE
     tasks_queue: str = TASKS_QUEUE
 
@@ -75,6 +77,8 @@ class Worker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._estimates = DurationEstimates()
+        self._locks = MessageLocks(transport, self._config.lock_seconds)
+        engine.heartbeat.add(self._locks)
         self.stats = WorkerStats()
 
     @property
@@ -98,6 +102,8 @@ class Worker:
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self._threads = []
+        self._engine.heartbeat.remove(self._locks)
+        self._engine.heartbeat.stop_if_idle()
 
     def run_until(self, done: Callable[[], bool], timeout: float, poll_seconds: float = 0.2) -> bool:
         """Start, wait until `done()` or the timeout, stop. True if `done()` became true."""
@@ -118,23 +124,41 @@ class Worker:
         self._threads.append(thread)
 
     def _loop(self, queue: str, handle: Handler, max_batch: int) -> None:
+        try:
+            self._receive_and_run(queue, handle, max_batch)
+        finally:
+            self._engine.release_thread()
+
+    def _receive_and_run(self, queue: str, handle: Handler, max_batch: int) -> None:
+        """Receive about as many messages as fit the batch budget and run them. What was received beyond the
+        budget is handed back uncounted where the transport can; where it cannot (Service Bus) this thread keeps
+        it (its locks renewed) and runs it next, so no delivery is ever counted for work that was not started."""
         batch, pause = 1, 0.0
-        while not self._stop.is_set():
-            if pause:
-                self._stop.wait(pause)
-            try:
-                messages = self._transport.receive(queue, batch, self._config.wait_seconds)
-            except Exception:
-                log.exception("receive failed", extra={"queue": queue})
-                pause = min(5.0, max(0.2, pause * 2))
-                continue
-            pause = 0.0
-            if not messages:
-                continue
+        held: list[ReceivedMessage] = []
+        while held or not self._stop.is_set():
+            if held:
+                messages, held = held, []
+            else:
+                if pause:
+                    self._stop.wait(pause)
+                try:
+                    messages = self._transport.receive(queue, batch, self._config.wait_seconds)
+                except Exception:
+                    log.exception("receive failed", extra={"queue": queue})
+                    pause = min(5.0, max(0.2, pause * 2))
+                    continue
+                pause = 0.0
+                if not messages:
+                    continue
+                self._locks.hold(messages)
+                self._engine.heartbeat.poke()
             budget = self._config.target_batch_seconds
             run, rest = self._estimates.split(messages, budget)
-            if rest:
+            if rest and self._transport.releases_uncounted:
+                self._locks.drop(rest)
                 self._release(rest)
+            elif rest:
+                held = rest
             started = time.perf_counter()
             self._process(queue, handle, run)
             kinds = [message_kind(m) for m in run]
@@ -151,6 +175,7 @@ class Worker:
             settlements = [give_back(m, f"{type(exc).__name__}: {exc}") for m in messages]
         self.stats.add(failures=sum(1 for s in settlements if s.disposition is Disposition.ABANDON))
         self._settle(settlements)
+        self._locks.drop(messages)
         if queue == self._config.jobs_queue:
             self.stats.add(jobs=len(messages))
         else:

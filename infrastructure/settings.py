@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         default=0.25,
         description="Longest a worker holds finished outcomes before writing them in one transaction.",
     )
+    task_lease_seconds: float = Field(
+        default=60.0,
+        description="How long a task claim lasts unless renewed: a running worker's heartbeat renews it every third "
+        "of this, so it only decides how soon a dead worker's task is taken back. Never longer than the stage's "
+        "time limit (`Stage.timeout_seconds`, how long one attempt may run).",
+    )
     lease_grace_seconds: float = Field(
         default=5.0,
         description="Extra time past a task's lease before the janitor takes it back from a silent worker.",
@@ -275,6 +281,7 @@ class Settings(BaseSettings):
         "stuck_job_seconds",
         "pool_max_lifetime_seconds",
         "overdue_retry_seconds",
+        "task_lease_seconds",
     )
     @classmethod
     def _positive_seconds(cls, value: float) -> float:

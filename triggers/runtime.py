@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from core.artifacts import ArtifactStore
 from core.engine import CoreMachine
 from core.errors import ConfigurationError
+from core.heartbeat import LeaseConfig
 from core.janitor import Janitor, JanitorConfig
 from core.jobs import JobRegistry, discover_jobs
 from core.models import JobStatus
@@ -78,6 +79,7 @@ class Runtime:
             concurrency=concurrency,
             max_batch=self.settings.worker_batch_size,
             target_batch_seconds=self.settings.worker_flush_seconds,
+            lock_seconds=self.settings.lock_seconds,
             jobs_queue=self.settings.jobs_queue,
             tasks_queue=self.settings.tasks_queue,
             **overrides,  # type: ignore[arg-type]
@@ -120,7 +122,7 @@ def build_runtime(
     traced = None if isinstance(telemetry, NoTelemetry) else telemetry
     engine = CoreMachine(
         store, relay, registries.jobs, registries.tasks, worker_id or default_worker_id(), services=services,
-        telemetry=traced,
+        telemetry=traced, leases=LeaseConfig(lease_seconds=settings.task_lease_seconds),
     )
     observe = getattr(telemetry, "observe_queue_depth", None)
     if callable(observe):

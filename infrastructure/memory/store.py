@@ -279,7 +279,7 @@ class MemoryUnitOfWork(UnitOfWork):
             errors = (*task.errors, self._taken_back(task, taken_back)) if expired else task.errors
             task = replace(
                 task, status=TaskStatus.RUNNING, attempt=task.attempt + 1, claimed_by=worker_id, errors=errors,
-                updated_at=tx.now, lease_until=tx.now + timedelta(seconds=lease_seconds or task.timeout_seconds),
+                updated_at=tx.now, lease_until=tx.now + timedelta(seconds=_lease(lease_seconds, task.timeout_seconds)),
             )
             tx.put_task(task)
             claimed.append(ClaimedTask(
@@ -446,7 +446,7 @@ class MemoryUnitOfWork(UnitOfWork):
             task = self._at_attempt(task_id, attempt, LEASED_TASK)
             job = self._tx.job(task.job_id) if task else None
             if task is not None and job is not None:
-                seconds = lease_seconds or task.timeout_seconds
+                seconds = _lease(lease_seconds, task.timeout_seconds)
                 self._tx.put_task(replace(task, lease_until=self._tx.now + timedelta(seconds=seconds)))
                 renewed[task_id] = job.status
         return renewed
@@ -481,3 +481,8 @@ class InMemoryStore(Store):
     def __init__(self, transport: Transport, clock: Clock | None = None) -> None:
         self.memory = MemoryBackend(transport, clock)
         super().__init__(self.memory)
+
+
+def _lease(lease_seconds: float | None, time_limit: float) -> float:
+    """A claim lasts `lease_seconds`, never longer than the task's time limit (the running worker renews it)."""
+    return time_limit if lease_seconds is None else min(lease_seconds, time_limit)

@@ -21,6 +21,8 @@ class DrillParameters(JobParameters):
     fail_index: int | None = Field(None, description="this task index fails permanently")
     sleep_ms: int = Field(0, ge=0)
     poison_index: int | None = Field(None, description="this task returns a result PostgreSQL cannot store")
+    hang_index: int | None = Field(None, description="this task's first attempt hangs (for an hour)")
+    cooperative_ms: int = Field(0, ge=0, description="work this long in small steps, stopping early if cancelled")
     tag: str = ""
 
 
@@ -35,7 +37,8 @@ class DrillFailFast(JobDefinition):
         if stage.number == 2:
             return [{"index": r["index"], "fail_index": None, "sleep_ms": 0} for r in previous]
         return [{"index": i, "fail_index": params.fail_index, "sleep_ms": params.sleep_ms,
-                 "poison": i == params.poison_index} for i in range(params.n)]
+                 "poison": i == params.poison_index, "hang": i == params.hang_index,
+                 "cooperative_ms": params.cooperative_ms} for i in range(params.n)]
 
     def finalize(self, context: FinalizeContext) -> JSON:
         return {"outcome": context.outcome.value, "counts": {str(k): dict(v) for k, v in context.stage_counts.items()}}
@@ -95,3 +98,11 @@ class DrillSlowFinalize(JobDefinition):
         with path.open("a", encoding="utf-8") as runs:
             runs.write("end\n")
         return {"tasks": len(context.last_results())}
+
+
+class DrillLong(DrillContinue):
+    """Attempts may run for a minute: for handlers longer than the queue lock and the task lease."""
+
+    job_type = "drill_long"
+    stages = (Stage("work", "drill.work", max_attempts=3, timeout_seconds=60.0, retry=FAST_RETRY),
+              Stage("after", "drill.work", max_attempts=3, timeout_seconds=60.0, retry=FAST_RETRY))

@@ -141,10 +141,10 @@ class _CrashingStore:
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
 
-    def claim_tasks(self, task_ids: list[str], worker_id: str) -> object:
+    def claim_tasks(self, task_ids: list[str], worker_id: str, lease_seconds: float | None = None) -> object:
         if any(t.endswith(self._suffix) for t in task_ids):
             raise RuntimeError("engine bug: crashed while claiming")
-        return self._inner.claim_tasks(task_ids, worker_id)  # type: ignore[attr-defined]
+        return self._inner.claim_tasks(task_ids, worker_id, lease_seconds)  # type: ignore[attr-defined]
 
 
 def test_repeatedly_crashing_message_is_dead_lettered_after_max_deliveries(drill_settings: Settings) -> None:

@@ -155,9 +155,11 @@ COPY tasks (task_id, job_id, stage, idx, task_type, parameters, max_attempts, ti
 COPY queue_messages (queue, message_id, body, properties) FROM STDIN
 
 -- name: claim_tasks
+-- The lease lasts `lease_seconds`, never longer than the task's time limit (the running worker renews it).
 UPDATE tasks t
 SET status = 'running', attempt = t.attempt + 1, claimed_by = %(worker_id)s, updated_at = now(),
-    lease_until = now() + make_interval(secs => coalesce(%(lease_seconds)s::float8, t.timeout_seconds)),
+    lease_until = now() + make_interval(secs => least(coalesce(%(lease_seconds)s::float8, t.timeout_seconds),
+                                                      t.timeout_seconds)),
     errors = CASE WHEN t.status = ANY(%(leased)s::task_status[])
                   THEN t.errors || jsonb_build_array(%(taken_back)s::jsonb || jsonb_build_object(
                        'attempt', t.attempt, 'where', t.claimed_by, 'at', now()))
@@ -237,7 +239,8 @@ WHERE job_id = %(job_id)s AND status = ANY(%(leased)s::task_status[]) AND lease_
 -- name: renew_task_leases
 -- Extend the leases a worker still holds (running at the claimed attempt); each comes back with its job's status.
 UPDATE tasks t
-SET lease_until = now() + make_interval(secs => coalesce(%(lease_seconds)s::float8, t.timeout_seconds))
+SET lease_until = now() + make_interval(secs => least(coalesce(%(lease_seconds)s::float8, t.timeout_seconds),
+                                                      t.timeout_seconds))
 FROM unnest(%(task_ids)s::text[], %(attempts)s::int[]) AS u(task_id, attempt), jobs j
 WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.attempt = u.attempt
   AND t.status = ANY(%(leased)s::task_status[]) AND j.job_id = t.job_id
