@@ -322,10 +322,12 @@ class ServiceBusTransport:
                 held = self._held.get(message.lock_token)
             if held is None:
                 continue
-            guarded, raw = held
+            guarded, handle, raw = held
             with guarded.lock, translated(f"renew lock of {message.message_id}"):
+                if not guarded.current(handle):
+                    continue
                 try:
-                    guarded.get().renew_message_lock(raw)
+                    handle.renew_message_lock(raw)
                 except LOST_LOCK_ERRORS as exc:
                     log.info("lock renewal of %s skipped: %s", message.message_id, type(exc).__name__)
 
