@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,8 +60,15 @@ def run(worker: Worker, store: InMemoryStore, job_id: str) -> JobStatus:
     return job.status
 
 
-def worker_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("coremachine-")]
+def worker_threads(settle_seconds: float = 2.0) -> list[threading.Thread]:
+    """CoreMachine threads still alive once idle heartbeat and handler threads (of any engine, also earlier
+    tests') have had time to end: they stop on their own half a second after their last work."""
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        alive = [t for t in threading.enumerate() if t.name.startswith("coremachine-")]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def test_worker_runs_a_job_with_two_task_threads_and_stops_cleanly() -> None:
