@@ -58,3 +58,16 @@ def test_a_hung_call_times_out_and_the_rest_of_the_batch_runs_on_a_fresh_thread(
     forever.set()  # the abandoned call returns late: its result is dropped, its thread ends
     assert limits.run([Call(quick, 5.0)]) == [Returned(7)]
     limits.close_thread()
+
+
+def test_calls_see_the_callers_context_variables() -> None:
+    import contextvars
+
+    field: contextvars.ContextVar[str] = contextvars.ContextVar("field", default="unset")
+    limits = TimeLimits()
+    token = field.set("job-42")
+    try:
+        assert limits.run([Call(field.get, 5.0)]) == [Returned("job-42")]
+    finally:
+        field.reset(token)
+        limits.close_thread()
