@@ -170,6 +170,9 @@ class TimeLimits:
                 run.owner = None
                 run.results[index] = TimedOut(call.limit_seconds)
             call.stop.set()
+            abandoned: _Executor[T] | None = getattr(self._local, "executor", None)
+            if abandoned is not None:  # renamed so thread dumps (and worker shutdown checks) tell it apart
+                abandoned.thread.name = f"abandoned-{abandoned.thread.name}"
             self._local.executor = None
             with self._lock:
                 self._abandoned += 1

@@ -55,6 +55,7 @@ def test_a_hung_call_times_out_and_the_rest_of_the_batch_runs_on_a_fresh_thread(
     assert hung.stop.is_set(), "the hung call is asked to stop"
     assert threads[0] == threads[1] != threads[2], "the batch went on without the hung thread"
     assert limits.abandoned_threads == 1
+    assert f"abandoned-{threads[1]}" in [t.name for t in threading.enumerate()]
     forever.set()  # the abandoned call returns late: its result is dropped, its thread ends
     assert limits.run([Call(quick, 5.0)]) == [Returned(7)]
     limits.close_thread()
