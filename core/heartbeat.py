@@ -1,10 +1,10 @@
 """The heartbeat: one daemon thread that keeps what a worker holds alive while its handlers run.
 
 Each `Beat` is called every `period` seconds while the heartbeat runs: renew the queue locks of messages a
-worker holds (`MessageLocks`), renew the leases of tasks it runs and notice their job's cancellation
-(`TaskLeases`), or anything registered with `keep_alive` (a finalize claim). Handlers never renew anything
-themselves. The thread starts when something is held and stops after a quiet spell, so idle engines cost no
-thread.
+worker holds (`MessageLocks`), and renew the leases of tasks it runs and notice their job's cancellation
+(`TaskLeases`). Handlers never renew anything themselves. (A finalize renews its own claim on the job row
+while it runs: `core/keepalive.py`.) The thread starts when something is held and stops after a quiet
+spell, so idle engines cost no thread.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.models import ClaimedTask, JobStatus, ReceivedMessage
@@ -69,18 +68,6 @@ class Heartbeat:
                 self._thread = threading.Thread(target=self._run, name=f"coremachine-{self._name}", daemon=True)
                 self._thread.start()
 
-    @contextmanager
-    def keep_alive(self, renew: Callable[[], object], period: float) -> Iterator[None]:
-        """Call `renew` every `period` seconds while the block runs (a finalize claim, a long planner)."""
-        beat = _Callback(renew, period)
-        self.add(beat)
-        self.poke()
-        try:
-            yield
-        finally:
-            beat.done = True
-            self.remove(beat)
-
     def stop_if_idle(self, timeout: float = 2.0) -> None:
         """End the thread now if nothing is held (a worker stopping); it starts again when something is."""
         with self._lock:
@@ -120,20 +107,6 @@ class Heartbeat:
             beat()
         except Exception:
             log.warning("heartbeat %s failed; trying again next period", type(beat).__name__, exc_info=True)
-
-
-class _Callback(Beat):
-    def __init__(self, renew: Callable[[], object], period: float) -> None:
-        self._renew = renew
-        self.period = period
-        self.done = False
-
-    @property
-    def busy(self) -> bool:
-        return not self.done
-
-    def __call__(self) -> None:
-        self._renew()
 
 
 class MessageLocks(Beat):

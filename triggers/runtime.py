@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from core.artifacts import ArtifactStore
@@ -82,9 +82,8 @@ class Runtime:
             lock_seconds=self.settings.lock_seconds,
             jobs_queue=self.settings.jobs_queue,
             tasks_queue=self.settings.tasks_queue,
-            **overrides,  # type: ignore[arg-type]
         )
-        return Worker(self.engine, self.transport, config, janitor=self.janitor)
+        return Worker(self.engine, self.transport, replace(config, **overrides), janitor=self.janitor)  # type: ignore[arg-type]
 
     def close(self) -> None:
         if not self._closed:

@@ -29,8 +29,18 @@ def test_a_finalize_longer_than_the_queue_lock_runs_exactly_once(runtime: Runtim
     job_id = runtime.engine.submit(
         "drill_slow_finalize", {"n": 2, "finalize_seconds": 5.0, "runs_file": str(runs)}
     ).job.job_id
-    job = run_to_end(runtime, job_id, timeout=60)
-    assert job.status is JobStatus.COMPLETED and job.result == {"tasks": 2}
+    # A worker whose heartbeat renews locks far too late (as if it stalled): the finalize message's lock lapses
+    # mid-finalize and it is delivered again, so only the claim on the job row keeps finalize to one run.
+    # (A live heartbeat renews the lock and there is no second delivery: test_worker_limits.py.)
+    stalled = runtime.worker(concurrency=2, wait_seconds=0.2, lock_seconds=600.0)
+
+    def finished() -> bool:
+        current = runtime.store.get_job(job_id)
+        return current is not None and current.status.terminal
+
+    assert stalled.run_until(finished, timeout=60)
+    job = runtime.store.get_job(job_id)
+    assert job is not None and job.status is JobStatus.COMPLETED and job.result == {"tasks": 2}
     time.sleep(2.5)  # let a redelivered finalize message come and go
     worker = runtime.worker(concurrency=1, wait_seconds=0.2)
     worker.start()
