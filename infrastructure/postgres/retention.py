@@ -45,11 +45,11 @@ class PostgresPruner:
             eligible = self._guard(cur, job_ids, status, before)
             if not eligible:
                 return 0
-            cur.execute(query("prune_tasks"), {"job_ids": eligible, "limit": limit})
-            deleted = cur.rowcount
-            if deleted < limit:
-                cur.execute(query("prune_events"), {"job_ids": eligible, "limit": limit - deleted})
-                deleted += cur.rowcount
+            deleted = 0
+            for name in ("prune_tasks", "prune_task_history", "prune_events"):
+                if deleted < limit:
+                    cur.execute(query(name), {"job_ids": eligible, "limit": limit - deleted})
+                    deleted += cur.rowcount
             return deleted
 
     def prune_jobs(self, job_ids: Sequence[str], status: JobStatus, before: datetime) -> list[str]:

@@ -171,3 +171,16 @@ def test_two_pruners_at_once_share_the_work(runtime: Runtime) -> None:
         pruned = runtime.pruner.prune_jobs(job_ids, JobStatus.COMPLETED, before)
     assert sorted(pruned) == sorted(job_ids[2:])
     assert prune(runtime.pruner, POLICY, datetime.now(UTC)).jobs == {"completed": 2}
+
+
+def test_a_rerun_job_is_pruned_with_its_earlier_rounds_in_bounded_steps(runtime: Runtime) -> None:
+    job_id = runtime.engine.submit("hello_world", {"n": 3}).job.job_id
+    run_to_end(runtime, job_id)
+    assert runtime.engine.rerun(job_id).accepted
+    assert run_to_end(runtime, job_id).status is JobStatus.COMPLETED
+    assert rows(runtime, "SELECT count(*) FROM task_history WHERE job_id = %s", job_id)[0][0] == 6
+    age(runtime, job_id, 8)
+    limits = PruneLimits(chunk_rows=4, budget_rows=1000)
+    assert prune(runtime.pruner, POLICY, datetime.now(UTC), limits).jobs == {"completed": 1}
+    for table in ("jobs", "job_rounds", "task_history", "tasks", "stages", "job_events"):
+        assert rows(runtime, f"SELECT count(*) FROM {table} WHERE job_id = %s", job_id)[0][0] == 0, table

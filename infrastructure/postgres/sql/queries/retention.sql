@@ -29,6 +29,12 @@ DELETE FROM job_events WHERE id IN (
     SELECT id FROM job_events WHERE job_id = ANY(%(job_ids)s::text[]) LIMIT %(limit)s
 )
 
+-- name: prune_task_history
+-- Tasks of earlier rounds (kept by a rerun) go in chunks too; their round rows go with the job (ON DELETE CASCADE).
+DELETE FROM task_history WHERE (job_id, round, task_id) IN (
+    SELECT job_id, round, task_id FROM task_history WHERE job_id = ANY(%(job_ids)s::text[]) LIMIT %(limit)s
+)
+
 -- name: prune_settled_messages
 -- Settled rows only: a message still ready is a live delivery, and answers "no such task" when it arrives.
 -- Retention is never shorter than the duplicate-detection window, so the job's rows all settled before the
