@@ -1,8 +1,9 @@
 """The decisions of task outcomes and fan-in, made once over a unit of work: apply outcomes, complete and advance
 a stage, fail fast, move a job to finalizing.
 
-Every function here runs inside one unit of work that has already locked the jobs concerned (`lock_jobs`), so
-the `LockedJob` it holds is the truth until commit; a function that changes a job returns its new state.
+Every function here runs inside one unit of work that read the jobs concerned (`read_jobs`) and decides on that
+read; the job row's own update comes last and is guarded, so a job that moved on meanwhile changes nothing (lock
+order: tasks, stages, job). A function that changes a job returns its new state.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ class _Batch:
 
 
 def apply_outcomes(uow: UnitOfWork, outcomes: Sequence[TaskOutcome]) -> None:
-    """Record a batch of outcomes. Lock order: jobs, then their stages, then tasks.
+    """Record a batch of outcomes. Lock order: tasks (in id order), then stage counters (in (job, stage) order),
+    then the job row (advance, finalize, fail fast), each guarded.
 
     An outcome counts only for the attempt that is still current (status running, same attempt); any other is
     late (its lease was taken back, or the job ended) and is recorded as a `late_outcome` event, nothing else.
     While the job works (`processing`) a failure may fail it fast and a retry is scheduled; once it is cancelled
     or failing, a completion or failure is still recorded but a retry is not scheduled: the task is cancelled.
     """
-    jobs = uow.lock_jobs(sorted({o.task.job_id for o in outcomes}))
-    uow.lock_stages(sorted({(o.task.job_id, o.task.stage) for o in outcomes}))
+    jobs = uow.read_jobs(sorted({o.task.job_id for o in outcomes}))
     ordered = sorted(outcomes, key=lambda o: o.task.task_id)
     working = {job_id for job_id, job in jobs.items() if job.status in WORKING_JOB}
     batch = _Batch()
@@ -155,9 +156,11 @@ def to_finalizing(uow: UnitOfWork, job: LockedJob, outcome: JobStatus, error: JS
     handlers finish or see the cancellation), and the finalize message."""
     if job.status not in job_sources(JobStatus.FINALIZING):
         return job
+    # Tasks before the job row (the lock order). Should the job have left queued/processing meanwhile, its
+    # unstarted tasks were cancelled by whatever moved it, so cancelling them here changes nothing that matters.
+    cancelled = uow.cancel_tasks(job.job_id, UNSTARTED_TASK & task_sources(TaskStatus.CANCELLED))
     if not uow.job_to_finalizing(job.job_id, outcome, error, job_sources(JobStatus.FINALIZING)):
         return job
-    cancelled = uow.cancel_tasks(job.job_id, UNSTARTED_TASK & task_sources(TaskStatus.CANCELLED))
     kind = "job_failed" if outcome is JobStatus.FAILED else "job_cancelled"
     uow.event(job.job_id, kind, {"outcome": outcome.value, "error": error, "cancelled_tasks": cancelled})
     uow.send([finalize_message(job.job_id, job.job_type, job.round)])

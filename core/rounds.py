@@ -26,7 +26,7 @@ from core.states import (
     stage_sources,
     task_sources,
 )
-from core.uow import LockedJob, StoreBackend, UnitOfWork
+from core.uow import GuardFailed, LockedJob, StoreBackend, TaskChange, UnitOfWork, guarded
 
 
 class FinalizeDecision(StrEnum):
@@ -121,23 +121,23 @@ class Rounds:
         tasks are cancelled. False if the job was not finalizing or the claim is someone else's."""
 
         def work(uow: UnitOfWork) -> bool:
-            job = uow.lock_jobs([job_id]).get(job_id)
+            job = uow.read_jobs([job_id]).get(job_id)
             sources = job_sources(status)
             if job is None or job.status not in sources or job.finalize_owner != owner:
                 return False
             merged = job.error if error is None else error if job.error is None else {
                 **job.error, "finalize_error": error}
-            if not uow.finish_job(job_id, owner, status, result, merged, sources):
-                return False
-            uow.cancel_stages(job_id, stage_sources(StageStatus.CANCELLED))
             uow.cancel_tasks(job_id, OPEN_TASK & task_sources(TaskStatus.CANCELLED))
+            uow.cancel_stages(job_id, stage_sources(StageStatus.CANCELLED))
+            if not uow.finish_job(job_id, owner, status, result, merged, sources):
+                raise GuardFailed(f"job {job_id}: the finalize claim is no longer {owner}'s")
             detail: JSON = {"status": status.value, "round": job.round}
             if error is not None:
                 detail["error"] = error
             uow.event(job_id, "job_finished", detail)
             return True
 
-        return self.backend.transaction(work)
+        return guarded(self.backend, work, False)
 
     # -- operator actions ---------------------------------------------------------------------------------------
     def cancel(self, job_id: str, error: JSON) -> OperatorResult:
@@ -145,7 +145,7 @@ class Rounds:
         finish or stop early, and finalize ends the job `cancelled`."""
 
         def work(uow: UnitOfWork) -> OperatorResult:
-            job = uow.lock_jobs([job_id]).get(job_id)
+            job = uow.read_jobs([job_id]).get(job_id)
             if job is None:
                 return _refused("cancel", job_id, Refusal.NOT_FOUND, f"no job {job_id}")
             if job.status not in LIVE_JOB:
@@ -153,10 +153,13 @@ class Rounds:
                                 f"job {job_id} is {job.status.value}; only a queued or processing job can be "
                                 "cancelled", job)
             after = to_finalizing(uow, job, JobStatus.CANCELLED, error)
+            if after.status is not JobStatus.FINALIZING:
+                raise GuardFailed(f"job {job_id} changed while being cancelled")
             return OperatorResult("cancel", job_id, True, "cancelled: finalize will end the job", None, job.status,
                                   after.status, job.round, job.current_stage)
 
-        return self.backend.transaction(work)
+        changed = _refused("cancel", job_id, Refusal.NOT_ALLOWED, f"job {job_id} changed while being cancelled")
+        return guarded(self.backend, work, changed)
 
     def retry(self, job_id: str, stage: int, more_attempts: int) -> OperatorResult:
         """Run again what failed: the failed and cancelled tasks of `stage` (where the ended job stopped), with
@@ -164,56 +167,55 @@ class Rounds:
         created (its planner failed, or the job was cancelled before it)."""
 
         def work(uow: UnitOfWork) -> OperatorResult:
-            job = uow.lock_jobs([job_id]).get(job_id)
+            job = uow.read_jobs([job_id]).get(job_id)
             if job is None:
                 return _refused("retry", job_id, Refusal.NOT_FOUND, f"no job {job_id}")
             if job.status not in operator_sources(JobStatus.PROCESSING) or job.current_stage != stage:
                 return _refused("retry", job_id, Refusal.NOT_ALLOWED,
                                 f"job {job_id} is {job.status.value}; only a failed, cancelled or "
                                 "completed_with_errors job can be retried", job)
+            changes = uow.requeue_tasks(job_id, stage, operator_task_sources(TaskStatus.QUEUED), more_attempts)
+            if changes:
+                return _retry_stage(uow, job, stage, changes)
             if uow.lock_stages([(job_id, stage)]):
-                return _retry_stage(uow, job, stage, more_attempts)
-            new_round = uow.reopen_job(job_id, operator_sources(JobStatus.PROCESSING))
-            assert new_round is not None
+                return _refused("retry", job_id, Refusal.NOTHING_TO_RETRY,
+                                f"stage {stage} of job {job_id} has no failed or cancelled task to run again; "
+                                "rerun runs the whole job again", job)
+            new_round = _new_round(uow.reopen_job(job_id, operator_sources(JobStatus.PROCESSING)), job_id)
             uow.send([stage_message(job_id, job.job_type, stage, new_round)])
             _retried_event(uow, job, new_round, 0, stage_resent=True)
             return OperatorResult("retry", job_id, True, f"stage {stage} is planned again", None, job.status,
                                   JobStatus.PROCESSING, new_round, stage, 0, True)
 
-        return self.backend.transaction(work)
+        changed = _refused("retry", job_id, Refusal.NOT_ALLOWED, f"job {job_id} changed while being retried")
+        return guarded(self.backend, work, changed)
 
     def rerun(self, job_id: str) -> OperatorResult:
         """Start a fresh round of the same job id: the ended round (result, errors, stages and tasks) is kept as
         history, and the job is queued at stage 1 again with new message ids (the round is in them)."""
 
         def work(uow: UnitOfWork) -> OperatorResult:
-            job = uow.lock_jobs([job_id]).get(job_id)
+            job = uow.read_jobs([job_id]).get(job_id)
             if job is None:
                 return _refused("rerun", job_id, Refusal.NOT_FOUND, f"no job {job_id}")
             if job.status not in operator_sources(JobStatus.QUEUED):
                 return _refused("rerun", job_id, Refusal.NOT_ALLOWED,
                                 f"job {job_id} is {job.status.value}; only an ended job can be run again", job)
             uow.archive_round(job_id, job.round)
-            new_round = uow.restart_job(job_id, operator_sources(JobStatus.QUEUED))
-            assert new_round is not None
+            new_round = _new_round(uow.restart_job(job_id, operator_sources(JobStatus.QUEUED)), job_id)
             uow.event(job_id, "job_rerun", {"round": new_round, "previous_round": job.round,
                                             "previous_status": job.status.value, "previous_error": job.error})
             uow.send([stage_message(job_id, job.job_type, 1, new_round)])
             return OperatorResult("rerun", job_id, True, f"round {new_round} starts at stage 1", None, job.status,
                                   JobStatus.QUEUED, new_round, 1)
 
-        return self.backend.transaction(work)
+        changed = _refused("rerun", job_id, Refusal.NOT_ALLOWED, f"job {job_id} changed while being rerun")
+        return guarded(self.backend, work, changed)
 
 
-def _retry_stage(uow: UnitOfWork, job: LockedJob, stage: int, more_attempts: int) -> OperatorResult:
-    changes = uow.requeue_tasks(job.job_id, stage, operator_task_sources(TaskStatus.QUEUED), more_attempts)
-    if not changes:
-        return _refused("retry", job.job_id, Refusal.NOTHING_TO_RETRY,
-                        f"stage {stage} of job {job.job_id} has no failed or cancelled task to run again; "
-                        "rerun runs the whole job again", job)
-    new_round = uow.reopen_job(job.job_id, operator_sources(JobStatus.PROCESSING))
-    assert new_round is not None
+def _retry_stage(uow: UnitOfWork, job: LockedJob, stage: int, changes: list[TaskChange]) -> OperatorResult:
     uow.reopen_stage(job.job_id, stage, operator_stage_sources(StageStatus.PROCESSING), OPEN_TASK)
+    new_round = _new_round(uow.reopen_job(job.job_id, operator_sources(JobStatus.PROCESSING)), job.job_id)
     uow.send([
         task_message(c.task_id, c.job_id, job.job_type, c.stage, c.task_type, c.attempt + 1, round_number=new_round)
         for c in changes
@@ -221,6 +223,13 @@ def _retry_stage(uow: UnitOfWork, job: LockedJob, stage: int, more_attempts: int
     _retried_event(uow, job, new_round, len(changes), stage_resent=False)
     return OperatorResult("retry", job.job_id, True, f"{len(changes)} task(s) of stage {stage} run again", None,
                           job.status, JobStatus.PROCESSING, new_round, stage, len(changes), False)
+
+
+def _new_round(round_number: int | None, job_id: str) -> int:
+    """The job row's closing guarded update: its new round, or the unit of work rolls back."""
+    if round_number is None:
+        raise GuardFailed(f"job {job_id} changed while an operator acted on it")
+    return round_number
 
 
 def _retried_event(uow: UnitOfWork, job: LockedJob, new_round: int, requeued: int, *, stage_resent: bool) -> None:

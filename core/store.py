@@ -30,7 +30,7 @@ from core.outcomes import apply_outcomes, stage_done, to_finalizing
 from core.retry import RetryPolicy
 from core.rounds import Rounds
 from core.states import LIVE_JOB, OPEN_JOB, WAITING_TASK, WORKING_JOB, claim_sources, job_sources, task_sources
-from core.uow import Resend, StoreBackend, UnitOfWork
+from core.uow import GuardFailed, Resend, StoreBackend, UnitOfWork, guarded
 
 LEASE_TAKEN_BACK: JSON = {
     "type": "LeaseExpired",
@@ -71,14 +71,15 @@ class Store(Rounds):
             raise ValueError(f"invalid task limits: {plan.max_attempts} attempts, {plan.timeout_seconds}s")
 
         def work(uow: UnitOfWork) -> bool:
-            job = uow.lock_jobs([plan.job_id]).get(plan.job_id)
+            job = uow.read_jobs([plan.job_id]).get(plan.job_id)
             sources = job_sources(JobStatus.PROCESSING)
             if job is None or job.status not in sources or job.current_stage != plan.stage:
                 return False
             if not uow.insert_stage(plan.job_id, plan.stage, plan.stage_name, len(plan.tasks)):
                 return False
-            uow.start_job_stage(plan.job_id, plan.stage, sources)
             uow.insert_tasks(plan.job_id, plan.stage, plan.tasks, plan.max_attempts, plan.timeout_seconds)
+            if not uow.start_job_stage(plan.job_id, plan.stage, sources):
+                raise GuardFailed(f"job {plan.job_id} left stage {plan.stage} while it was being created")
             uow.send([
                 task_message(task_id_for(plan.job_id, plan.stage, i), plan.job_id, job.job_type, plan.stage,
                              spec.task_type, 1, round_number=job.round)
@@ -90,7 +91,7 @@ class Store(Rounds):
                 stage_done(uow, replace(job, status=JobStatus.PROCESSING), plan.stage)
             return True
 
-        return self.backend.transaction(work)
+        return guarded(self.backend, work, False)
 
     def planning_failed(
         self, job_id: str, stage: int, plan_attempt: int, error: ErrorInfo, policy: RetryPolicy
@@ -100,7 +101,7 @@ class Store(Rounds):
         Returns the delay, or None once the job failed (or had already moved on)."""
 
         def work(uow: UnitOfWork) -> float | None:
-            job = uow.lock_jobs([job_id]).get(job_id)
+            job = uow.read_jobs([job_id]).get(job_id)
             if job is None or job.status not in LIVE_JOB or job.current_stage != stage:
                 return None
             if job.plan_attempts != plan_attempt:
@@ -225,7 +226,7 @@ class Store(Rounds):
 
     def _to_finalizing(self, job_id: str, outcome: JobStatus, error: JSON) -> bool:
         def work(uow: UnitOfWork) -> bool:
-            job = uow.lock_jobs([job_id]).get(job_id)
+            job = uow.read_jobs([job_id]).get(job_id)
             if job is None or job.status not in job_sources(JobStatus.FINALIZING):
                 return False
             return to_finalizing(uow, job, outcome, error).status is JobStatus.FINALIZING

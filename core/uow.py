@@ -6,9 +6,10 @@ that reports what it changed, so "nothing changed" is always visible to the call
 parameters from `core/states.py`. The PostgreSQL adapter runs each statement as one named query; the in-memory
 adapter implements the same statements over dicts.
 
-Lock order, everywhere: the job row first (`lock_jobs`, in job id order), then its stage rows (`lock_stages`,
-in (job, stage) order), then task rows (in task id order). Statements that touch task rows alone (claiming a
-task, taking back an expired lease, renewing a lease) lock nothing else, so they cannot close a cycle.
+Lock order, everywhere: task rows (in task id order), then stage rows (in (job, stage) order), then the job row.
+A unit of work decides on an unlocked read of the job (`read_jobs`), writes the children, and ends with the job
+row's guarded update; if that finds nothing to change where the decision needed it, the unit of work raises
+`GuardFailed` and rolls back. Units that touch only job rows lock them first (`lock_jobs`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from core.models import (
 )
 
 R = TypeVar("R")
+
+
+class GuardFailed(Exception):
+    """The job row's closing guarded update changed nothing: the unit of work rolls back (the job moved on)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,12 @@ class UnitOfWork(Protocol):
     def job(self, job_id: str) -> JobRecord | None: ...
 
     def lock_jobs(self, job_ids: Sequence[str]) -> dict[str, LockedJob]:
-        """Lock the existing jobs among `job_ids`, in id order, and read them."""
+        """Lock the existing jobs among `job_ids`, in id order, and read them (units that touch only job rows)."""
+        ...
+
+    def read_jobs(self, job_ids: Sequence[str]) -> dict[str, LockedJob]:
+        """Read the existing jobs among `job_ids` without locking them: the decision is made on this read, the
+        child rows are written, and the job row's own guarded update comes last and confirms it."""
         ...
 
     def start_job_stage(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
@@ -295,6 +305,14 @@ class UnitOfWork(Protocol):
         """The outbox write, committed with the state change. `fresh`: ids never sent before (a new stage's
         task messages), written in bulk without duplicate detection."""
         ...
+
+
+def guarded(backend: StoreBackend, work: Callable[[UnitOfWork], R], otherwise: R) -> R:
+    """Run `work` as one unit of work; `otherwise` if its closing guarded update found the job moved on."""
+    try:
+        return backend.transaction(work)
+    except GuardFailed:
+        return otherwise
 
 
 class StoreBackend(Protocol):

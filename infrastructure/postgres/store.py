@@ -82,6 +82,10 @@ class PostgresUnitOfWork(UnitOfWork):
         rows = self._all("lock_jobs", {"job_ids": list(job_ids)})
         return {job.job_id: job for job in map(locked_job_from_row, rows)}
 
+    def read_jobs(self, job_ids: Sequence[str]) -> dict[str, LockedJob]:
+        rows = self._all("read_jobs", {"job_ids": list(job_ids)})
+        return {job.job_id: job for job in map(locked_job_from_row, rows)}
+
     def start_job_stage(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
         return self._one("start_job_stage", {"job_id": job_id, "stage": stage, "sources": values(sources)}) is not None
 
@@ -168,7 +172,7 @@ class PostgresUnitOfWork(UnitOfWork):
 
     def archive_round(self, job_id: str, round_number: int) -> None:
         params = {"job_id": job_id, "round": round_number}
-        for name in ("archive_round_job", "archive_round_tasks", "delete_round_stages"):
+        for name in ("archive_round_job", "archive_round_tasks", "delete_round_tasks", "delete_round_stages"):
             self._cur.execute(query(name), params)
 
     # -- tasks --------------------------------------------------------------------------------------------------

@@ -26,6 +26,11 @@ FROM jobs WHERE job_id = ANY(%(job_ids)s::text[])
 ORDER BY job_id
 FOR NO KEY UPDATE
 
+-- name: read_jobs
+SELECT job_id, job_type, status, current_stage, total_stages, failure_policy, retry_round, outcome, error, result,
+       plan_attempts, finalize_deferrals, finalize_owner, extract(epoch FROM finalize_claim_until - now())::float8
+FROM jobs WHERE job_id = ANY(%(job_ids)s::text[])
+
 -- name: start_job_stage
 UPDATE jobs SET status = 'processing', updated_at = now()
 WHERE job_id = %(job_id)s AND current_stage = %(stage)s AND status = ANY(%(sources)s::job_status[])
@@ -144,8 +149,10 @@ INSERT INTO task_history (job_id, round, task_id, stage, idx, task_type, status,
 SELECT job_id, %(round)s, task_id, stage, idx, task_type, status, attempt, errors, result, finished_at
 FROM tasks WHERE job_id = %(job_id)s
 
+-- name: delete_round_tasks
+DELETE FROM tasks WHERE job_id = %(job_id)s
+
 -- name: delete_round_stages
--- Tasks go with their stage (ON DELETE CASCADE): stage rows, then task rows, as everywhere.
 DELETE FROM stages WHERE job_id = %(job_id)s
 
 -- name: copy_tasks
@@ -202,8 +209,13 @@ RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt
 SELECT task_id, status, attempt FROM tasks WHERE task_id = ANY(%(task_ids)s::text[])
 
 -- name: cancel_tasks
-UPDATE tasks SET status = 'cancelled', lease_until = NULL, finished_at = now(), updated_at = now()
-WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::task_status[])
+WITH ordered AS (
+    SELECT task_id FROM tasks WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::task_status[])
+    ORDER BY task_id
+    FOR NO KEY UPDATE
+)
+UPDATE tasks t SET status = 'cancelled', lease_until = NULL, finished_at = now(), updated_at = now()
+FROM ordered WHERE t.task_id = ordered.task_id AND t.status = ANY(%(sources)s::task_status[])
 
 -- name: requeue_tasks
 UPDATE tasks t
