@@ -102,8 +102,8 @@ def test_a_submitted_job_is_watched_to_100_percent(page: Page, worker: Worker) -
     expect(page.locator("#timeline")).to_contain_text("job_finished")
 
 
-def test_a_running_job_is_cancelled_from_its_page(page: Page, worker: Worker, tmp_path: Path) -> None:
-    job_id = submit(page, "http_flaky", {"marker": str(tmp_path / "absent"), "n": 30, "sleep_ms": 400})
+def test_a_running_job_is_cancelled_then_rerun_from_its_page(page: Page, worker: Worker, tmp_path: Path) -> None:
+    job_id = submit(page, "http_flaky", {"marker": str(tmp_path / "absent"), "n": 30, "sleep_ms": 300})
     page.goto(f"/api/dashboard/jobs/{job_id}")
     expect(page.locator("#job-status")).to_have_text("processing")
     page.click("#cancel-job")
@@ -112,6 +112,14 @@ def test_a_running_job_is_cancelled_from_its_page(page: Page, worker: Worker, tm
     expect(page.locator("#flash")).to_contain_text("Cancelling")
     expect(page.locator("#job-status")).to_have_text("cancelled")
     expect(page.locator("#stages")).to_contain_text("cancelled")
+    expect(page.locator("#cancel-job")).to_have_count(0)  # only queued or processing jobs can be cancelled
+
+    page.click("#rerun-job")  # a new round of the same job, from stage 1
+    page.click("#confirm-yes")
+    expect(page.locator("#flash")).to_contain_text("Rerunning")
+    expect(page.locator("#job-progress")).to_have_text("100%")
+    expect(page.locator("#job-status")).to_have_text("completed")
+    expect(page.locator("#timeline")).to_contain_text("rerun")
 
 
 def test_a_dead_letter_is_replayed_from_the_page_after_a_dry_run(page: Page, http_runtime: Runtime) -> None:

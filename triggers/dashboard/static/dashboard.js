@@ -122,7 +122,14 @@ async function refresh() {
   if (response.redirected || !response.ok) return;
   live.innerHTML = await response.text();
   const summary = live.querySelector("[data-terminal]");
-  if (summary && summary.dataset.terminal === "true") live.dataset.refresh = "0";
+  if (!summary) return;
+  const paused = live.dataset.refresh === "0";
+  if (summary.dataset.terminal === "true") {
+    live.dataset.refresh = "0";  // a finished job stops polling...
+  } else if (paused) {
+    live.dataset.refresh = live.dataset.every;  // ...until a retry or rerun brings it back
+    schedule();
+  }
 }
 
 function schedule() {
