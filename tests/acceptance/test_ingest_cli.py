@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 
+from services.ingestion.config import data_sources_path
 from triggers.cli import main
 
 
@@ -50,3 +53,24 @@ def test_unknown_domain_exits_2_naming_the_valid_ones(cli_env: str, capsys: pyte
     assert main(["ingest", "--domain", "nope"]) == 2
     out = capsys.readouterr().err
     assert "unknown domain 'nope'" in out and "annuity_performance" in out
+
+
+def test_summary_says_fail_and_not_loaded_for_a_failed_gate_then_loaded(
+    cli_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = yaml.safe_load(data_sources_path().read_text(encoding="utf-8"))
+    config["domains"]["annual_award"]["quality"]["max_drift"] = 0.0
+    strict = tmp_path / "data_sources.yml"
+    strict.write_text(yaml.safe_dump(config), encoding="utf-8")
+    monkeypatch.setenv("COREMACHINE_DATA_SOURCES", str(strict))
+    assert main(["ingest", "--domain", "annual_award", "--execute"]) == 1
+    out = capsys.readouterr().out
+    assert "not loaded: the run failed" in out and re.search(r"annual_award +1 +27 +23 +2 +2 +0 +fail", out)
+    assert warehouse_tables(cli_env) == {}
+    monkeypatch.delenv("COREMACHINE_DATA_SOURCES")
+    assert main(["ingest", "--domain", "annual_award"]) == 0
+    out = capsys.readouterr().out
+    assert "plan only: nothing written" in out and re.search(r"annual_award .* pass", out)
+    assert main(["ingest", "--domain", "annual_award", "--execute", "--max-files", "5"]) == 0, "another job"
+    out = capsys.readouterr().out
+    assert "ingest (loaded)" in out and warehouse_tables(cli_env)["annual_award"] == 23
