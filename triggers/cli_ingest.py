@@ -31,6 +31,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--period", default=None, help="YYYY-MM: only files of this period")
     p.add_argument("--sheet", default=None, help="read this sheet instead of the configured one")
     p.add_argument("--execute", action="store_true", help="load the warehouse (default: plan only, write nothing)")
+    p.add_argument("--rerun", action="store_true",
+                   help="run again over unchanged inputs: a new round of the same job, its history kept")
     p.add_argument("--concurrency", type=bounded_int(1), default=2, help="task threads (default 2)")
     p.add_argument("--timeout", type=bounded_float(0.001), default=3600.0, help="seconds to wait before giving up")
 
@@ -44,7 +46,10 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, runtime: Runtime, console: Console) -> int:
-    snapshot = run_job(runtime, console, "ingest", parameters(args), args.concurrency, args.timeout)
+    params = parameters(args)
+    if args.rerun and not _rerun(runtime, console, params):
+        return EXIT_FAILED
+    snapshot = run_job(runtime, console, "ingest", params, args.concurrency, args.timeout)
     if snapshot is None:
         return EXIT_FAILED
     result = snapshot.job.result or {}
@@ -61,6 +66,20 @@ def run(args: argparse.Namespace, runtime: Runtime, console: Console) -> int:
     if snapshot.job.status is not JobStatus.COMPLETED and failed:
         console.print(json.dumps(failed, indent=2, default=str)[:3000])
     return EXIT_OK if snapshot.job.status is JobStatus.COMPLETED else EXIT_FAILED
+
+
+def _rerun(runtime: Runtime, console: Console, params: dict[str, Any]) -> bool:
+    """Submit; when these inputs already have a job that ended, start its next round (`CoreMachine.rerun`)."""
+    submitted = runtime.engine.submit("ingest", params)
+    if submitted.created or not submitted.job.status.terminal:
+        return True
+    outcome = runtime.engine.rerun(submitted.job.job_id)
+    if not outcome.accepted:
+        console.print(f"[red]rerun refused:[/] {outcome.message}", highlight=False, soft_wrap=True)
+        return False
+    console.print(f"job {submitted.job.job_id}: round {outcome.round} started over the same inputs",
+                  highlight=False, soft_wrap=True)
+    return True
 
 
 def _cell(value: object) -> str:

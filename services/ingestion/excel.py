@@ -23,7 +23,7 @@ from pydantic import AliasChoices, BaseModel
 from services.ingestion.readers import Cell, FileFormat, SheetError, normalise_label, open_sheet
 
 HEADER_SCAN_ROWS = 30
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 20_000
 __all__ = ["CHUNK_ROWS", "HeaderSpec", "SheetError", "SheetStream", "SheetTable", "detect_header",
            "normalise_label", "read_sheet", "read_table"]
 

@@ -2,7 +2,7 @@
 
 Calamine loads a whole sheet before handing out its first row (a 1,000,000-row sheet takes well over 500 MB).
 For a sheet whose XML is larger than `LARGE_SHEET_BYTES`, the sheet XML is streamed out of the zip and cut at
-`</row>` boundaries into slices of about `rows_per_slice` rows; each slice becomes a small in-memory workbook
+`</row>` boundaries into slices of about `ROWS_PER_SLICE` rows; each slice becomes a small in-memory workbook
 (the original's workbook, styles and shared strings, the other sheets emptied) that calamine reads at native
 speed. Cells keep their `r` references, so row numbers are the sheet's; rows missing between slices come out as
 empty rows and every slice's rows are aligned to the first slice's first column.
@@ -22,7 +22,7 @@ from xml.etree import ElementTree
 import python_calamine as calamine
 
 LARGE_SHEET_BYTES = 48 * 1024 * 1024
-ROWS_PER_SLICE = 50_000
+ROWS_PER_SLICE = 20_000
 BLOCK = 1 << 20
 _SHEET_DATA = re.compile(rb"<((?:\w+:)?)sheetData\b[^>]*?(/?)>")
 _DIMENSION = re.compile(rb"<(?:\w+:)?dimension\b[^>]*/>")

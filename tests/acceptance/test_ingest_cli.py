@@ -74,3 +74,23 @@ def test_summary_says_fail_and_not_loaded_for_a_failed_gate_then_loaded(
     assert main(["ingest", "--domain", "annual_award", "--execute", "--max-files", "5"]) == 0, "another job"
     out = capsys.readouterr().out
     assert "ingest (loaded)" in out and warehouse_tables(cli_env)["annual_award"] == 23
+
+
+def test_rerun_runs_the_same_job_again_over_unchanged_inputs(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ingest", "--domain", "annual_award", "--execute"]) == 0
+    first = capsys.readouterr().out
+    job_id = re.search(r"[0-9a-f]{64}", first)
+    assert job_id is not None
+    assert main(["ingest", "--domain", "annual_award", "--execute"]) == 0
+    assert job_id.group(0) in capsys.readouterr().out, "unchanged inputs: the same job"
+    assert main(["ingest", "--domain", "annual_award", "--execute", "--rerun"]) == 0
+    out = capsys.readouterr().out
+    assert f"job {job_id.group(0)}: round 1 started over the same inputs" in out
+    assert "ingest (loaded)" in out
+    with psycopg.connect(cli_env) as conn:
+        rounds = conn.execute("SELECT retry_round FROM jobs WHERE job_id = %s", (job_id.group(0),)).fetchone()
+        loaded = conn.execute("SELECT count(DISTINCT _job_id), count(*) FROM warehouse.annual_award").fetchone()
+    assert rounds is not None and rounds[0] == 1, "one job, its second round"
+    assert loaded == (1, 23), "the rerun replaced its own rows"
