@@ -48,8 +48,11 @@ def apply_outcomes(uow: UnitOfWork, outcomes: Sequence[TaskOutcome]) -> None:
     While the job works (`processing`) a failure may fail it fast and a retry is scheduled; once it is cancelled
     or failing, a completion or failure is still recorded but a retry is not scheduled: the task is cancelled.
     """
-    jobs = uow.read_jobs(sorted({o.task.job_id for o in outcomes}))
     ordered = sorted(outcomes, key=lambda o: o.task.task_id)
+    # A batch of completions alone decides nothing about its jobs until a counter reaches zero, so the jobs are read
+    # only when a retry or failure needs them (or, below, when a stage is done): the common batch costs no read.
+    needs_jobs = any(o.kind is not OutcomeKind.COMPLETED for o in ordered)
+    jobs = uow.read_jobs(sorted({o.task.job_id for o in outcomes})) if needs_jobs else {}
     working = {job_id for job_id, job in jobs.items() if job.status in WORKING_JOB}
     batch = _Batch()
 
@@ -93,7 +96,10 @@ def apply_outcomes(uow: UnitOfWork, outcomes: Sequence[TaskOutcome]) -> None:
     for (job_id, stage), tally in sorted(batch.tallies.items()):
         remaining = uow.decrement_stage(job_id, stage, tally.done, tally.failed)
         if remaining == 0:
-            jobs[job_id] = stage_done(uow, jobs[job_id], stage)
+            if job_id not in jobs:
+                jobs.update(uow.read_jobs([job_id]))
+            if job_id in jobs:
+                jobs[job_id] = stage_done(uow, jobs[job_id], stage)
 
 
 def _schedule_retries(uow: UnitOfWork, jobs: dict[str, LockedJob], retries: list[TaskOutcome], batch: _Batch) -> None:
