@@ -6,7 +6,8 @@ the slowdown from history.
 - `status_ms`: the `status` snapshot of a job (what `coremachine status` and the HTTP status route read), median
   of repeated calls on a warm connection pool.
 - `wide_fanout`: the drain rate of a 1,000,000-task stage: tasks done per second over a window once the workers
-  are in their stride (`WIDE_SETTLE_S` after the first completion), read from the stage counters. Draining all
+  are in their stride (`WIDE_SETTLE_S` after the first completion), read from the stage counters; a stage that
+  drains before the window ends is measured up to its completion. Draining all
   of it would take minutes on a small machine; the window measures the per-task cost at that width.
 - `with_history`: finished-job history inserted set-based (bench/history.py) into the workers' database.
 """
@@ -75,31 +76,37 @@ class WideFigures:
     tasks_in_window: int
 
 
-def _done(conn: psycopg.Connection) -> tuple[float, int]:
+def _done(conn: psycopg.Connection) -> tuple[float, int, int, float | None]:
+    """Server time, tasks finished, tasks remaining, and when the last stage completed (epoch seconds)."""
     row = conn.execute(
-        "SELECT extract(epoch FROM clock_timestamp())::float8, coalesce(sum(task_count - remaining), 0)::bigint"
-        " FROM stages"
+        "SELECT extract(epoch FROM clock_timestamp())::float8, coalesce(sum(task_count - remaining), 0)::bigint,"
+        " coalesce(sum(remaining), 0)::bigint, extract(epoch FROM max(completed_at))::float8 FROM stages"
     ).fetchone()
     assert row is not None
-    return float(row[0]), int(row[1])
+    return float(row[0]), int(row[1]), int(row[2]), None if row[3] is None else float(row[3])
 
 
 def wide_fanout(url: str, window_s: float, timeout: float, health: Callable[[], None] = lambda: None) -> WideFigures:
     """Tasks finished per second across the database's stages over `window_s`, once the workers have been
-    finishing tasks for `WIDE_SETTLE_S` (the stages are already created; the workers were just started)."""
+    finishing tasks for a settling time (`WIDE_SETTLE_S`, at most the window; the stages are already created and
+    the workers were just started). Small stages that drain before the window ends are measured from the first
+    completion to the last stage's completion instead, so a fast machine never reads zero."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
-        _, first = _done(conn)
-        while _done(conn)[1] == first:
+        first = _done(conn)[1]
+        while (start := _done(conn))[1] == first:
             if time.monotonic() > deadline:
                 raise TimeoutError("the workers finished no task of the wide stage")
             health()
             time.sleep(0.05)
-        time.sleep(WIDE_SETTLE_S)
-        t0, done0 = _done(conn)
+        time.sleep(min(WIDE_SETTLE_S, window_s))
+        t0, done0, _, _ = _done(conn)
         time.sleep(window_s)
         health()
-        t1, done1 = _done(conn)
+        t1, done1, remaining, last_completed = _done(conn)
+    if remaining == 0 and last_completed is not None and last_completed < t1:
+        t0, done0 = start[0], start[1]
+        t1 = max(last_completed, t0 + 1e-3)
     return WideFigures((done1 - done0) / (t1 - t0), t1 - t0, done1 - done0)
 
 
