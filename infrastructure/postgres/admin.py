@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
 
 from core.admin import JobPageCursor, TaskPageCursor
-from core.errors import StoreUnavailable
 from core.models import JobRecord, JobStatus, TaskView
 from infrastructure.postgres.rows import job_from_row, task_view_from_row
 from infrastructure.postgres.sql_queries import query
 from infrastructure.postgres.store import PostgresStore
+from infrastructure.postgres.transactions import transaction
 
 
 class PostgresAdmin:
@@ -22,13 +22,8 @@ class PostgresAdmin:
     def __init__(self, store: PostgresStore) -> None:
         self._connection = store.connection
 
-    @contextmanager
-    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
-        try:
-            with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-                yield cur
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+    def _tx(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
+        return transaction(self._connection)
 
     def list_jobs(
         self, statuses: Sequence[JobStatus], job_type: str | None, limit: int, after: JobPageCursor | None

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 import psycopg
 
-from core.errors import StoreUnavailable
 from core.models import JobStatus
 from infrastructure.postgres.sql_queries import query
-
-ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+from infrastructure.postgres.transactions import ConnectionFactory, transaction
 
 
 class PostgresPruner:
@@ -22,13 +20,8 @@ class PostgresPruner:
     def __init__(self, connection: ConnectionFactory) -> None:
         self._connection = connection
 
-    @contextmanager
-    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
-        try:
-            with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-                yield cur
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+    def _tx(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
+        return transaction(self._connection)
 
     def count_prunable(self, status: JobStatus, before: datetime) -> int:
         with self._tx() as cur:

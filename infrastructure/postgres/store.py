@@ -7,15 +7,14 @@ reports what it changed. Messages go into `queue_messages` in the same transacti
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from core.errors import StoreUnavailable
 from core.ids import task_id_for
 from core.models import (
     JSON,
@@ -41,9 +40,9 @@ from infrastructure.postgres.rows import (
     task_change_from_row,
 )
 from infrastructure.postgres.sql_queries import query
+from infrastructure.postgres.transactions import ConnectionFactory, transaction
 from infrastructure.postgres.views import StoreViews
 
-ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 R = TypeVar("R")
 
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
@@ -325,15 +324,8 @@ class PostgresBackend(StoreViews):
         super().__init__(connection)
         self._window = duplicate_window_seconds
 
-    @contextmanager
-    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
-        try:
-            with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-                yield cur
-        except psycopg.OperationalError as exc:
-            if isinstance(exc, _RETRYABLE):
-                raise
-            raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+    def _tx(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
+        return transaction(self._connection, passthrough=_RETRYABLE)
 
     def transaction(self, work: Callable[[UnitOfWork], R]) -> R:
         @retry(

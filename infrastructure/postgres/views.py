@@ -6,8 +6,8 @@ same for a 4-task job and a 1,000,000-task one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -24,8 +24,7 @@ from infrastructure.postgres.rows import (
     task_view_from_row,
 )
 from infrastructure.postgres.sql_queries import query
-
-ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+from infrastructure.postgres.transactions import ConnectionFactory
 
 
 class StoreViews:

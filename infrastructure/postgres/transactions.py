@@ -1,0 +1,28 @@
+"""One transaction on a pooled connection, with driver outages translated into `StoreUnavailable`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import psycopg
+
+from core.errors import StoreUnavailable
+
+ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+
+
+@contextmanager
+def transaction(
+    connection: ConnectionFactory, passthrough: tuple[type[psycopg.OperationalError], ...] = ()
+) -> Iterator[psycopg.Cursor[Any]]:
+    """A cursor inside one transaction. An `OperationalError` becomes `StoreUnavailable`, except the `passthrough`
+    kinds (deadlock, serialization failure) that the caller retries itself."""
+    try:
+        with connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+    except psycopg.OperationalError as exc:
+        if isinstance(exc, passthrough):
+            raise
+        raise StoreUnavailable(f"state store unavailable: {exc}") from exc
