@@ -1,6 +1,6 @@
 """What one small job and one fan-out task cost in CPU, measured without concurrency (so without scheduling noise).
 
-    python -m bench.cost [--jobs 300] [--tasks 2000] [--profile cpu.prof]
+    python -m bench.cost [--jobs 300] [--tasks 2000] [--history 2000000] [--profile cpu.prof]
 
 One process, one thread: submit `jobs` two-stage jobs of 4 no-op tasks per stage (the `jobs_per_s` workload of
 `bench/fanout.py`), then drain both queues by hand (receive, handle, settle) until they are empty; then one stage of
@@ -10,6 +10,10 @@ One process, one thread: submit `jobs` two-stage jobs of 4 no-op tasks per stage
 On a shared machine the rates of `bench/fanout.py` move with the load; these per-unit CPU figures hardly do, so they
 are the ones to compare before and after a change of the job or task path. `--profile` writes a cProfile (CPU
 clock) of the drains.
+
+`--history N` then inserts N finished tasks of history (`bench/history.py`) and measures both workloads and the
+status read again: the CPU per unit with history over the same on the empty database is the history slowdown,
+free of the machine's load.
 """
 
 from __future__ import annotations
@@ -29,19 +33,26 @@ import psycopg
 
 from bench.cluster import BenchCluster
 from bench.measure import FANOUT_JOB, TWO_STAGE_JOB, bench_runtime
+from bench.scale import status_ms, with_history
 from core.models import JOBS_QUEUE, TASKS_QUEUE
 from triggers.runtime import Runtime
 
 
-def _server_cpu(postmaster: psutil.Process) -> float:
-    total = 0.0
+def _server_cpu(postmaster: psutil.Process) -> dict[int, float]:
+    """CPU seconds of the postmaster and each of its processes, by pid."""
+    by_pid: dict[int, float] = {}
     for proc in [postmaster, *postmaster.children(recursive=True)]:
         try:
             times = proc.cpu_times()
         except psutil.Error:
             continue
-        total += times.user + times.system
-    return total
+        by_pid[proc.pid] = times.user + times.system
+    return by_pid
+
+
+def _server_cpu_since(postmaster: psutil.Process, before: dict[int, float]) -> float:
+    """CPU the server's processes used since `before` (a process that ended meanwhile is not counted)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in _server_cpu(postmaster).items())
 
 
 def _commits(url: str) -> int:
@@ -85,7 +96,7 @@ def measure(
     if profiler is not None:
         profiler.disable()
     client, wall = time.process_time() - client0, time.perf_counter() - wall0
-    server, commits = _server_cpu(postmaster) - server0, _commits(url) - commits0
+    server, commits = _server_cpu_since(postmaster, server0), _commits(url) - commits0
     return {
         "client_cpu_ms": round(1000 * client / units, 3),
         "submit_cpu_ms": round(1000 * (submitted - client0) / units, 3),
@@ -101,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.cost", description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--jobs", type=int, default=300, help="two-stage jobs of 4 + 4 no-op tasks (default 300)")
     parser.add_argument("--tasks", type=int, default=2000, help="no-op tasks of the one-stage job (default 2000)")
+    parser.add_argument("--history", type=int, default=0, metavar="N",
+                        help="then add N finished tasks of history and measure again (default: no history)")
     parser.add_argument("--profile", type=Path, default=None, help="write a cProfile (CPU clock) of the drains")
     args = parser.parse_args(argv)
 
@@ -114,19 +127,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 engine.submit(TWO_STAGE_JOB, {"tasks": 4, "label": f"warm-{i}"})
             drain(runtime)
 
-            def small_jobs() -> None:
-                for i in range(args.jobs):
-                    engine.submit(TWO_STAGE_JOB, {"tasks": 4, "label": f"job-{i}"})
+            def workloads(label: str) -> dict[str, Any]:
+                def small_jobs() -> None:
+                    for i in range(args.jobs):
+                        engine.submit(TWO_STAGE_JOB, {"tasks": 4, "label": f"{label}-job-{i}"})
 
-            def one_wide_job() -> None:
-                engine.submit(FANOUT_JOB, {"tasks": args.tasks, "label": "fanout"})
+                wide: list[str] = []
 
-            jobs = measure(runtime, url, postmaster, args.jobs, small_jobs, profiler)
-            tasks = measure(runtime, url, postmaster, args.tasks, one_wide_job, profiler)
+                def one_wide_job() -> None:
+                    wide.append(engine.submit(FANOUT_JOB, {"tasks": args.tasks, "label": f"{label}-fanout"}).job.job_id)
+
+                return {
+                    "per_small_job": measure(runtime, url, postmaster, args.jobs, small_jobs, profiler),
+                    "per_fanout_task": measure(runtime, url, postmaster, args.tasks, one_wide_job, profiler),
+                    "status_ms_fanout_job": round(status_ms(runtime, wide[0]), 3),
+                }
+
+            report: dict[str, Any] = {**workloads("empty"), "jobs": args.jobs, "tasks": args.tasks}
+            if args.history:
+                report["history_fill_s"] = round(with_history(url, args.history), 1)
+                later = workloads("history")
+                report["with_history"] = {"finished_tasks": args.history, **later}
+                report["history_slowdown"] = {
+                    "small_job_cpu": round(later["per_small_job"]["total_cpu_ms"]
+                                           / report["per_small_job"]["total_cpu_ms"], 3),
+                    "fanout_task_cpu": round(later["per_fanout_task"]["total_cpu_ms"]
+                                             / report["per_fanout_task"]["total_cpu_ms"], 3),
+                    "status_ms": round(later["status_ms_fanout_job"] / report["status_ms_fanout_job"], 3),
+                }
     if profiler is not None and args.profile is not None:
         profiler.dump_stats(str(args.profile))
-    print(json.dumps({"per_small_job": jobs, "per_fanout_task": tasks, "jobs": args.jobs, "tasks": args.tasks},
-                     indent=2))
+    print(json.dumps(report, indent=2))
     return 0
 
 
