@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from core.errors import ConfigurationError, InvalidParameters, PreviousResultsError, UnknownJobType
 from core.ids import canonical_json, job_id_for
 from core.models import JSON, FailurePolicy, JobStatus, TaskResultRow, TaskSpec
+from core.progress import default_result
 from core.registry import TaskRegistry, import_package, in_packages
 from core.retry import RetryPolicy
 from core.services import Services
@@ -143,8 +144,15 @@ class JobDefinition:
         return parameters
 
     def finalize(self, context: FinalizeContext) -> JSON:
-        counts = {str(k): dict(v) for k, v in context.stage_counts.items()}
-        return {"outcome": context.outcome.value, "stages": counts}
+        """The default: the outcome and the tasks by status per stage. A job type that keeps it and ends
+        `completed` is finished by the transaction that completes its last stage (no finalize message), with this
+        same result computed from the stage counters."""
+        return default_result(context.outcome, context.stage_counts)
+
+    @classmethod
+    def finalizes_by_default(cls) -> bool:
+        """True if this job type keeps the default `finalize` (nothing of its own runs when its round ends)."""
+        return cls.finalize is JobDefinition.finalize
 
     # Helpers the engine uses; job authors need not override them.
 
@@ -204,6 +212,7 @@ class JobRegistry:
 
     def __init__(self, definitions: Iterable[JobDefinition] = ()) -> None:
         self._jobs: dict[str, JobDefinition] = {}
+        self._inline: frozenset[str] = frozenset()
         for definition in definitions:
             self.register(definition)
 
@@ -216,6 +225,12 @@ class JobRegistry:
         if not getattr(definition, "stages", None):
             raise ConfigurationError(f"job type {name!r} declares no stages")
         self._jobs[name] = definition
+        self._inline = frozenset(n for n, d in self._jobs.items() if d.finalizes_by_default())
+
+    def inline_finish(self) -> frozenset[str]:
+        """Job types whose round ends inline when it completes: they keep the default `finalize`, so a completed
+        round has nothing left to run and needs no finalize message (see `core.outcomes.stage_done`)."""
+        return self._inline
 
     def get(self, job_type: str) -> JobDefinition:
         try:

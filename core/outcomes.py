@@ -1,9 +1,17 @@
 """The decisions of task outcomes and fan-in, made once over a unit of work: apply outcomes, complete and advance
-a stage, fail fast, move a job to finalizing.
+a stage, fail fast, move a job to finalizing, and end a completed round inline.
 
 Every function here runs inside one unit of work that read the jobs concerned (`read_jobs`) and decides on that
 read; the job row's own update comes last and is guarded, so a job that moved on meanwhile changes nothing (lock
 order: tasks, stages, job). A function that changes a job returns its new state.
+
+`inline_finish` names the job types that keep the default `finalize` (the caller knows the job definitions; this
+module does not). For those, a round that ends `completed` ends in the transaction that completes its last stage:
+every task completed, so nothing runs, nothing is left to cancel and no code of the job's runs; there is nothing
+to fence and no finalize message to send. The job still passes through finalizing (the transition tables are
+unchanged; the timeline shows `finalizing` then `job_finished`) and its result is the default finalize's, from
+the stage counters. Any other outcome (failed, cancelled, completed_with_errors) may still have handlers running,
+so it goes through the finalize message, which waits for their leases.
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ from dataclasses import dataclass, field, replace
 
 from core.messages import finalize_message, stage_message, task_message
 from core.models import JSON, ErrorInfo, FailurePolicy, JobStatus, OutcomeKind, StageStatus, TaskOutcome, TaskStatus
+from core.progress import StageCounters, default_result, task_counts
 from core.states import UNSTARTED_TASK, WORKING_JOB, job_sources, stage_sources, task_sources
-from core.uow import LockedJob, TaskChange, UnitOfWork
+from core.uow import GuardFailed, LockedJob, StageTotals, TaskChange, UnitOfWork
 
 
 @dataclass
@@ -39,7 +48,9 @@ class _Batch:
             self.applied.add(change.task_id)
 
 
-def apply_outcomes(uow: UnitOfWork, outcomes: Sequence[TaskOutcome]) -> None:
+def apply_outcomes(
+    uow: UnitOfWork, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()
+) -> None:
     """Record a batch of outcomes. Lock order: tasks (in id order), then stage counters (in (job, stage) order),
     then the job row (advance, finalize, fail fast), each guarded.
 
@@ -99,7 +110,7 @@ def apply_outcomes(uow: UnitOfWork, outcomes: Sequence[TaskOutcome]) -> None:
             if job_id not in jobs:
                 jobs.update(uow.read_jobs([job_id]))
             if job_id in jobs:
-                jobs[job_id] = stage_done(uow, jobs[job_id], stage)
+                jobs[job_id] = stage_done(uow, jobs[job_id], stage, inline_finish)
 
 
 def _schedule_retries(uow: UnitOfWork, jobs: dict[str, LockedJob], retries: list[TaskOutcome], batch: _Batch) -> None:
@@ -137,7 +148,9 @@ def _record_late(uow: UnitOfWork, late: list[TaskOutcome]) -> None:
         uow.event_if_job_exists(o.task.job_id, "late_outcome", detail, stage=o.task.stage, task_id=o.task.task_id)
 
 
-def stage_done(uow: UnitOfWork, job: LockedJob, stage: int) -> LockedJob:
+def stage_done(
+    uow: UnitOfWork, job: LockedJob, stage: int, inline_finish: frozenset[str] = frozenset()
+) -> LockedJob:
     """The fan-in decision, taken by exactly one transaction: the one whose decrement reached zero."""
     tally = uow.complete_stage(job.job_id, stage, stage_sources(StageStatus.COMPLETED))
     if tally is not None:
@@ -149,12 +162,36 @@ def stage_done(uow: UnitOfWork, job: LockedJob, stage: int) -> LockedJob:
             uow.send([stage_message(job.job_id, job.job_type, stage + 1, job.round)])
             return replace(job, current_stage=stage + 1, plan_attempts=0)
         return job
-    outcome = JobStatus.COMPLETED_WITH_ERRORS if uow.failed_tasks(job.job_id) > 0 else JobStatus.COMPLETED
+    totals = uow.stage_totals(job.job_id)
+    outcome = JobStatus.COMPLETED_WITH_ERRORS if any(t.failed for t in totals) else JobStatus.COMPLETED
     if not uow.job_to_finalizing(job.job_id, outcome, None, job_sources(JobStatus.FINALIZING) & WORKING_JOB):
         return job
     uow.event(job.job_id, "finalizing", {"outcome": outcome.value})
+    finalizing = replace(job, status=JobStatus.FINALIZING, outcome=outcome)
+    if job.job_type in inline_finish and round_completed(outcome, totals):
+        return _finish_inline(uow, finalizing, totals)
     uow.send([finalize_message(job.job_id, job.job_type, job.round)])
-    return replace(job, status=JobStatus.FINALIZING, outcome=outcome)
+    return finalizing
+
+
+def round_completed(outcome: JobStatus, totals: Sequence[StageTotals]) -> bool:
+    """A round that ends `completed` has every task of every stage completed (no stage counter left, none failed):
+    no task runs or waits, no stage is open. The finalize fence's shortcuts rest on this."""
+    return outcome is JobStatus.COMPLETED and all(t.remaining == 0 and t.failed == 0 for t in totals)
+
+
+def _finish_inline(uow: UnitOfWork, job: LockedJob, totals: Sequence[StageTotals]) -> LockedJob:
+    """Finalizing → completed in the same unit of work, with the default finalize's result. The job row was
+    updated by this transaction a statement ago, so the guarded update cannot miss; if it does, roll back."""
+    counts = task_counts(JobStatus.FINALIZING, [
+        StageCounters(t.stage, t.task_count, t.remaining, t.failed, running=0, retry_scheduled=0) for t in totals
+    ])
+    result = default_result(JobStatus.COMPLETED, counts)
+    if not uow.finish_inline(job.job_id, JobStatus.COMPLETED, result, job_sources(JobStatus.COMPLETED)):
+        raise GuardFailed(f"job {job.job_id} left finalizing inside the transaction that finishes it")
+    uow.event(job.job_id, "job_finished", {"status": JobStatus.COMPLETED.value, "round": job.round,
+                                           "finalize": "inline"})
+    return replace(job, status=JobStatus.COMPLETED, result=result)
 
 
 def to_finalizing(uow: UnitOfWork, job: LockedJob, outcome: JobStatus, error: JSON | None) -> LockedJob:

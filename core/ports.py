@@ -42,10 +42,11 @@ class StateStore(Protocol):
 
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
-    def start_stage(self, plan: StagePlan) -> bool:
+    def start_stage(self, plan: StagePlan, inline_finish: frozenset[str] = frozenset()) -> bool:
         """Create the stage row, its tasks (one round trip) and their messages, and mark the job processing.
         Only if the job is queued/processing at exactly this stage and the stage does not exist yet.
-        A stage with zero tasks completes in the same transaction (advance or finalize)."""
+        A stage with zero tasks completes in the same transaction (advance or finalize; a completed round of a
+        job type in `inline_finish` ends there, see `record_outcomes`)."""
         ...
 
     def planning_failed(
@@ -100,9 +101,11 @@ class StateStore(Protocol):
         never delivered), with ids from the task's resend counter; each is due again from now."""
         ...
 
-    def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
+    def record_outcomes(self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()) -> None:
         """Apply task outcomes in one transaction, each guarded on (status running, same attempt); outcomes of
-        attempts no longer current are recorded as `late_outcome` events and change nothing else."""
+        attempts no longer current are recorded as `late_outcome` events and change nothing else. A round that
+        ends `completed` for a job type in `inline_finish` (types that keep the default finalize) ends in this
+        transaction, with the default finalize's result: no finalize message."""
         ...
 
     def fail_job(self, job_id: str, error: ErrorInfo) -> bool:

@@ -10,9 +10,10 @@ still runs, so once a job has left `queued`/`processing` every unfinished task t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from core.models import JobStatus, TaskStatus
+from core.models import JSON, JobStatus, TaskStatus
 
 _LIVE = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING})
 
@@ -48,3 +49,8 @@ def task_counts(job_status: JobStatus, stages: list[StageCounters]) -> dict[int,
     """`stage_task_counts` for every stage that has tasks."""
     counts = {c.stage: stage_task_counts(job_status, c) for c in stages}
     return {stage: by_status for stage, by_status in counts.items() if by_status}
+
+
+def default_result(outcome: JobStatus, counts: Mapping[int, Mapping[str, int]]) -> JSON:
+    """What a job's default `finalize` returns: its outcome and its tasks by status per stage."""
+    return {"outcome": outcome.value, "stages": {str(stage): dict(by_status) for stage, by_status in counts.items()}}

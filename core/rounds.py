@@ -90,7 +90,8 @@ class Rounds:
         self, job_id: str, owner: str, claim_seconds: float, min_recheck: float = 0.2, max_recheck: float = 5.0
     ) -> FinalizeStart:
         """Take the finalize claim for `owner`, or defer this finalize message: while another owner's claim is
-        live (to its expiry), or while tasks still run with live leases (until the last lease would end)."""
+        live (to its expiry), or while tasks still run with live leases (until the last lease would end). A round
+        that ended `completed` has no task left running (`closed_round`), so no lease is looked for."""
 
         def work(uow: UnitOfWork) -> FinalizeStart:
             job = uow.lock_jobs([job_id]).get(job_id)
@@ -99,12 +100,13 @@ class Rounds:
             claim_left = job.finalize_claim_seconds
             if job.finalize_owner not in (None, owner) and claim_left is not None and claim_left > 0:
                 return _defer(uow, job, max(claim_left, min_recheck), "finalize is running elsewhere")
-            live = uow.live_lease_seconds(job_id)
+            live = None if closed_round(job) else uow.live_lease_seconds(job_id)
             if live is not None:
                 return _defer(uow, job, min(max(live, min_recheck), max_recheck), "tasks are still running")
-            if not uow.claim_finalize(job_id, owner, claim_seconds, FINALIZE_JOB):
+            claimed = uow.claim_finalize(job_id, owner, claim_seconds, FINALIZE_JOB)
+            if claimed is None:
                 return FinalizeStart(FinalizeDecision.IGNORED)
-            return FinalizeStart(FinalizeDecision.RUN, uow.job(job_id))
+            return FinalizeStart(FinalizeDecision.RUN, claimed)
 
         return self.backend.transaction(work)
 
@@ -118,7 +120,8 @@ class Rounds:
         self, job_id: str, owner: str, status: JobStatus, result: JSON | None, error: JSON | None
     ) -> bool:
         """Finalizing → a terminal status, only for the owner of the finalize claim; open stages and leftover
-        tasks are cancelled. False if the job was not finalizing or the claim is someone else's."""
+        tasks are cancelled (a round that ended `completed` has none: `closed_round`). False if the job was not
+        finalizing or the claim is someone else's."""
 
         def work(uow: UnitOfWork) -> bool:
             job = uow.read_jobs([job_id]).get(job_id)
@@ -127,8 +130,9 @@ class Rounds:
                 return False
             merged = job.error if error is None else error if job.error is None else {
                 **job.error, "finalize_error": error}
-            uow.cancel_tasks(job_id, OPEN_TASK & task_sources(TaskStatus.CANCELLED))
-            uow.cancel_stages(job_id, stage_sources(StageStatus.CANCELLED))
+            if not closed_round(job):
+                uow.cancel_tasks(job_id, OPEN_TASK & task_sources(TaskStatus.CANCELLED))
+                uow.cancel_stages(job_id, stage_sources(StageStatus.CANCELLED))
             if not uow.finish_job(job_id, owner, status, result, merged, sources):
                 raise GuardFailed(f"job {job_id}: the finalize claim is no longer {owner}'s")
             detail: JSON = {"status": status.value, "round": job.round}
@@ -237,6 +241,13 @@ def _retried_event(uow: UnitOfWork, job: LockedJob, new_round: int, requeued: in
         "round": new_round, "tasks_requeued": requeued, "stage_resent": stage_resent,
         "previous_status": job.status.value, "previous_error": job.error,
     }, stage=job.current_stage)
+
+
+def closed_round(job: LockedJob) -> bool:
+    """A finalizing job whose round ended `completed` has nothing open: its outcome is set to completed only by the
+    transaction whose counters showed every task of every stage completed (`core.outcomes.round_completed`), and
+    no operator action reaches a finalizing job. So no lease to wait for, no task or stage to cancel."""
+    return job.status in FINALIZE_JOB and job.outcome is JobStatus.COMPLETED
 
 
 def _defer(uow: UnitOfWork, job: LockedJob, delay: float, reason: str) -> FinalizeStart:

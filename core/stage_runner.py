@@ -80,7 +80,8 @@ class StageRunner:
             self._planning_failed(job, stage, plan_attempt, exc)
             return False
         created = self._store.start_stage(
-            StagePlan(job.job_id, number, stage.name, specs, stage.max_attempts, stage.timeout_seconds)
+            StagePlan(job.job_id, number, stage.name, specs, stage.max_attempts, stage.timeout_seconds),
+            self._jobs.inline_finish(),
         )
         if created:
             log.info("stage started", extra={"stage_name": stage.name, "tasks": len(specs)})
@@ -124,7 +125,7 @@ class StageRunner:
             parameters=job.parameters,
             outcome=outcome,
             stage_results=_LazyResults(self._store, job),
-            stage_counts=self._store.stage_counts(job.job_id),
+            stage_counts=_LazyCounts(self._store, job.job_id),
             errors=[job.error] if job.error else [],
             services=self._services,
         )
@@ -168,6 +169,29 @@ class _LazyResults(Mapping[int, PreviousResults]):
 
     def __len__(self) -> int:
         return self._job.total_stages
+
+
+class _LazyCounts(Mapping[int, Mapping[str, int]]):
+    """Tasks by status per stage, read from the store the first time finalize looks at them."""
+
+    def __init__(self, store: StateStore, job_id: str) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._counts: dict[int, dict[str, int]] | None = None
+
+    def _read(self) -> dict[int, dict[str, int]]:
+        if self._counts is None:
+            self._counts = self._store.stage_counts(self._job_id)
+        return self._counts
+
+    def __getitem__(self, stage: int) -> Mapping[str, int]:
+        return self._read()[stage]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
 
 
 def _error(exc: BaseException, where: str) -> ErrorInfo:

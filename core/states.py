@@ -24,6 +24,9 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     J.FAILED: frozenset(),
     J.CANCELLED: frozenset(),
 }
+"""A completed round of a job type that keeps the default finalize goes processing → finalizing → completed in one
+unit of work (`core.outcomes.stage_done`): two guarded updates along these edges, so no direct edge
+processing → completed exists to widen the guard of `finish_job`."""
 
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     T.QUEUED: frozenset({T.RUNNING, T.CANCELLED}),

@@ -63,10 +63,10 @@ class Store(Rounds):
     def get_job(self, job_id: str) -> JobRecord | None:
         return self.backend.get_job(job_id)
 
-    def start_stage(self, plan: StagePlan) -> bool:
+    def start_stage(self, plan: StagePlan, inline_finish: frozenset[str] = frozenset()) -> bool:
         """Create the stage row, its tasks and their messages, and mark the job processing — only if the job is
         queued/processing at exactly this stage and the stage does not exist yet. A stage with zero tasks
-        completes in the same transaction (advance or finalize)."""
+        completes in the same transaction (advance, finalize, or finish for a job type in `inline_finish`)."""
         if plan.max_attempts < 1 or not plan.timeout_seconds > 0:
             raise ValueError(f"invalid task limits: {plan.max_attempts} attempts, {plan.timeout_seconds}s")
 
@@ -88,7 +88,7 @@ class Store(Rounds):
             uow.event(plan.job_id, "stage_started", {"name": plan.stage_name, "tasks": len(plan.tasks)},
                       stage=plan.stage)
             if not plan.tasks:
-                stage_done(uow, replace(job, status=JobStatus.PROCESSING), plan.stage)
+                stage_done(uow, replace(job, status=JobStatus.PROCESSING), plan.stage, inline_finish)
             return True
 
         return guarded(self.backend, work, False)
@@ -180,10 +180,11 @@ class Store(Rounds):
 
         return self.backend.transaction(work)
 
-    def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
-        """Apply task outcomes in one transaction (see `core.outcomes.apply_outcomes`)."""
+    def record_outcomes(self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()) -> None:
+        """Apply task outcomes in one transaction (see `core.outcomes.apply_outcomes`); a completed round of a job
+        type in `inline_finish` (it keeps the default finalize) ends in it."""
         if outcomes:
-            self.backend.transaction(lambda uow: apply_outcomes(uow, outcomes))
+            self.backend.transaction(lambda uow: apply_outcomes(uow, outcomes, inline_finish))
 
     def renew_task_leases(
         self, claims: Sequence[ClaimedTask], lease_seconds: float | None = None

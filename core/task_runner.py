@@ -39,6 +39,7 @@ class TaskRunner:
     ) -> None:
         self._store = store
         self._relay = relay
+        self._jobs = jobs
         self._tasks = tasks
         self._services = services or Services()
         self._worker_id = worker_id
@@ -169,7 +170,7 @@ class TaskRunner:
         if not outcomes:
             return []
         try:
-            self._store.record_outcomes(outcomes)
+            self._store.record_outcomes(outcomes, self._jobs.inline_finish())
         except Exception as exc:
             if len(outcomes) == 1:
                 return [self._record_alone(outcomes[0], wanted[outcomes[0].task.task_id][1], exc)]
@@ -185,7 +186,7 @@ class TaskRunner:
         the task, recorded with the reason; an outage gives the message back for redelivery."""
         if failure is None:
             try:
-                self._store.record_outcomes([outcome])
+                self._store.record_outcomes([outcome], self._jobs.inline_finish())
                 return complete(message)
             except Exception as exc:
                 failure = exc
@@ -200,7 +201,8 @@ class TaskRunner:
         with logcontext.bind(job_id=outcome.task.job_id, task_id=outcome.task.task_id, attempt=outcome.task.attempt):
             log.error("task outcome could not be stored; failing the task", extra={"error": error.message})
         try:
-            self._store.record_outcomes([TaskOutcome(outcome.task, OutcomeKind.FAILED, error=error)])
+            self._store.record_outcomes(
+                [TaskOutcome(outcome.task, OutcomeKind.FAILED, error=error)], self._jobs.inline_finish())
         except Exception as exc:
             return self._give_back(message, exc, "recording its outcome")
         return complete(message)

@@ -105,6 +105,16 @@ class StageTally:
     failed: int
 
 
+@dataclass(frozen=True, slots=True)
+class StageTotals:
+    """A stage row's counters: its tasks, how many are not yet done (the fan-in counter) and how many failed."""
+
+    stage: int
+    task_count: int
+    remaining: int
+    failed: int
+
+
 class UnitOfWork(Protocol):
     """One transaction. Every write is guarded and returns what it changed."""
 
@@ -142,8 +152,10 @@ class UnitOfWork(Protocol):
         """One more failed planner attempt of `stage`; the new count, or None if the job moved on."""
         ...
 
-    def claim_finalize(self, job_id: str, owner: str, claim_seconds: float, sources: frozenset[JobStatus]) -> bool:
-        """Take the finalize claim if it is free, expired or already `owner`'s."""
+    def claim_finalize(
+        self, job_id: str, owner: str, claim_seconds: float, sources: frozenset[JobStatus]
+    ) -> JobRecord | None:
+        """Take the finalize claim if it is free, expired or already `owner`'s; the job as claimed, or None."""
         ...
 
     def renew_finalize_claim(
@@ -161,6 +173,11 @@ class UnitOfWork(Protocol):
         sources: frozenset[JobStatus],
     ) -> bool:
         """Job in `sources` whose finalize claim `owner` holds → `status`, with its result and error."""
+        ...
+
+    def finish_inline(self, job_id: str, status: JobStatus, result: JSON, sources: frozenset[JobStatus]) -> bool:
+        """Job in `sources` → `status` with its result, its error kept, without a finalize claim: only in the
+        unit of work that has just moved the job to finalizing (its row is this transaction's)."""
         ...
 
     def reopen_job(self, job_id: str, sources: frozenset[JobStatus]) -> int | None:
@@ -186,8 +203,8 @@ class UnitOfWork(Protocol):
 
     def complete_stage(self, job_id: str, stage: int, sources: frozenset[StageStatus]) -> StageTally | None: ...
 
-    def failed_tasks(self, job_id: str) -> int:
-        """Failed tasks over the job's stages, from their counters."""
+    def stage_totals(self, job_id: str) -> list[StageTotals]:
+        """The counters of the job's stage rows, in stage order."""
         ...
 
     def cancel_stages(self, job_id: str, sources: frozenset[StageStatus]) -> int: ...

@@ -26,7 +26,7 @@ from core.models import (
 )
 from core.ports import Transport
 from core.store import Store
-from core.uow import LockedJob, StageTally, UnitOfWork
+from core.uow import LockedJob, StageTally, StageTotals, UnitOfWork
 from infrastructure.memory.tables import JobControl, StageRow, Transaction, fresh, stored
 from infrastructure.memory.task_statements import MemoryTaskStatements
 from infrastructure.memory.views import Clock, MemoryViews, public_job
@@ -114,19 +114,21 @@ class MemoryUnitOfWork(MemoryTaskStatements):
         self._touch(job, plan_attempts=job.plan_attempts + 1)
         return job.plan_attempts + 1
 
-    def claim_finalize(self, job_id: str, owner: str, claim_seconds: float, sources: frozenset[JobStatus]) -> bool:
+    def claim_finalize(
+        self, job_id: str, owner: str, claim_seconds: float, sources: frozenset[JobStatus]
+    ) -> JobRecord | None:
         job = self._job_in(job_id, sources)
         if job is None:
-            return False
+            return None
         control = self._tx.control(job_id)
         free = control.finalize_owner in (None, owner) or (
             control.finalize_claim_until is not None and control.finalize_claim_until < self._tx.now)
         if not free:
-            return False
+            return None
         self._tx.put_control(job_id, replace(
             control, finalize_owner=owner, finalize_claim_until=self._tx.now + timedelta(seconds=claim_seconds)))
         self._touch(job)
-        return True
+        return self.job(job_id)
 
     def renew_finalize_claim(
         self, job_id: str, owner: str, claim_seconds: float, sources: frozenset[JobStatus]
@@ -156,6 +158,13 @@ class MemoryUnitOfWork(MemoryTaskStatements):
             return False
         self._touch(job, status=status, result=stored(result), error=stored(error), finished_at=self._tx.now)
         self._tx.put_control(job_id, replace(control, finalize_claim_until=None))
+        return True
+
+    def finish_inline(self, job_id: str, status: JobStatus, result: JSON, sources: frozenset[JobStatus]) -> bool:
+        job = self._job_in(job_id, sources)
+        if job is None:
+            return False
+        self._touch(job, status=status, result=stored(result), finished_at=self._tx.now)
         return True
 
     def _new_round(self, job_id: str, sources: frozenset[JobStatus], **changes: object) -> int | None:
@@ -204,9 +213,10 @@ class MemoryUnitOfWork(MemoryTaskStatements):
         self._tx.put_stage(replace(row, status=StageStatus.COMPLETED, completed_at=self._tx.now))
         return StageTally(row.task_count, row.failed)
 
-    def failed_tasks(self, job_id: str) -> int:
+    def stage_totals(self, job_id: str) -> list[StageTotals]:
         job = self._tx.job(job_id)
-        return sum(row.failed for row in self._tx.stages_of(job)) if job else 0
+        rows = sorted(self._tx.stages_of(job), key=lambda row: row.stage) if job else []
+        return [StageTotals(row.stage, row.task_count, row.remaining, row.failed) for row in rows]
 
     def cancel_stages(self, job_id: str, sources: frozenset[StageStatus]) -> int:
         job = self._tx.job(job_id)

@@ -29,7 +29,7 @@ from core.models import (
 )
 from core.states import LEASED_TASK, values
 from core.store import Store
-from core.uow import LockedJob, Resend, StageTally, TakenBack, TaskChange, TaskState, UnitOfWork
+from core.uow import LockedJob, Resend, StageTally, StageTotals, TakenBack, TaskChange, TaskState, UnitOfWork
 from infrastructure.postgres.queue import send_params
 from infrastructure.postgres.rows import (
     claimed_from_row,
@@ -102,10 +102,13 @@ class PostgresUnitOfWork(UnitOfWork):
         row = self._one("count_plan_attempt", {"job_id": job_id, "stage": stage, "sources": values(sources)})
         return None if row is None else int(row[0])
 
-    def claim_finalize(self, job_id: str, owner: str, claim_seconds: float, sources: frozenset[JobStatus]) -> bool:
-        return self._one("claim_finalize", {
+    def claim_finalize(
+        self, job_id: str, owner: str, claim_seconds: float, sources: frozenset[JobStatus]
+    ) -> JobRecord | None:
+        row = self._one("claim_finalize", {
             "job_id": job_id, "owner": owner, "claim_seconds": claim_seconds, "sources": values(sources),
-        }) is not None
+        })
+        return job_from_row(row) if row else None
 
     def renew_finalize_claim(
         self, job_id: str, owner: str, claim_seconds: float, sources: frozenset[JobStatus]
@@ -125,6 +128,11 @@ class PostgresUnitOfWork(UnitOfWork):
         return self._one("finish_job", {
             "job_id": job_id, "owner": owner, "status": status.value, "result": jsonb(result), "error": jsonb(error),
             "sources": values(sources),
+        }) is not None
+
+    def finish_inline(self, job_id: str, status: JobStatus, result: JSON, sources: frozenset[JobStatus]) -> bool:
+        return self._one("finish_inline", {
+            "job_id": job_id, "status": status.value, "result": jsonb(result), "sources": values(sources),
         }) is not None
 
     def reopen_job(self, job_id: str, sources: frozenset[JobStatus]) -> int | None:
@@ -155,9 +163,8 @@ class PostgresUnitOfWork(UnitOfWork):
         row = self._one("complete_stage", {"job_id": job_id, "stage": stage, "sources": values(sources)})
         return None if row is None else StageTally(row[0], row[1])
 
-    def failed_tasks(self, job_id: str) -> int:
-        row = self._one("failed_tasks", {"job_id": job_id})
-        return 0 if row is None else int(row[0])
+    def stage_totals(self, job_id: str) -> list[StageTotals]:
+        return [StageTotals(*row) for row in self._all("stage_totals", {"job_id": job_id})]
 
     def cancel_stages(self, job_id: str, sources: frozenset[StageStatus]) -> int:
         return self._cur.execute(query("cancel_stages"), {"job_id": job_id, "sources": values(sources)}).rowcount

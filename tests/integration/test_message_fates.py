@@ -19,12 +19,12 @@ def test_a_flaky_job_message_batched_with_healthy_ones_does_not_hold_them_back(r
     failures = {"left": 3}
     flaky_id = runtime.engine.submit("drill_continue", {"n": 2, "tag": "flaky"}).job.job_id
 
-    def flaky(plan: StagePlan) -> bool:
+    def flaky(plan: StagePlan, inline_finish: frozenset[str] = frozenset()) -> bool:
         # An infrastructure failure escapes the engine (a failing planner would be retried by a new message).
         if plan.job_id == flaky_id and failures["left"]:
             failures["left"] -= 1
             raise StoreUnavailable("connection reset while creating the stage")
-        return original(plan)
+        return original(plan, inline_finish)
 
     store.start_stage = flaky  # type: ignore[method-assign]
     healthy = [runtime.engine.submit("drill_continue", {"n": 2, "tag": f"ok{i}"}).job.job_id for i in range(5)]

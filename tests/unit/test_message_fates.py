@@ -22,10 +22,10 @@ class RefusingStore(InMemoryStore):
 
     poison = "-s1-t1"
 
-    def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
+    def record_outcomes(self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()) -> None:
         if any(o.task.task_id.endswith(self.poison) and o.kind is OutcomeKind.COMPLETED for o in outcomes):
             raise ValueError("invalid byte sequence in result")
-        super().record_outcomes(outcomes)
+        super().record_outcomes(outcomes, inline_finish)
 
 
 def start_stage_one(h: Harness, params: dict[str, object]) -> str:
@@ -55,7 +55,7 @@ def test_a_poison_outcome_does_not_sink_the_healthy_ones_committed_with_it() -> 
 
 def test_an_outage_while_recording_gives_messages_back_with_backoff() -> None:
     class DownStore(InMemoryStore):
-        def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
+        def record_outcomes(self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()) -> None:
             raise TransientError("connection reset")
 
     h = Harness()

@@ -38,11 +38,11 @@ class FlakyStore(InMemoryStore):
 
     failures = 1
 
-    def record_outcomes(self, outcomes: Sequence[TaskOutcome]) -> None:
+    def record_outcomes(self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()) -> None:
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("connection reset while committing outcomes")
-        super().record_outcomes(outcomes)
+        super().record_outcomes(outcomes, inline_finish)
 
 
 def engine_on(store: InMemoryStore, handlers: ProbeHandlers, jobs: JobRegistry) -> CoreMachine:
@@ -104,11 +104,11 @@ class FlakyStageStore(InMemoryStore):
 
     failures = 1
 
-    def start_stage(self, plan: StagePlan) -> bool:
+    def start_stage(self, plan: StagePlan, inline_finish: frozenset[str] = frozenset()) -> bool:
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("connection reset while creating a stage")
-        return super().start_stage(plan)
+        return super().start_stage(plan, inline_finish)
 
 
 def test_job_batch_that_raises_is_abandoned_and_redelivered() -> None:

@@ -57,7 +57,8 @@ UPDATE jobs SET finalize_owner = %(owner)s, finalize_claim_until = now() + make_
     updated_at = now()
 WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
   AND (finalize_owner IS NULL OR finalize_owner = %(owner)s OR finalize_claim_until < now())
-RETURNING job_id
+RETURNING job_id, job_type, status, parameters, current_stage, total_stages, failure_policy, result, error,
+       created_at, updated_at, finished_at, outcome, retry_round, plan_attempts
 
 -- name: renew_finalize_claim
 UPDATE jobs SET finalize_claim_until = now() + make_interval(secs => %(claim_seconds)s), updated_at = now()
@@ -73,6 +74,11 @@ RETURNING finalize_deferrals
 UPDATE jobs SET status = %(status)s, result = %(result)s, error = %(error)s, finished_at = now(), updated_at = now(),
     finalize_claim_until = NULL
 WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[]) AND finalize_owner = %(owner)s
+RETURNING job_id
+
+-- name: finish_inline
+UPDATE jobs SET status = %(status)s, result = %(result)s, finished_at = now(), updated_at = now()
+WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
 RETURNING job_id
 
 -- name: reopen_job
@@ -120,8 +126,8 @@ UPDATE stages SET status = 'completed', completed_at = now()
 WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = ANY(%(sources)s::stage_status[])
 RETURNING task_count, failed
 
--- name: failed_tasks
-SELECT COALESCE(sum(failed), 0)::int FROM stages WHERE job_id = %(job_id)s
+-- name: stage_totals
+SELECT stage, task_count, remaining, failed FROM stages WHERE job_id = %(job_id)s ORDER BY stage
 
 -- name: cancel_stages
 UPDATE stages SET status = 'cancelled', completed_at = now()
