@@ -51,6 +51,9 @@ def test_a_default_finalize_job_completes_inline_with_the_default_result(h: Harn
     assert not any(i.startswith(f"j:{job_id}:final") for i in h.ids()), "no finalize message"
     kinds = h.kinds(job_id)
     assert kinds[-3:] == ["stage_completed", "finalizing", "job_finished"] and kinds.count("job_finished") == 1
+    snapshot = h.store.snapshot(job_id)
+    assert snapshot is not None
+    assert snapshot.events[-1].detail == {"status": "completed", "round": 0, "finalize": "inline"}
     # The same job type through the finalize message gives exactly the same result.
     other = run_two_stages(h, "message", frozenset())
     assert h.ids()[-1] == f"j:{other}:final"
