@@ -1,16 +1,21 @@
 """QueueListener: wakes threads waiting for a queue when PostgreSQL notifies `coremachine_queue`.
 
-One dedicated autocommit connection per listener runs `LISTEN`. Waiting threads take turns reading it: the
-thread holding the connection lock polls it for notifications (payload = queue name) and counts them per
-queue under a condition; the others sleep on that condition. A waiter compares the counts with the mark it
-took before looking at the queue, so a notification that arrives in between is never missed.
+One dedicated autocommit connection per listener runs `LISTEN`, and one reader thread reads it. Each
+notification (payload = queue name, one per queue and sending transaction) is a wake-up for ONE waiter of that
+queue, not for all of them: a receiver that then claims a full batch passes a wake-up on, so a burst still
+spreads over every idle thread while a single message wakes one. Wake-ups are numbered per queue; a waiter takes
+the oldest unanswered one, and a claim that finds nothing due answers every wake-up numbered before the mark
+taken ahead of it (it saw everything committed by then). So a notification that arrives between a waiter's
+look at the queue and its wait is never lost: it stays unanswered until some thread claims after it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import select
+import socket
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,124 +29,175 @@ if TYPE_CHECKING:
     from infrastructure.postgres.queue import ConnectionSource
 
 Connect = Callable[[], psycopg.Connection[Any]]
-_SLICE_SECONDS = 1.0
 POLL_SECONDS = 0.5
 """How often an idle receiver looks again when it cannot listen (behind PgBouncer in transaction mode)."""
+_JOIN_SECONDS = 5.0
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """Where the notification counts stood when a waiter last looked at its queue."""
+    """Where a queue's wake-ups stood when a receiver last looked at it."""
 
     epoch: int
     seen: int
 
 
+@dataclass(slots=True)
+class _Wakeups:
+    """One queue's wake-ups: numbered 1..`sent`; those up to `answered` need no waiter any more."""
+
+    cond: threading.Condition
+    sent: int = 0
+    answered: int = 0
+
+
 class QueueListener:
-    """Thread-safe notification wait on one lazily opened LISTEN connection."""
+    """Thread-safe notification wait on one lazily opened LISTEN connection, read by its own thread."""
 
     def __init__(self, connect: Connect) -> None:
         self._connect = connect
         self._conn: psycopg.Connection[Any] | None = None
         self._conn_lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._queues: dict[str, _Wakeups] = {}
         self._epoch = 0
         self._closed = False
+        self._reader: threading.Thread | None = None
+        self._stop_reader, self._stop_signal = socket.socketpair()
 
     @property
     def opened(self) -> bool:
         return self._conn is not None
 
     def mark(self, queue: str) -> Mark:
-        """Make sure LISTEN is active, then note the counts; notifications after this wake `wait`."""
+        """Make sure LISTEN is active, then note the queue's wake-ups; any sent after this wakes a `wait`."""
         if self._closed:
             raise TransportError("the queue listener is closed", transient=False)
-        if self._conn_lock.acquire(blocking=self._conn is None):
-            try:
-                self._poll(0.0)
-            finally:
-                self._conn_lock.release()
-        with self._cond:
-            return Mark(self._epoch, self._seen.get(queue, 0))
+        if self._conn is None:
+            with self._conn_lock:
+                if self._conn is None and not self._closed:
+                    self._open()
+        with self._lock:
+            return Mark(self._epoch, self._wakeups(queue).sent)
 
     def wait(self, queue: str, mark: Mark, timeout: float) -> bool:
-        """Block until `queue` was notified (or the connection was re-opened) since `mark`, or `timeout`
-        seconds pass. True if woken by a notification."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._cond:
-                if self._changed(queue, mark):
-                    return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed:
-                return False
-            if self._conn_lock.acquire(blocking=False):
-                try:
-                    self._poll(min(remaining, _SLICE_SECONDS))
-                finally:
-                    self._conn_lock.release()
-                    with self._cond:
-                        self._cond.notify_all()
-            else:
-                with self._cond:
-                    if not self._changed(queue, mark):
-                        self._cond.wait(min(remaining, _SLICE_SECONDS))
+        """Block until this thread takes an unanswered wake-up of `queue` (or the connection was re-opened or
+        lost since `mark`), or `timeout` seconds pass. True if woken."""
+        with self._lock:
+            wakeups = self._wakeups(queue)
+            return wakeups.cond.wait_for(lambda: self._take(wakeups, mark), timeout)
 
-    def drain(self) -> None:
-        """Read pending notifications without waiting, if nobody else is reading, so they never pile up."""
-        if self._conn is not None and self._conn_lock.acquire(blocking=False):
-            try:
-                self._poll(0.0)
-            finally:
-                self._conn_lock.release()
+    def claimed(self, queue: str, mark: Mark | None, taken: int, asked: int) -> None:
+        """A receiver claimed `taken` of the `asked` messages of `queue` after taking `mark`. Nothing due at all
+        answers every wake-up sent before the mark; a full batch may have left messages behind, so it passes a
+        wake-up on to the next waiter."""
+        with self._lock:
+            wakeups = self._wakeups(queue)
+            if taken == 0 and mark is not None and mark.epoch == self._epoch:
+                wakeups.answered = max(wakeups.answered, mark.seen)
+            elif taken >= asked:
+                wakeups.sent += 1
+                wakeups.cond.notify()
 
     def close(self) -> None:
         self._closed = True
-        with self._cond:
-            self._cond.notify_all()
+        with contextlib.suppress(OSError):
+            self._stop_signal.send(b"x")
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(_JOIN_SECONDS)
         with self._conn_lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    def _changed(self, queue: str, mark: Mark) -> bool:
-        return self._epoch != mark.epoch or self._seen.get(queue, 0) != mark.seen
-
-    def _poll(self, timeout: float) -> None:
-        """Read notifications for up to `timeout` seconds (at least one poll). Caller holds the connection lock."""
-        try:
-            if self._conn is None:
-                self._open()
-                return
-            assert self._conn is not None
-            payloads = [n.payload for n in self._conn.notifies(timeout=timeout, stop_after=1)]
-        except psycopg.Error as exc:
             self._discard()
-            raise TransportError(f"queue listener failed: {exc}", transient=True) from exc
-        if payloads:
-            with self._cond:
-                for queue in payloads:
-                    self._seen[queue] = self._seen.get(queue, 0) + 1
-                self._cond.notify_all()
+        self._wake_all()
+        self._stop_reader.close()
+        self._stop_signal.close()
+
+    def _take(self, wakeups: _Wakeups, mark: Mark) -> bool:
+        """Under the lock: whether the waiter may go; takes the oldest unanswered wake-up if there is one."""
+        if self._closed or self._epoch != mark.epoch:
+            return True
+        if wakeups.sent > wakeups.answered:
+            wakeups.answered += 1
+            return True
+        return False
+
+    def _wakeups(self, queue: str) -> _Wakeups:
+        """Under the lock."""
+        found = self._queues.get(queue)
+        if found is None:
+            found = self._queues[queue] = _Wakeups(threading.Condition(self._lock))
+        return found
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            for wakeups in self._queues.values():
+                wakeups.cond.notify_all()
+
+    def _new_epoch(self) -> None:
+        """Wake-ups may have been missed (no connection was listening): every waiter looks again."""
+        with self._lock:
+            self._epoch += 1
+            for wakeups in self._queues.values():
+                wakeups.answered = wakeups.sent
+                wakeups.cond.notify_all()
 
     def _open(self) -> None:
-        conn = self._connect()
+        """Open the connection, LISTEN, start the reader. Caller holds the connection lock."""
+        try:
+            conn = self._connect()
+        except psycopg.Error as exc:
+            raise TransportError(f"queue listener failed: {exc}", transient=True) from exc
         try:
             if not conn.autocommit:
                 conn.rollback()
                 conn.autocommit = True
             conn.execute(query("queue_listen"))
+        except psycopg.Error as exc:
+            conn.close()
+            raise TransportError(f"queue listener failed: {exc}", transient=True) from exc
         except BaseException:
             conn.close()
             raise
         self._conn = conn
-        with self._cond:
-            # Anything sent while no connection was listening went unseen: wake every waiter to look again.
-            self._epoch += 1
-            self._cond.notify_all()
+        self._new_epoch()
+        self._reader = threading.Thread(
+            target=self._read, args=(conn,), name="coremachine-queue-listener", daemon=True
+        )
+        self._reader.start()
+
+    def _read(self, conn: psycopg.Connection[Any]) -> None:
+        """The reader thread: turn each notification into a wake-up until the listener closes or the
+        connection fails (then every waiter looks again, and the next `mark` re-opens it)."""
+        try:
+            while not self._closed:
+                # First what psycopg already read (a notification can arrive with the LISTEN's own result),
+                # then sleep until the socket has more or the listener closes.
+                self._deliver([n.payload for n in conn.notifies(timeout=0.0)])
+                stop = self._stop_reader.fileno()
+                ready, _, _ = select.select([conn.fileno(), stop], [], [])
+                if stop in ready:
+                    return
+        except (psycopg.Error, OSError, ValueError) as exc:
+            if not self._closed:
+                _log.warning("queue listener connection lost: %s", exc)
+            with self._conn_lock:
+                if self._conn is conn:
+                    self._discard()
+            self._new_epoch()
+
+    def _deliver(self, payloads: Sequence[str]) -> None:
+        if not payloads:
+            return
+        with self._lock:
+            for queue in payloads:
+                wakeups = self._wakeups(queue)
+                wakeups.sent += 1
+                wakeups.cond.notify()
 
     def _discard(self) -> None:
+        """Caller holds the connection lock."""
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
@@ -169,8 +225,8 @@ class PollingWait:
         self._closed.wait(max(0.0, min(timeout, self._poll_seconds)))
         return False
 
-    def drain(self) -> None:
-        """Nothing to read."""
+    def claimed(self, queue: str, mark: Mark | None, taken: int, asked: int) -> None:
+        """Nobody to wake: every idle receiver polls."""
 
     def close(self) -> None:
         self._closed.set()

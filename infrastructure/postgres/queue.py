@@ -2,7 +2,8 @@
 
 Peek-lock by `FOR UPDATE SKIP LOCKED` claims that move `available_at` to the lock expiry, so an expired lock
 is a redelivery with the delivery count incremented; settlement is guarded on the lock token, so settling a
-message whose lock was lost changes nothing. Idle receivers wait on LISTEN/NOTIFY (see `QueueListener`).
+message whose lock was lost changes nothing. Idle receivers wait on LISTEN/NOTIFY (see `QueueListener`): a
+notification wakes one receiver of its queue, and a receiver that claimed a full batch wakes the next.
 """
 
 from __future__ import annotations
@@ -156,9 +157,8 @@ class PostgresQueue:
             # finds nothing due it also says when the next one will be (one round trip for an idle receiver).
             mark = self._listener.mark(queue) if wait_seconds > 0 else None
             messages, dead, due_in = self._claim(queue, max_messages)
+            self._listener.claimed(queue, mark, taken=len(messages) + dead, asked=max_messages)
             if messages:
-                if self._listener.opened:
-                    self._listener.drain()
                 return messages
             if dead:
                 continue

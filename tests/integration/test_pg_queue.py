@@ -99,19 +99,6 @@ def test_notifications_reach_other_instances_on_send_and_abandon(make_queue: Mak
     assert outcome["elapsed"] < 2.0
 
 
-def test_every_waiting_thread_wakes_on_one_send(make_queue: MakeQueue) -> None:
-    queue, sender = make_queue(), make_queue()
-    outcomes: list[dict[str, Any]] = [{} for _ in range(4)]
-    threads = [timed_receive(queue, 10.0, outcome) for outcome in outcomes]
-    time.sleep(0.4)
-    sender.send([message(f"m{i}") for i in range(4)])
-    for thread in threads:
-        thread.join(timeout=15)
-    received = sorted(m.message_id for outcome in outcomes for m in outcome["got"])
-    assert received == ["m0", "m1", "m2", "m3"]
-    assert max(outcome["elapsed"] for outcome in outcomes) < 3.0
-
-
 def test_an_exhausted_message_does_not_hide_the_next_one(make_queue: MakeQueue) -> None:
     queue = make_queue(max_deliveries=1)
     queue.send([message("a")])
@@ -193,3 +180,4 @@ def test_connection_trouble_is_a_transient_transport_error(database_url: str) ->
             queue.receive(QUEUE, 1, 1.0)
         assert caught.value.transient is True
         assert queue.receive(QUEUE, 1, 0) == []
+
