@@ -181,3 +181,21 @@ def test_connection_trouble_is_a_transient_transport_error(database_url: str) ->
         assert caught.value.transient is True
         assert queue.receive(QUEUE, 1, 0) == []
 
+
+def test_a_claim_leaves_the_connections_commit_durability_as_it_was(database_url: str) -> None:
+    """The claim turns synchronous_commit off for its own transaction only; the pooled connection keeps its
+    setting for whatever it runs next."""
+
+    def durable(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SET synchronous_commit = on")
+        conn.commit()
+
+    with ConnectionPool(database_url, min_size=1, max_size=1, configure=durable, open=True) as pool:
+        queue = PostgresQueue(pool, None, QueueConfig())
+        queue.send([message("m1")])
+        [got] = queue.receive(QUEUE, 1, 0)
+        assert got.message_id == "m1"
+        with pool.connection() as conn:
+            row = conn.execute("SHOW synchronous_commit").fetchone()
+        assert row == ("on",)
+        queue.close()
