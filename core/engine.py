@@ -57,6 +57,7 @@ class CoreMachine:
         self.tasks = tasks
         self.worker_id = worker_id
         self.telemetry: Telemetry = telemetry or NoTelemetry()
+        self._traced = telemetry is not None
         if telemetry is not None:
             middleware = (*middleware, tracing_middleware(telemetry))
         self._stages = StageRunner(store, relay, jobs, self.services, worker_id, finalize_claim_seconds)
@@ -90,6 +91,8 @@ class CoreMachine:
 
     def _handle_job_message(self, message: ReceivedMessage) -> Settlement:
         try:
+            if not self._traced:  # telemetry off: no span, and nothing to stamp on what the stage writes
+                return self._stages.run(message)
             with job_message_span(self.telemetry, message):
                 return self._stages.run(message)
         except Exception as exc:
@@ -102,7 +105,10 @@ class CoreMachine:
             return give_back(message, f"{type(exc).__name__}: {exc}")
 
     def handle_task_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
-        with bound_traces(task_batch_traces(messages)):
+        traces = task_batch_traces(messages)
+        if not traces:
+            return self._tasks.run(messages)
+        with bound_traces(traces):
             return self._tasks.run(messages)
 
     @property

@@ -85,4 +85,8 @@ def job_message_span(telemetry: Telemetry, message: ReceivedMessage) -> Iterator
 
 def task_batch_traces(messages: Sequence[ReceivedMessage]) -> dict[str, dict[str, str]]:
     """Each job's trace context as its task messages carried it (for the attempts and what they cause)."""
-    return {_job_of(m): carrier_in(m.properties) for m in messages if _job_of(m)}
+    traces: dict[str, dict[str, str]] = {}
+    for message in messages:
+        if (carrier := carrier_in(message.properties)) and (job_id := _job_of(message)):
+            traces[job_id] = carrier
+    return traces

@@ -82,6 +82,9 @@ def bound_traces(by_job: Mapping[str, Mapping[str, str]]) -> Iterator[None]:
     """While the block runs, messages written for these jobs carry these trace contexts (added to any bound
     by an enclosing block)."""
     wanted = {job: dict(carrier) for job, carrier in by_job.items() if carrier}
+    if not wanted:  # nothing to stamp (telemetry off, no carrier received): no context change at all
+        yield
+        return
     token = _bound.set({**_bound.get(), **wanted})
     try:
         yield
@@ -95,6 +98,8 @@ def trace_of(job_id: str) -> Mapping[str, str] | None:
 
 def carrier_in(properties: Mapping[str, Any]) -> dict[str, str]:
     """The trace context carried by a received message's properties ({} if none)."""
+    if "traceparent" not in properties and "tracestate" not in properties:
+        return {}
     return {key: str(properties[key]) for key in TRACE_KEYS if isinstance(properties.get(key), str)}
 
 
