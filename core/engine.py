@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,17 +104,28 @@ class CoreMachine:
             )
             return give_back(message, f"{type(exc).__name__}: {exc}")
 
-    def handle_task_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
+    def handle_task_messages(
+        self, messages: Sequence[ReceivedMessage], resume: Callable[[list[Settlement]], None] | None = None
+    ) -> list[Settlement]:
+        """Run a batch of task messages; each gets its settlement. A caller that can be replaced (a worker's
+        task thread) passes `resume`: fast handlers then run on its own thread without a hand-off, and if one
+        hangs past its limit the batch's settlements go to `resume` on another thread while this one gets
+        `core.attempts.Abandoned` and must end."""
         traces = task_batch_traces(messages)
         if not traces:
-            return self._tasks.run(messages)
+            return self._tasks.run(messages, resume)
         with bound_traces(traces):
-            return self._tasks.run(messages)
+            return self._tasks.run(messages, resume)
 
     @property
     def abandoned_handler_threads(self) -> int:
         """Handler threads given up on because an attempt hung past its time limit."""
         return self._tasks.limits.abandoned_threads
+
+    @property
+    def abandoned_batches_in_flight(self) -> int:
+        """Batches whose handler thread was abandoned, still being finished on another thread."""
+        return self._tasks.limits.taking_over
 
     def release_thread(self) -> None:
         """The calling thread will handle no more task messages: its handler thread may end."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from core import logcontext
-from core.attempts import Call, Raised, Returned, TimedOut, TimeLimits
+from core.attempts import Call, Raised, Result, Returned, TimedOut, TimeLimits
 from core.errors import ConfigurationError, PermanentError, UnknownJobType, classify
 from core.ids import canonical_json
 from core.jobs import JobRegistry
@@ -49,16 +49,32 @@ class TaskExecution:
         self._middleware = tuple(middleware)
         self._limits = limits
 
-    def run(self, claimed: Sequence[ClaimedTask], stops: Mapping[str, threading.Event]) -> Executed:
-        done = Executed()
+    def run(
+        self, claimed: Sequence[ClaimedTask], stops: Mapping[str, threading.Event],
+        resume: Callable[[Executed], None] | None = None,
+    ) -> Executed:
+        """What became of each claimed task. With `resume` the handlers may run on this thread (see
+        `core/attempts.py`): if one hangs, this thread is abandoned and `resume` gets the batch on another."""
+        early: list[TaskOutcome] = []
         runnable: list[ClaimedTask] = []
         for task in claimed:
             if task.attempt > task.max_attempts:
-                done.outcomes.append(_out_of_attempts(task))
+                early.append(_out_of_attempts(task))
             else:
                 runnable.append(task)
         calls = [self._call(task, stops.get(task.task_id) or threading.Event()) for task in runnable]
-        for task, result in zip(runnable, self._limits.run(calls), strict=True):
+
+        def executed(results: list[Result[JSON]]) -> Executed:
+            return self._executed(early, runnable, results)
+
+        taken_over = None if resume is None else (lambda results: resume(executed(results)))
+        return executed(self._limits.run(calls, taken_over))
+
+    def _executed(
+        self, early: list[TaskOutcome], runnable: list[ClaimedTask], results: list[Result[JSON]]
+    ) -> Executed:
+        done = Executed(list(early))
+        for task, result in zip(runnable, results, strict=True):
             if isinstance(result, Returned):
                 done.outcomes.append(TaskOutcome(task, OutcomeKind.COMPLETED, result=result.value))
             elif isinstance(result, Raised) and isinstance(result.error, NotStarted):
@@ -84,7 +100,7 @@ class TaskExecution:
                 raise NotStarted(task.task_id)
             return wrap(task, handle, self._middleware)
 
-        return Call(attempt, task.timeout_seconds, stop)
+        return Call(attempt, task.timeout_seconds, stop, task.task_type)
 
     def _timeout(self, task: ClaimedTask, timed_out: TimedOut) -> TaskOutcome:
         message = (f"attempt {task.attempt} ran past its time limit of {timed_out.limit_seconds:g}s and was "

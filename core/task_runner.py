@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from core import logcontext
-from core.attempts import TimeLimits
+from core.attempts import Abandoned, TimeLimits, Watchdog
 from core.errors import MalformedMessage, classify
 from core.heartbeat import Heartbeat, LeaseConfig, TaskLeases
 from core.jobs import JobRegistry
@@ -18,7 +18,7 @@ from core.ports import Relay, StateStore
 from core.registry import TaskRegistry
 from core.services import Services
 from core.settlement import Settlement, complete, dead_letter, give_back
-from core.task_execution import TaskExecution
+from core.task_execution import Executed, TaskExecution
 
 log = logging.getLogger("coremachine.tasks")
 
@@ -48,13 +48,20 @@ class TaskRunner:
         self._leases = TaskLeases(store, leases.lease_seconds, leases.cancel_check_seconds)
         heartbeat.add(self._leases)
         self.limits = TimeLimits()
+        heartbeat.add(Watchdog(self.limits))
         self._execution = TaskExecution(jobs, tasks, middleware, self.limits, self._services)
 
-    def run(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
+    def run(
+        self, messages: Sequence[ReceivedMessage], resume: Callable[[list[Settlement]], None] | None = None
+    ) -> list[Settlement]:
         """Claim, run and record a batch; every message gets its own settlement, whatever happens to the others.
 
         The batch shares one claim and one commit (group commit). If the commit fails, the outcomes are recorded
         one by one, so one poison outcome cannot sink healthy ones.
+
+        `resume` says the calling thread can be replaced: fast handlers may then run on it, and if one hangs
+        past its limit the batch is finished on another thread, which hands the settlements to `resume`, while
+        this thread gets `Abandoned` (see `core/attempts.py`).
         """
         settlements: list[Settlement] = []
         wanted: dict[str, tuple[TaskMessage, ReceivedMessage]] = {}
@@ -75,28 +82,44 @@ class TaskRunner:
         if unclaimed:
             settlements.extend(self._not_claimed(unclaimed))
 
-        if claimed:
-            settlements.extend(self._run_claimed(claimed, wanted))
-        try:
-            self._relay.flush()
-        except Exception:
-            log.exception("relay flush failed; the janitor relays the stranded outbox rows")
-        return settlements
+        def finish(later: list[Settlement]) -> list[Settlement]:
+            try:
+                self._relay.flush()
+            except Exception:
+                log.exception("relay flush failed; the janitor relays the stranded outbox rows")
+            return settlements + later
+
+        if not claimed:
+            return finish([])
+        taken_over = None if resume is None else (lambda later: resume(finish(later)))
+        return finish(self._run_claimed(claimed, wanted, taken_over))
 
     def _run_claimed(
-        self, claimed: list[ClaimedTask], wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
+        self, claimed: list[ClaimedTask], wanted: dict[str, tuple[TaskMessage, ReceivedMessage]],
+        resume: Callable[[list[Settlement]], None] | None,
     ) -> list[Settlement]:
         """Run the handlers while the heartbeat renews the leases and watches for cancellation, then record."""
         stops = self._leases.hold(claimed)
         self._heartbeat.poke()
+
+        def record(executed: Executed) -> list[Settlement]:
+            try:
+                settlements = self._record(executed.outcomes, wanted)
+            finally:
+                self._leases.drop(claimed)
+            if executed.not_started:
+                settlements.extend(self._not_started(executed.not_started, wanted))
+            return settlements
+
+        taken_over = None if resume is None else (lambda executed: resume(record(executed)))
         try:
-            executed = self._execution.run(claimed, stops)
-            settlements = self._record(executed.outcomes, wanted)
-        finally:
+            executed = self._execution.run(claimed, stops, taken_over)
+        except Abandoned:
+            raise  # the thread that took the batch over records it and keeps the leases until then
+        except BaseException:
             self._leases.drop(claimed)
-        if executed.not_started:
-            settlements.extend(self._not_started(executed.not_started, wanted))
-        return settlements
+            raise
+        return record(executed)
 
     def _not_started(
         self, tasks: list[ClaimedTask], wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]

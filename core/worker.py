@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from core.attempts import Abandoned
 from core.batching import DurationEstimates, message_kind
 from core.engine import CoreMachine
 from core.heartbeat import MessageLocks
@@ -19,7 +20,8 @@ from core.settlement import Disposition, Settlement, give_back
 
 log = logging.getLogger("coremachine.worker")
 
-Handler = Callable[[Sequence[ReceivedMessage]], list[Settlement]]
+Resume = Callable[[list[Settlement]], None]
+Handler = Callable[[Sequence[ReceivedMessage], Resume | None], list[Settlement]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,10 @@ class Worker:
     (one commit per batch), slow ones one by one, so a batch never holds leases much longer than
     `target_batch_seconds` and slow tasks spread over every thread and process.
     `stop()` lets each thread finish the batch it holds, then returns.
+
+    A task thread whose handler, run on the thread itself, hangs past its time limit is abandoned: the engine
+    finishes its batch on another thread and hands the settlements back (`_taken_over`), which settles them and
+    starts a replacement thread, so the worker keeps its concurrency.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class Worker:
         self._janitor = janitor
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._threads_lock = threading.Lock()
         self._estimates = DurationEstimates()
         self._locks = MessageLocks(transport, self._config.lock_seconds)
         engine.heartbeat.add(self._locks)
@@ -90,18 +97,32 @@ class Worker:
             raise RuntimeError("worker already started")
         cfg = self._config
         for i in range(cfg.jobs_threads):
-            self._spawn(f"jobs-{i}", self._loop, cfg.jobs_queue, self._engine.handle_job_messages, 8)
+            self._spawn(f"coremachine-jobs-{i}", self._loop, cfg.jobs_queue, self._handle_jobs, 8)
         for i in range(cfg.concurrency):
-            self._spawn(f"tasks-{i}", self._loop, cfg.tasks_queue, self._engine.handle_task_messages, cfg.max_batch)
+            self._spawn(f"coremachine-tasks-{i}", self._loop, cfg.tasks_queue, self._engine.handle_task_messages,
+                        cfg.max_batch)
         if self._janitor is not None:
-            self._spawn("janitor", self._janitor_loop)
+            self._spawn("coremachine-janitor", self._janitor_loop)
 
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        self._threads = []
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        while deadline is None or time.monotonic() < deadline:
+            with self._threads_lock:  # an abandoned thread's replacement may join the list meanwhile
+                pending = [t for t in self._threads if t.is_alive() and not t.name.startswith("abandoned-")]
+            if pending:
+                for thread in pending:
+                    thread.join(left())
+            elif self._engine.abandoned_batches_in_flight:
+                time.sleep(0.05)
+            else:
+                break
+        with self._threads_lock:
+            self._threads = []
         self._engine.heartbeat.remove(self._locks)
         self._engine.heartbeat.stop_if_idle()
 
@@ -119,22 +140,40 @@ class Worker:
             self.stop()
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, name=f"coremachine-{name}", daemon=True)
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        with self._threads_lock:
+            self._threads.append(thread)
         thread.start()
-        self._threads.append(thread)
 
-    def _loop(self, queue: str, handle: Handler, max_batch: int) -> None:
+    def _handle_jobs(self, messages: Sequence[ReceivedMessage], resume: Resume | None) -> list[Settlement]:
+        return self._engine.handle_job_messages(messages)
+
+    def _loop(self, queue: str, handle: Handler, max_batch: int, held: Sequence[ReceivedMessage] = ()) -> None:
         try:
-            self._receive_and_run(queue, handle, max_batch)
+            self._receive_and_run(queue, handle, max_batch, list(held))
+        except Abandoned:
+            log.warning("a task thread ends: its handler ran past its time limit and a replacement finished its batch")
         finally:
             self._engine.release_thread()
 
-    def _receive_and_run(self, queue: str, handle: Handler, max_batch: int) -> None:
+    def _taken_over(
+        self, queue: str, handle: Handler, max_batch: int, messages: Sequence[ReceivedMessage],
+        held: list[ReceivedMessage], started: float, abandoned: threading.Thread, settlements: list[Settlement],
+    ) -> None:
+        """On the thread that finished an abandoned thread's batch: settle it and start the replacement thread
+        (fresh, with the messages the abandoned thread still held)."""
+        self._finish(queue, messages, settlements)
+        self._estimates.observe([message_kind(m) for m in messages], time.perf_counter() - started)
+        with self._threads_lock:
+            if abandoned in self._threads:
+                self._threads.remove(abandoned)
+        self._spawn(threading.current_thread().name, self._loop, queue, handle, max_batch, held)
+
+    def _receive_and_run(self, queue: str, handle: Handler, max_batch: int, held: list[ReceivedMessage]) -> None:
         """Receive about as many messages as fit the batch budget and run them. What was received beyond the
         budget is handed back uncounted where the transport can; where it cannot (Service Bus) this thread keeps
         it (its locks renewed) and runs it next, so no delivery is ever counted for work that was not started."""
         batch, pause = 1, 0.0
-        held: list[ReceivedMessage] = []
         while held or not self._stop.is_set():
             if held:
                 messages, held = held, []
@@ -160,19 +199,24 @@ class Worker:
             elif rest:
                 held = rest
             started = time.perf_counter()
-            self._process(queue, handle, run)
+            resume = partial(self._taken_over, queue, handle, max_batch, run, held, started,
+                             threading.current_thread())
+            self._process(queue, handle, run, resume)
             kinds = [message_kind(m) for m in run]
             self._estimates.observe(kinds, time.perf_counter() - started)
             batch = self._estimates.batch_size(kinds[-1], budget, max_batch)
 
-    def _process(self, queue: str, handle: Handler, messages: Sequence[ReceivedMessage]) -> None:
+    def _process(self, queue: str, handle: Handler, messages: Sequence[ReceivedMessage], resume: Resume) -> None:
         try:
-            settlements = handle(messages)
+            settlements = handle(messages, resume)
         except Exception as exc:
             # The engine settles each message on its own; reaching here is a bug, not a message's fault.
             log.exception("handling a batch failed unexpectedly; giving it back for redelivery",
                           extra={"queue": queue, "messages": len(messages)})
             settlements = [give_back(m, f"{type(exc).__name__}: {exc}") for m in messages]
+        self._finish(queue, messages, settlements)
+
+    def _finish(self, queue: str, messages: Sequence[ReceivedMessage], settlements: Sequence[Settlement]) -> None:
         self.stats.add(failures=sum(1 for s in settlements if s.disposition is Disposition.ABANDON))
         self._settle(settlements)
         self._locks.drop(messages)

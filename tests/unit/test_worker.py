@@ -138,3 +138,51 @@ def test_task_batch_that_raises_is_abandoned_and_the_task_recovered() -> None:
     snapshot = store.snapshot(job_id, events=100)
     assert snapshot is not None
     assert "task_lease_expired" in [e.kind for e in snapshot.events]
+
+
+def test_a_fast_handler_that_hangs_on_the_task_thread_is_timed_out_and_the_thread_replaced() -> None:
+    """Known-fast handlers run on the task thread itself (no hand-off); when one hangs anyway, its attempt is
+    still timed out at the stage's limit, the rest of its batch is run and recorded elsewhere, and a fresh
+    thread keeps the worker at full concurrency."""
+    transport = InMemoryTransport()
+    store = InMemoryStore(transport)
+    handlers = ProbeHandlers()
+    release = threading.Event()
+    hung_in: list[str] = []
+    square = handlers.square
+
+    def square_or_hang(params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+        if params["i"] == 30 and context.attempt == 1:
+            hung_in.append(threading.current_thread().name)
+            release.wait(30)  # deaf to context.cancelled: only the time limit gets the worker out
+        return square(params, context)
+
+    handlers.square = square_or_hang  # type: ignore[method-assign]
+    engine = engine_on(store, handlers, JobRegistry([QuickProbe()]))
+    worker = Worker(engine, transport, WorkerConfig(concurrency=1, wait_seconds=0.05, janitor_interval_seconds=0.1))
+    job_id = engine.submit("quick_probe", {"n": 40}).job.job_id
+    try:
+        started = time.monotonic()
+        assert run(worker, store, job_id) is JobStatus.COMPLETED
+        assert time.monotonic() - started < 10, "stop() does not wait for the abandoned thread"
+        job = store.get_job(job_id)
+        assert job is not None and job.result == {"outcome": "completed", "total": sum(i * i for i in range(40)),
+                                                   "squares": 40}
+        assert hung_in == ["coremachine-tasks-0"], "the hang happened on the task thread itself"
+        assert engine.abandoned_handler_threads == 1
+        assert handlers.calls[f"{job_id}-s1-t30"] == 1, "attempt 2 ran (attempt 1 never reached the counter)"
+        snapshot = store.snapshot(job_id, events=200)
+        assert snapshot is not None
+        timeouts = [e for e in snapshot.events if e.task_id == f"{job_id}-s1-t30" and e.kind == "task_retry_scheduled"]
+        assert timeouts and "TaskTimeout" in str(timeouts[0].detail)
+        assert [t.name for t in threading.enumerate() if t.name.endswith("coremachine-tasks-0")] == \
+            ["abandoned-coremachine-tasks-0"]
+    finally:
+        release.set()
+    abandoned = [t for t in threading.enumerate() if t.name == "abandoned-coremachine-tasks-0"]
+    for thread in abandoned:
+        thread.join(5)
+        assert not thread.is_alive()
+    assert handlers.calls[f"{job_id}-s1-t30"] == 2, "the late attempt returned into nothing: no outcome recorded"
+    assert store.get_job(job_id).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+    assert worker_threads() == []
