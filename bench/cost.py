@@ -34,7 +34,8 @@ import psycopg
 from bench.cluster import BenchCluster
 from bench.measure import FANOUT_JOB, TWO_STAGE_JOB, bench_runtime
 from bench.scale import status_ms, with_history
-from core.models import JOBS_QUEUE, TASKS_QUEUE
+from core.models import JOBS_QUEUE, TASKS_QUEUE, ReceivedMessage
+from core.settlement import Settlement
 from triggers.runtime import Runtime
 
 
@@ -63,15 +64,24 @@ def _commits(url: str) -> int:
 
 
 def drain(runtime: Runtime, job_batch: int = 8, task_batch: int = 32) -> dict[str, int]:
-    """Receive, handle and settle job and task messages on this thread until both queues stay empty."""
+    """Receive, handle and settle job and task messages on this thread until both queues stay empty. Task
+    batches are handled the way a worker's task thread handles them (as a replaceable caller, so known-fast
+    handlers run on this thread)."""
     engine, transport = runtime.engine, runtime.transport
     counts = {"job_messages": 0, "task_messages": 0}
     idle = 0
+
+    def settle(settlements: list[Settlement]) -> None:
+        transport.complete([s.message for s in settlements])
+
+    def handle_tasks(messages: Sequence[ReceivedMessage]) -> list[Settlement]:
+        return engine.handle_task_messages(messages, settle)
+
     while idle < 20:
         busy = False
         for queue, batch, handle, key in (
             (JOBS_QUEUE, job_batch, engine.handle_job_messages, "job_messages"),
-            (TASKS_QUEUE, task_batch, engine.handle_task_messages, "task_messages"),
+            (TASKS_QUEUE, task_batch, handle_tasks, "task_messages"),
         ):
             messages = transport.receive(queue, batch, 0.005)
             if messages:
