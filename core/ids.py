@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 MAX_MESSAGE_ID_LENGTH = 128
+_JOB_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def canonical_json(value: Any) -> str:
@@ -21,7 +23,8 @@ def job_id_for(job_type: str, parameters: dict[str, Any]) -> str:
 
 
 def is_job_id(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    """64 lowercase hex digits (a SHA-256 hex digest), as the jobs table's CHECK says."""
+    return _JOB_ID.fullmatch(value) is not None
 
 
 def task_id_for(job_id: str, stage: int, index: int) -> str:

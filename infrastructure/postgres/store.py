@@ -1,12 +1,12 @@
 """PostgreSQL state store: the unit-of-work port as a thin executor of named queries (`sql/queries/store.sql`).
 
 Nothing here decides: each method runs one named, guarded statement with the guard states core passed, and
-reports what it changed. Messages go into `queue_messages` in the same transaction (the outbox is the queue).
+reports what it changed. Messages go into `queue_messages` in the same transaction (the outbox is the queue);
+events and messages are written together right before the commit (`outbox.PendingWrites`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -15,7 +15,6 @@ import psycopg
 from psycopg import errors as pg_errors
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from core.ids import task_id_for
 from core.models import (
     JSON,
     ClaimedTask,
@@ -30,7 +29,7 @@ from core.models import (
 from core.states import LEASED_TASK, values
 from core.store import Store
 from core.uow import LockedJob, Resend, StageTally, StageTotals, TakenBack, TaskChange, TaskState, UnitOfWork
-from infrastructure.postgres.queue import send_params
+from infrastructure.postgres.outbox import PendingWrites, insert_tasks
 from infrastructure.postgres.rows import (
     claimed_from_row,
     job_from_row,
@@ -50,11 +49,17 @@ _LEASED = values(LEASED_TASK)
 
 
 class PostgresUnitOfWork(UnitOfWork):
-    """One transaction's cursor; every method is one named query (the round trip is the unit of cost)."""
+    """One transaction's cursor; every method is one named query (the round trip is the unit of cost), except
+    events and messages, which wait for `flush` (called right before the commit) and go out one statement per kind.
+    """
 
     def __init__(self, cur: psycopg.Cursor[Any], window_seconds: float) -> None:
         self._cur = cur
-        self._window = window_seconds
+        self._pending = PendingWrites(window_seconds)
+
+    def flush(self) -> None:
+        """Write the pending events and messages (nothing in a unit of work reads them back before its commit)."""
+        self._pending.flush(self._cur)
 
     def _one(self, name: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         return self._cur.execute(query(name), params).fetchone()
@@ -185,15 +190,7 @@ class PostgresUnitOfWork(UnitOfWork):
     def insert_tasks(
         self, job_id: str, stage: int, tasks: Sequence[TaskSpec], max_attempts: int, timeout_seconds: float
     ) -> None:
-        if not tasks:
-            return
-        dumps = json.dumps
-        with self._cur.copy(query("copy_tasks")) as copy:
-            for index, spec in enumerate(tasks):
-                copy.write_row((
-                    task_id_for(job_id, stage, index), job_id, stage, index, spec.task_type, dumps(spec.parameters),
-                    max_attempts, timeout_seconds,
-                ))
+        insert_tasks(self._cur, job_id, stage, tasks, max_attempts, timeout_seconds)
 
     def claim_tasks(
         self, task_ids: Sequence[str], worker_id: str, sources: frozenset[TaskStatus],
@@ -299,28 +296,18 @@ class PostgresUnitOfWork(UnitOfWork):
     def event(
         self, job_id: str, kind: str, detail: JSON, stage: int | None = None, task_id: str | None = None
     ) -> None:
-        self._cur.execute(query("insert_event"), {
-            "job_id": job_id, "kind": kind, "stage": stage, "task_id": task_id, "detail": jsonb(detail),
-        })
+        self._pending.event(job_id, kind, detail, stage, task_id, if_job_exists=False)
 
     def event_if_job_exists(
         self, job_id: str, kind: str, detail: JSON, stage: int | None = None, task_id: str | None = None
     ) -> None:
-        self._cur.execute(query("insert_event_if_job_exists"), {
-            "job_id": job_id, "kind": kind, "stage": stage, "task_id": task_id, "detail": jsonb(detail),
-        })
+        self._pending.event(job_id, kind, detail, stage, task_id, if_job_exists=True)
 
     def send(self, messages: Sequence[OutgoingMessage], *, fresh: bool = False) -> None:
-        """The queue's own send (duplicate detection as for any sender), or COPY for a new stage's messages."""
-        if not messages:
-            return
-        if fresh and not any(m.delay_seconds for m in messages):
-            dumps = json.dumps
-            with self._cur.copy(query("copy_messages")) as copy:
-                for m in messages:
-                    copy.write_row((m.queue, m.message_id, dumps(m.body), dumps(m.properties)))
-            return
-        self._cur.execute(query("queue_send"), send_params(messages, self._window))
+        """The queue's own send at `flush` (duplicate detection as for any sender); a large new stage's messages
+        are copied at once."""
+        if messages:
+            self._pending.send(self._cur, messages, fresh=fresh)
 
 
 class PostgresBackend(StoreViews):
@@ -343,7 +330,10 @@ class PostgresBackend(StoreViews):
         )
         def attempt() -> R:
             with self._tx() as cur:
-                return work(PostgresUnitOfWork(cur, self._window))
+                uow = PostgresUnitOfWork(cur, self._window)
+                result = work(uow)
+                uow.flush()
+                return result
 
         return attempt()
 

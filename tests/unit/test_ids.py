@@ -67,6 +67,8 @@ def test_is_job_id() -> None:
     assert not is_job_id("A" * 64)
     assert not is_job_id("a" * 63)
     assert not is_job_id("g" * 64)
+    assert not is_job_id("a" * 64 + "\n")
+    assert not is_job_id("a" * 65)
 
 
 def test_task_and_message_id_shapes() -> None:

@@ -95,14 +95,15 @@ UPDATE jobs SET status = 'queued', current_stage = 1, outcome = NULL, error = NU
 WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
 RETURNING retry_round
 
--- name: insert_event
+-- name: insert_events
+-- The events of one unit of work, in the order they were recorded (ids follow it); an event marked
+-- `if_job_exists` is dropped when its job does not exist.
 INSERT INTO job_events (job_id, kind, stage, task_id, detail)
-VALUES (%(job_id)s, %(kind)s, %(stage)s, %(task_id)s, %(detail)s)
-
--- name: insert_event_if_job_exists
-INSERT INTO job_events (job_id, kind, stage, task_id, detail)
-SELECT %(job_id)s, %(kind)s, %(stage)s, %(task_id)s, %(detail)s
-WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = %(job_id)s)
+SELECT u.job_id, u.kind, u.stage, u.task_id, u.detail
+FROM unnest(%(job_ids)s::text[], %(kinds)s::text[], %(stages)s::int[], %(task_ids)s::text[], %(details)s::jsonb[],
+            %(if_job_exists)s::bool[]) WITH ORDINALITY AS u(job_id, kind, stage, task_id, detail, if_job_exists, n)
+WHERE NOT u.if_job_exists OR EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = u.job_id)
+ORDER BY u.n
 
 -- name: lock_stages
 SELECT s.job_id, s.stage FROM stages s
@@ -160,6 +161,14 @@ DELETE FROM tasks WHERE job_id = %(job_id)s
 
 -- name: delete_round_stages
 DELETE FROM stages WHERE job_id = %(job_id)s
+
+-- name: insert_tasks
+-- A small stage's task rows in one statement (a large one is copied: `copy_tasks`).
+INSERT INTO tasks (task_id, job_id, stage, idx, task_type, parameters, max_attempts, timeout_seconds)
+-- The parameters come as one JSON array (one serialisation, not one per task), in task order.
+SELECT u.task_id, %(job_id)s, %(stage)s, u.n - 1, u.task_type, p.parameters, %(max_attempts)s, %(timeout_seconds)s
+FROM unnest(%(task_ids)s::text[], %(task_types)s::text[]) WITH ORDINALITY AS u(task_id, task_type, n)
+JOIN jsonb_array_elements(%(parameters)s::jsonb) WITH ORDINALITY AS p(parameters, n) ON p.n = u.n
 
 -- name: copy_tasks
 COPY tasks (task_id, job_id, stage, idx, task_type, parameters, max_attempts, timeout_seconds) FROM STDIN

@@ -1,0 +1,152 @@
+"""How the PostgreSQL unit of work writes: events and messages together right before the commit, one statement per
+kind; a new stage's rows by one INSERT while small and by COPY beyond, the same rows either way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+
+from core.ids import job_id_for
+from core.models import FailurePolicy, NewJob, OutgoingMessage, StagePlan, TaskSpec
+from core.uow import UnitOfWork
+from infrastructure.postgres import outbox
+from infrastructure.postgres.database import Database
+from infrastructure.postgres.store import PostgresBackend, PostgresStore
+
+
+def new_job(label: str) -> NewJob:
+    parameters = {"label": label}
+    return NewJob(job_id_for("writes_test", parameters), "writes_test", parameters, 1, FailurePolicy.CONTINUE)
+
+
+def message(message_id: str, n: int) -> OutgoingMessage:
+    return OutgoingMessage(queue="jobs", message_id=message_id, body={"n": n}, properties={"n": n})
+
+
+@contextmanager
+def counting(database: Database, statements: list[str]) -> Iterator[psycopg.Connection[Any]]:
+    """A pooled connection whose cursors record the text of every statement they run."""
+
+    class Recording(psycopg.Cursor[Any]):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            statements.append(query.as_string(None) if hasattr(query, "as_string") else str(query))
+            return super().execute(query, params, **kwargs)
+
+    with database.connection() as conn:
+        previous = conn.cursor_factory
+        conn.cursor_factory = Recording
+        try:
+            yield conn
+        finally:
+            conn.cursor_factory = previous
+
+
+def test_events_and_messages_go_out_together_in_call_order(database: Database) -> None:
+    statements: list[str] = []
+    backend = PostgresBackend(lambda: counting(database, statements))
+    job = new_job("together")
+
+    def work(uow: UnitOfWork) -> None:
+        assert uow.insert_job(job) is not None
+        uow.event(job.job_id, "first", {"n": 1})
+        uow.send([message("m-1", 1), message("m-2", 2)])
+        uow.event_if_job_exists("f" * 64, "dropped", {"n": 0})  # no such job: nothing written
+        uow.event_if_job_exists(job.job_id, "second", {"n": 2}, stage=1, task_id="t")
+        uow.send([message("m-1", 99), message("m-3", 3)])  # the first message with an id wins
+        uow.event(job.job_id, "third", {"n": 3})
+
+    backend.transaction(work)
+    # insert_job, then one statement for the three events and one for the four messages.
+    assert len(statements) == 3
+    with database.connection() as conn:
+        events = conn.execute("SELECT kind, stage, task_id, detail FROM job_events ORDER BY id").fetchall()
+        messages = conn.execute("SELECT message_id, body FROM queue_messages ORDER BY id").fetchall()
+    assert events == [("first", None, None, {"n": 1}), ("second", 1, "t", {"n": 2}), ("third", None, None, {"n": 3})]
+    assert messages == [("m-1", {"n": 1}), ("m-2", {"n": 2}), ("m-3", {"n": 3})]
+
+
+def test_nothing_is_written_when_the_unit_of_work_fails(database: Database) -> None:
+    backend = PostgresBackend(database.connection)
+    job = new_job("fails")
+
+    def work(uow: UnitOfWork) -> None:
+        uow.insert_job(job)
+        uow.event(job.job_id, "never", {})
+        uow.send([message("never", 1)])
+        raise RuntimeError("the decision failed")
+
+    with pytest.raises(RuntimeError):
+        backend.transaction(work)
+    with database.connection() as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM job_events),"
+            " (SELECT count(*) FROM queue_messages)"
+        ).fetchone()
+    assert counts == (0, 0, 0)
+
+
+def test_a_buffered_send_wakes_listeners_once_per_queue(database: Database, database_url: str) -> None:
+    backend = PostgresBackend(database.connection)
+    job = new_job("wakes")
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN coremachine_queue")
+
+        def work(uow: UnitOfWork) -> None:
+            uow.insert_job(job)
+            uow.send([message("w-1", 1)])
+            uow.send([OutgoingMessage(queue="tasks", message_id="w-2", body={})])
+            uow.send([message("w-3", 3)])
+
+        backend.transaction(work)
+        woken = sorted(n.payload for n in listener.notifies(timeout=1.0, stop_after=2))
+    assert woken == ["jobs", "tasks"]
+
+
+def _stage_rows(database: Database, job_id: str) -> tuple[list[Any], list[Any]]:
+    """The stage's task rows and task messages, with the job id taken out so two jobs compare."""
+    with database.connection() as conn:
+        tasks = conn.execute(
+            "SELECT replace(task_id, %(j)s, 'J'), stage, idx, task_type, status, parameters, attempt, max_attempts,"
+            " timeout_seconds, errors FROM tasks WHERE job_id = %(j)s ORDER BY idx", {"j": job_id},
+        ).fetchall()
+        messages = conn.execute(
+            "SELECT queue, replace(message_id, %(j)s, 'J'), replace(body::text, %(j)s, 'J'),"
+            " replace(properties::text, %(j)s, 'J'), state, delivery_count, available_at <= now()"
+            " FROM queue_messages WHERE queue = 'tasks' AND body ->> 'job_id' = %(j)s ORDER BY id", {"j": job_id},
+        ).fetchall()
+    return tasks, messages
+
+
+def test_a_small_stage_is_inserted_and_a_large_one_copied_to_the_same_rows(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresStore(database.connection)
+    specs = [TaskSpec("bench.noop", {"i": i, "text": "tab\there, \\ and \"quotes\" é"}) for i in range(5)]
+    job_ids = []
+    for label, threshold in (("inserted", 6), ("copied", 5)):
+        monkeypatch.setattr(outbox, "COPY_THRESHOLD", threshold)
+        job, created = store.create_job(new_job(label))
+        assert created
+        assert store.start_stage(StagePlan(job.job_id, 1, "only", specs, 3, 30.0))
+        job_ids.append(job.job_id)
+    inserted, copied = (_stage_rows(database, job_id) for job_id in job_ids)
+    assert len(inserted[0]) == len(inserted[1]) == 5
+    assert inserted == copied
+
+
+def test_copied_messages_keep_every_character(database: Database) -> None:
+    awkward = "tab\t newline\n return\r backslash\\ \\N é \u2028"
+    messages = [
+        OutgoingMessage(queue="jobs", message_id=f"{awkward}{i}", body={"text": awkward, "i": i},
+                        properties={"p": awkward if i % 2 else "plain"})
+        for i in range(4)
+    ]
+    with database.connection() as conn, conn.cursor() as cur:
+        outbox.copy_messages(cur, messages)
+    with database.connection() as conn:
+        rows = conn.execute("SELECT queue, message_id, body, properties FROM queue_messages ORDER BY id").fetchall()
+    assert rows == [(m.queue, m.message_id, m.body, m.properties) for m in messages]
