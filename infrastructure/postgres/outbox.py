@@ -83,14 +83,15 @@ def copy_messages(cur: psycopg.Cursor[Any], messages: Sequence[OutgoingMessage])
     task type, trace), so each distinct properties object is serialised once."""
     dumps = json.dumps
     last_properties: dict[str, str | int] | None = None
-    properties_text = ""
+    last_queue, properties_text, queue_text = "", "", ""
     with cur.copy(query("copy_messages")) as copy:
         lines: list[str] = []
         for m in messages:
             if m.properties != last_properties:
-                last_properties, properties_text = m.properties, copy_field(dumps(m.properties))
-            lines.append(f"{copy_field(m.queue)}\t{copy_field(m.message_id)}\t{copy_field(dumps(m.body))}"
-                         f"\t{properties_text}\n")
+                last_properties, properties_text = m.properties, copy_json(dumps(m.properties))
+            if m.queue != last_queue:
+                last_queue, queue_text = m.queue, copy_field(m.queue)
+            lines.append(f"{queue_text}\t{copy_field(m.message_id)}\t{copy_json(dumps(m.body))}\t{properties_text}\n")
             if len(lines) == _COPY_CHUNK:
                 copy.write("".join(lines))
                 lines.clear()
@@ -122,11 +123,17 @@ def insert_tasks(
             if spec.task_type != last_type:
                 last_type, type_text = spec.task_type, copy_field(spec.task_type)
             lines.append(f"{copy_field(task_id_for(job_id, stage, index))}{fixed}{index}\t{type_text}"
-                         f"\t{copy_field(dumps(spec.parameters))}{limits}")
+                         f"\t{copy_json(dumps(spec.parameters))}{limits}")
             if len(lines) == _COPY_CHUNK:
                 copy.write("".join(lines))
                 lines.clear()
         copy.write("".join(lines))
+
+
+def copy_json(text: str) -> str:
+    """`json.dumps` output as a COPY text field: it escapes every control character itself (`ensure_ascii`), so
+    only its backslashes need doubling."""
+    return text.replace("\\", "\\\\") if "\\" in text else text
 
 
 def copy_field(value: str) -> str:
