@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, TypeVar
 
 from core import logcontext
 from core.errors import classify
@@ -18,7 +19,7 @@ from core.registry import TaskRegistry
 from core.rounds import OperatorResult, Refusal
 from core.services import Services
 from core.settlement import Settlement, give_back
-from core.stage_runner import FINALIZE_CLAIM_SECONDS, StageRunner
+from core.stage_runner import FINALIZE_CLAIM_SECONDS, PlannedStage, StageRunner
 from core.store import cancel_error
 from core.task_runner import TaskRunner
 from core.traced import job_message_span, task_batch_traces, tracing_middleware
@@ -26,11 +27,35 @@ from core.tracing import NoTelemetry, Telemetry, bound_traces
 
 log = logging.getLogger("coremachine.engine")
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class SubmitResult:
     job: JobRecord
     created: bool
+
+
+BATCH_TASKS = 1000
+"""Stage messages received together are created in one unit of work while their tasks number at most this."""
+
+
+def _groups(planned: list[PlannedStage], max_tasks: int) -> list[list[PlannedStage]]:
+    """Planned stages in receive order, grouped so that each group holds at most `max_tasks` tasks and one stage
+    per job; a bigger stage forms a group of its own."""
+    groups: list[list[PlannedStage]] = []
+    current: list[PlannedStage] = []
+    tasks = 0
+    for p in planned:
+        size = len(p.plan.tasks)
+        if current and (tasks + size > max_tasks or any(q.plan.job_id == p.plan.job_id for q in current)):
+            groups.append(current)
+            current, tasks = [], 0
+        current.append(p)
+        tasks += size
+    if current:
+        groups.append(current)
+    return groups
 
 
 class CoreMachine:
@@ -86,15 +111,50 @@ class CoreMachine:
         return SubmitResult(record, created)
 
     def handle_job_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
-        """Each job message on its own: one that fails is given back (with backoff) and the others go on."""
-        return [self._handle_job_message(message) for message in messages]
+        """Each job message on its own: one that fails is given back (with backoff) and the others go on.
 
-    def _handle_job_message(self, message: ReceivedMessage) -> Settlement:
+        Stage messages are planned one by one, then their stages are created together in one unit of work (small
+        stages only, up to `BATCH_TASKS` tasks in all); should that fail, each is created on its own, so an error
+        of one message never changes the settlement of another."""
+        prepared = [self._prepare(m) for m in messages]
+        planned = [p for p in prepared if isinstance(p, PlannedStage)]
+        started: dict[int, Settlement] = {}
+        for group in _groups(planned, BATCH_TASKS):
+            for p, settlement in zip(group, self._start_together(group), strict=True):
+                started[id(p)] = settlement
+        return [started[id(p)] if isinstance(p, PlannedStage) else p for p in prepared]
+
+    def _prepare(self, message: ReceivedMessage) -> Settlement | PlannedStage:
+        def prepare() -> Settlement | PlannedStage:
+            prepared = self._stages.prepare(message)
+            if isinstance(prepared, PlannedStage):
+                return replace(prepared, trace=self.telemetry.carrier())
+            return prepared
+
+        return self._isolated(message, prepare)
+
+    def _start_together(self, group: list[PlannedStage]) -> list[Settlement]:
+        if len(group) > 1:
+            try:
+                if not self._traced:
+                    return self._stages.start_planned(group)
+                with bound_traces({p.plan.job_id: p.trace for p in group}):
+                    return self._stages.start_planned(group)
+            except Exception:
+                log.warning("creating %d stages together failed; creating each on its own", len(group),
+                            exc_info=True)
+        return [self._isolated(p.message, partial(self._start_alone, p)) for p in group]
+
+    def _start_alone(self, planned: PlannedStage) -> Settlement:
+        return self._stages.start_planned([planned])[0]
+
+    def _isolated(self, message: ReceivedMessage, handle: Callable[[], T]) -> T | Settlement:
+        """Run `handle` for one job message in its span; any error gives that message back for redelivery."""
         try:
             if not self._traced:  # telemetry off: no span, and nothing to stamp on what the stage writes
-                return self._stages.run(message)
+                return handle()
             with job_message_span(self.telemetry, message):
-                return self._stages.run(message)
+                return handle()
         except Exception as exc:
             log.warning(
                 "job message failed; giving it back for redelivery",

@@ -49,6 +49,11 @@ class StateStore(Protocol):
         job type in `inline_finish` ends there, see `record_outcomes`)."""
         ...
 
+    def start_stages(self, plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset()) -> list[bool]:
+        """`start_stage` for several jobs' stages in one transaction where they all can be (at most one plan per
+        job); one job's race never changes the outcome of another's. Whether each stage was created."""
+        ...
+
     def planning_failed(
         self, job_id: str, stage: int, plan_attempt: int, error: ErrorInfo, policy: RetryPolicy
     ) -> float | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 
@@ -29,6 +29,17 @@ MAX_FINALIZE_RECHECK_S = 5.0
 FINALIZE_CLAIM_SECONDS = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedStage:
+    """A stage message whose tasks are built, waiting to be created (see `StageRunner.start_planned`)."""
+
+    message: ReceivedMessage
+    job_type: str
+    plan: StagePlan
+    trace: dict[str, str] = field(default_factory=dict)
+    """The trace context of the message's span, for the messages the stage's creation writes."""
+
+
 class StageRunner:
     def __init__(
         self, store: StateStore, relay: Relay, jobs: JobRegistry, services: Services | None = None,
@@ -42,6 +53,16 @@ class StageRunner:
         self._claim_seconds = finalize_claim_seconds
 
     def run(self, message: ReceivedMessage) -> Settlement:
+        """Handle one job message on its own: plan and create a stage, or finalize."""
+        prepared = self.prepare(message)
+        if isinstance(prepared, PlannedStage):
+            return self.start_planned([prepared])[0]
+        return prepared
+
+    def prepare(self, message: ReceivedMessage) -> Settlement | PlannedStage:
+        """Everything a job message needs before its stage is written: a stage message comes back planned (its
+        tasks built from the parameters and the previous stage's results), to be created with others in
+        `start_planned`; a finalize message, a duplicate or a failed planner is handled here and settled."""
         try:
             parsed = parse_job_message(message.body)
         except MalformedMessage as exc:
@@ -56,18 +77,33 @@ class StageRunner:
         with logcontext.bind(job_id=job.job_id, job_type=job.job_type, stage=parsed.stage):
             if parsed.kind is MessageKind.STAGE:
                 assert parsed.stage is not None
-                self.start_stage(job, definition, parsed.stage, parsed.plan_attempt)
+                plan = self.plan_stage(job, definition, parsed.stage, parsed.plan_attempt)
+                if plan is not None:
+                    return PlannedStage(message, job.job_type, plan)
             else:
                 self.finalize(job, definition)
         self._relay.flush()
         return complete(message)
 
-    def start_stage(self, job: JobRecord, definition: JobDefinition, number: int, plan_attempt: int = 0) -> bool:
+    def start_planned(self, planned: Sequence[PlannedStage]) -> list[Settlement]:
+        """Create the planned stages in one unit of work (see `StateStore.start_stages`) and settle their messages."""
+        created = self._store.start_stages([p.plan for p in planned], self._jobs.inline_finish())
+        for p, was_created in zip(planned, created, strict=True):
+            if was_created:
+                with logcontext.bind(job_id=p.plan.job_id, job_type=p.job_type, stage=p.plan.stage):
+                    log.info("stage started", extra={"stage_name": p.plan.stage_name, "tasks": len(p.plan.tasks)})
+        self._relay.flush()
+        return [complete(p.message) for p in planned]
+
+    def plan_stage(
+        self, job: JobRecord, definition: JobDefinition, number: int, plan_attempt: int = 0
+    ) -> StagePlan | None:
+        """The stage's plan, or None when the message is a duplicate or late, or the planner failed (handled)."""
         if job.status not in LIVE_JOB or job.current_stage != number or job.plan_attempts != plan_attempt:
             log.info("stage message is a duplicate or late; ignored",
                      extra={"job_status": job.status.value, "current_stage": job.current_stage,
                             "plan_attempt": plan_attempt, "plan_attempts": job.plan_attempts})
-            return False
+            return None
         stage = definition.stage(number)
         previous = (
             PreviousResults(number - 1, self._store.stage_results(job.job_id, number - 1))
@@ -78,14 +114,8 @@ class StageRunner:
             specs = definition.build_tasks(stage, job.parameters, previous)
         except Exception as exc:
             self._planning_failed(job, stage, plan_attempt, exc)
-            return False
-        created = self._store.start_stage(
-            StagePlan(job.job_id, number, stage.name, specs, stage.max_attempts, stage.timeout_seconds),
-            self._jobs.inline_finish(),
-        )
-        if created:
-            log.info("stage started", extra={"stage_name": stage.name, "tasks": len(specs)})
-        return created
+            return None
+        return StagePlan(job.job_id, number, stage.name, specs, stage.max_attempts, stage.timeout_seconds)
 
     def _planning_failed(self, job: JobRecord, stage: Stage, plan_attempt: int, exc: Exception) -> None:
         """A transient error is retried by a scheduled stage message under the stage's retry policy; a permanent

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 
 from core.ids import task_id_for
 from core.messages import resent_task_message, stage_message, task_message
@@ -67,31 +68,25 @@ class Store(Rounds):
         """Create the stage row, its tasks and their messages, and mark the job processing — only if the job is
         queued/processing at exactly this stage and the stage does not exist yet. A stage with zero tasks
         completes in the same transaction (advance, finalize, or finish for a job type in `inline_finish`)."""
-        if plan.max_attempts < 1 or not plan.timeout_seconds > 0:
-            raise ValueError(f"invalid task limits: {plan.max_attempts} attempts, {plan.timeout_seconds}s")
+        return self.start_stages([plan], inline_finish)[0]
 
-        def work(uow: UnitOfWork) -> bool:
-            job = uow.read_jobs([plan.job_id]).get(plan.job_id)
-            sources = job_sources(JobStatus.PROCESSING)
-            if job is None or job.status not in sources or job.current_stage != plan.stage:
-                return False
-            if not uow.insert_stage(plan.job_id, plan.stage, plan.stage_name, len(plan.tasks)):
-                return False
-            uow.insert_tasks(plan.job_id, plan.stage, plan.tasks, plan.max_attempts, plan.timeout_seconds)
-            if not uow.start_job_stage(plan.job_id, plan.stage, sources):
-                raise GuardFailed(f"job {plan.job_id} left stage {plan.stage} while it was being created")
-            uow.send([
-                task_message(task_id_for(plan.job_id, plan.stage, i), plan.job_id, job.job_type, plan.stage,
-                             spec.task_type, 1, round_number=job.round)
-                for i, spec in enumerate(plan.tasks)
-            ], fresh=True)
-            uow.event(plan.job_id, "stage_started", {"name": plan.stage_name, "tasks": len(plan.tasks)},
-                      stage=plan.stage)
-            if not plan.tasks:
-                stage_done(uow, replace(job, status=JobStatus.PROCESSING), plan.stage, inline_finish)
-            return True
-
-        return guarded(self.backend, work, False)
+    def start_stages(self, plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset()) -> list[bool]:
+        """`start_stage` for several jobs' stages in one unit of work (one commit, one read of the jobs, one write
+        of all their messages); for each plan, whether its stage was created. Should any job's closing guarded
+        update find that job moved on, the whole unit rolls back and each plan is tried in a unit of its own, so
+        one job's race never changes what happens to another's stage."""
+        for plan in plans:
+            if plan.max_attempts < 1 or not plan.timeout_seconds > 0:
+                raise ValueError(f"invalid task limits: {plan.max_attempts} attempts, {plan.timeout_seconds}s")
+        if len({p.job_id for p in plans}) != len(plans):
+            raise ValueError("start_stages takes at most one plan per job")
+        if len(plans) > 1:
+            try:
+                return self.backend.transaction(lambda uow: _start_stages(uow, plans, inline_finish))
+            except GuardFailed:
+                pass
+        return [guarded(self.backend, partial(_start_one, plan=plan, inline_finish=inline_finish), False)
+                for plan in plans]
 
     def planning_failed(
         self, job_id: str, stage: int, plan_attempt: int, error: ErrorInfo, policy: RetryPolicy
@@ -254,6 +249,40 @@ class Store(Rounds):
     def stuck_jobs(self, older_than_seconds: float, limit: int = 100) -> list[JobRecord]:
         """Non-terminal jobs not updated for longer than the deadline."""
         return self.backend.stuck_jobs(older_than_seconds, limit, OPEN_JOB)
+
+
+def _start_one(uow: UnitOfWork, plan: StagePlan, inline_finish: frozenset[str]) -> bool:
+    return _start_stages(uow, [plan], inline_finish)[0]
+
+
+def _start_stages(uow: UnitOfWork, plans: Sequence[StagePlan], inline_finish: frozenset[str]) -> list[bool]:
+    """The stage rows and tasks first, each job row's guarded update last (the lock order), then every task
+    message in one write. A plan whose job is not at that stage, or whose stage exists, writes nothing."""
+    jobs = uow.read_jobs([p.job_id for p in plans])
+    sources = job_sources(JobStatus.PROCESSING)
+    created: list[bool] = []
+    messages: list[OutgoingMessage] = []
+    for plan in plans:
+        job = jobs.get(plan.job_id)
+        if job is None or job.status not in sources or job.current_stage != plan.stage \
+                or not uow.insert_stage(plan.job_id, plan.stage, plan.stage_name, len(plan.tasks)):
+            created.append(False)
+            continue
+        uow.insert_tasks(plan.job_id, plan.stage, plan.tasks, plan.max_attempts, plan.timeout_seconds)
+        if not uow.start_job_stage(plan.job_id, plan.stage, sources):
+            raise GuardFailed(f"job {plan.job_id} left stage {plan.stage} while it was being created")
+        messages.extend(
+            task_message(task_id_for(plan.job_id, plan.stage, i), plan.job_id, job.job_type, plan.stage,
+                         spec.task_type, 1, round_number=job.round)
+            for i, spec in enumerate(plan.tasks)
+        )
+        uow.event(plan.job_id, "stage_started", {"name": plan.stage_name, "tasks": len(plan.tasks)},
+                  stage=plan.stage)
+        if not plan.tasks:
+            stage_done(uow, replace(job, status=JobStatus.PROCESSING), plan.stage, inline_finish)
+        created.append(True)
+    uow.send(messages, fresh=True)
+    return created
 
 
 def cancel_error(reason: str) -> JSON:

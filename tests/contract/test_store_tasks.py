@@ -39,6 +39,25 @@ def test_start_stage_is_guarded(h: Harness) -> None:
     assert record is not None and record.status is JobStatus.PROCESSING
 
 
+def test_stages_of_several_jobs_start_in_one_unit_each_guarded_on_its_own(h: Harness) -> None:
+    fresh, other, created, cancelled = (h.new_job(tag=t) for t in ("fresh", "other", "created", "cancelled"))
+    assert h.store.start_stage(plan(created, 1, 1))
+    h.store.cancel_job(cancelled.job_id, "stop")
+    plans = [plan(fresh, 1, 2), plan(other, 2, 1), plan(created, 1, 3), plan(cancelled, 1, 1), plan(other, 1, 0)]
+    assert h.store.start_stages(plans[:4]) == [True, False, False, False]
+    assert h.counts(fresh.job_id) == {"queued": 2} and h.counts(created.job_id) == {"queued": 1}
+    assert h.counts(cancelled.job_id) == {} and h.counts(other.job_id) == {}
+    assert h.store.start_stages([plans[4], plan(fresh, 2, 1)]) == [True, False]  # zero tasks: on to stage 2
+    assert h.ids()[-1] == f"j:{other.job_id}:s2"
+    assert [i for i in h.ids() if i.startswith(f"t:{fresh.job_id}")] == [
+        f"t:{fresh.job_id}-s1-t{i}:a1" for i in range(2)]
+    for job, kinds in ((fresh, ["submitted", "stage_started"]),
+                       (other, ["submitted", "stage_started", "stage_completed"])):
+        assert h.kinds(job.job_id) == kinds
+    record = h.store.get_job(fresh.job_id)
+    assert record is not None and record.status is JobStatus.PROCESSING
+
+
 def test_zero_task_stages_advance_then_finalize(h: Harness) -> None:
     job = h.new_job(stages=2)
     assert h.store.start_stage(plan(job, 1, 0))

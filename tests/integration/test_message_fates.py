@@ -3,6 +3,8 @@ leaves them alone, an early retry message is deferred to its due time, a lost re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from core.errors import StoreUnavailable
@@ -15,20 +17,25 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_a_flaky_job_message_batched_with_healthy_ones_does_not_hold_them_back(runtime: Runtime) -> None:
     store = runtime.store
-    original = store.start_stage
-    failures = {"left": 3}
+    original = store.start_stages
+    failures = {"left": 3, "together": 0}
+    # A worker runs the first stage message of its life alone (its duration is unknown), then several at once.
+    healthy = [runtime.engine.submit("drill_continue", {"n": 2, "tag": "ok0"}).job.job_id]
     flaky_id = runtime.engine.submit("drill_continue", {"n": 2, "tag": "flaky"}).job.job_id
 
-    def flaky(plan: StagePlan, inline_finish: frozenset[str] = frozenset()) -> bool:
+    def flaky(plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset()) -> list[bool]:
         # An infrastructure failure escapes the engine (a failing planner would be retried by a new message).
-        if plan.job_id == flaky_id and failures["left"]:
-            failures["left"] -= 1
+        # Stages created together fail with it; then each is created on its own, and only the flaky one fails.
+        if failures["left"] and any(p.job_id == flaky_id for p in plans):
+            if len(plans) > 1:
+                failures["together"] += 1
+            else:
+                failures["left"] -= 1
             raise StoreUnavailable("connection reset while creating the stage")
-        return original(plan, inline_finish)
+        return original(plans, inline_finish)
 
-    store.start_stage = flaky  # type: ignore[method-assign]
-    healthy = [runtime.engine.submit("drill_continue", {"n": 2, "tag": f"ok{i}"}).job.job_id for i in range(5)]
-    # All six stage messages wait in the queue, so the first receive takes several in one batch.
+    store.start_stages = flaky  # type: ignore[method-assign]
+    healthy += [runtime.engine.submit("drill_continue", {"n": 2, "tag": f"ok{i}"}).job.job_id for i in range(1, 6)]
     worker = runtime.worker(concurrency=2, wait_seconds=0.2, jobs_threads=1)
     done = {"healthy_first": False}
 
@@ -40,7 +47,7 @@ def test_a_flaky_job_message_batched_with_healthy_ones_does_not_hold_them_back(r
         return all(j is not None and j.status.terminal for j in jobs.values())
 
     assert worker.run_until(finished, timeout=60, poll_seconds=0.05)
-    assert failures["left"] == 0
+    assert failures["left"] == 0 and failures["together"] >= 1, failures
     for job_id in [flaky_id, *healthy]:
         job = runtime.store.get_job(job_id)
         assert job is not None and job.status is JobStatus.COMPLETED, job_id

@@ -104,11 +104,11 @@ class FlakyStageStore(InMemoryStore):
 
     failures = 1
 
-    def start_stage(self, plan: StagePlan, inline_finish: frozenset[str] = frozenset()) -> bool:
+    def start_stages(self, plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset()) -> list[bool]:
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("connection reset while creating a stage")
-        return super().start_stage(plan, inline_finish)
+        return super().start_stages(plans, inline_finish)
 
 
 def test_job_batch_that_raises_is_abandoned_and_redelivered() -> None:
