@@ -26,3 +26,19 @@ def transaction(
         if isinstance(exc, passthrough):
             raise
         raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+
+
+@contextmanager
+def single_read(connection: ConnectionFactory) -> Iterator[psycopg.Connection[Any]]:
+    """A pooled connection in autocommit for a read that is ONE statement: one round trip instead of three
+    (BEGIN, the query, COMMIT). Several reads that must see one snapshot use `transaction` instead."""
+    try:
+        with connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"state store unavailable: {exc}") from exc

@@ -24,7 +24,7 @@ from infrastructure.postgres.rows import (
     task_view_from_row,
 )
 from infrastructure.postgres.sql_queries import query
-from infrastructure.postgres.transactions import ConnectionFactory
+from infrastructure.postgres.transactions import ConnectionFactory, single_read
 
 
 class StoreViews:
@@ -40,29 +40,29 @@ class StoreViews:
             raise StoreUnavailable(f"state store unavailable: {exc}") from exc
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        with self._read() as conn:
+        with single_read(self._connection) as conn:
             row = conn.execute(query("select_job"), {"job_id": job_id}).fetchone()
         return job_from_row(row) if row else None
 
     def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        with self._read() as conn:
+        with single_read(self._connection) as conn:
             rows = conn.execute(query("job_statuses"), {"job_ids": list(job_ids)}).fetchall()
         return {job_id: JobStatus(status) for job_id, status in rows}
 
     def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]:
-        with self._read() as conn:
+        with single_read(self._connection) as conn:
             rows = conn.execute(query("stage_results"), {"job_id": job_id, "stage": stage}).fetchall()
         return [result_from_row(r) for r in rows]
 
     def stuck_jobs(self, older_than_seconds: float, limit: int, open_statuses: frozenset[JobStatus]) -> list[JobRecord]:
-        with self._read() as conn:
+        with single_read(self._connection) as conn:
             rows = conn.execute(query("stuck_jobs"), {
                 "older": older_than_seconds, "limit": limit, "statuses": values(open_statuses),
             }).fetchall()
         return [job_from_row(r) for r in rows]
 
     def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:
-        with self._read() as conn:
+        with single_read(self._connection) as conn:
             rows = conn.execute(query("stage_progress"), {"job_id": job_id}).fetchall()
         return _counts(rows)
 
