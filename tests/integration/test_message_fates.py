@@ -69,11 +69,11 @@ def test_stages_created_together_fall_back_to_one_by_one_when_one_fails(runtime:
     jobs = [runtime.engine.submit("drill_continue", {"n": 2, "tag": f"job{i}"}).job.job_id for i in range(4)]
     flaky_id = jobs[2]
 
-    def flaky(plans: Sequence[StagePlan]) -> list[bool]:
+    def flaky(plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset()) -> list[bool]:
         calls.append(len(plans))
         if any(p.job_id == flaky_id for p in plans):
             raise StoreUnavailable("connection reset while creating the stage")
-        return original(plans)
+        return original(plans, inline_finish)
 
     store.start_stages = flaky  # type: ignore[method-assign]
     messages = runtime.transport.receive("jobs", 10, 1)
