@@ -138,9 +138,12 @@ def test_one_message_wakes_one_thread_per_listening_process(make_queue: MakeQueu
     wait_until(lambda: [c.count for c in claims] == [3, 3])
     time.sleep(0.3)
     sender.send([message("only")])
-    wait_until(lambda: [c.count for c in claims] == [4, 4])
+    wait_until(lambda: all(c.count >= 4 for c in claims))
     time.sleep(0.5)
-    assert [c.count for c in claims] == [4, 4], "each listener woke exactly one of its threads"
+    # One wake-up per process; a thread still between its claim and its wait when the notification lands looks
+    # again on its own (that is the no-lost-wake-up rule), so a loaded machine may show one more, never the herd.
+    woken = [c.count - 3 for c in claims]
+    assert all(1 <= w <= 2 for w in woken), f"each listener woke one of its three threads, not all: {woken}"
     received = [m.message_id for outcome in outcomes for m in outcome.get("got", [])]
     assert received == ["only"]
 
