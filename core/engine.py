@@ -143,15 +143,19 @@ class CoreMachine:
             except Exception:
                 log.warning("creating %d stages together failed; creating each on its own", len(group),
                             exc_info=True)
-        return [self._isolated(p.message, partial(self._start_alone, p)) for p in group]
+        return [self._isolated(p.message, partial(self._start_alone, p), span=False) for p in group]
 
     def _start_alone(self, planned: PlannedStage) -> Settlement:
-        return self._stages.start_planned([planned])[0]
+        if not self._traced:
+            return self._stages.start_planned([planned])[0]
+        with bound_traces({planned.plan.job_id: planned.trace}):
+            return self._stages.start_planned([planned])[0]
 
-    def _isolated(self, message: ReceivedMessage, handle: Callable[[], T]) -> T | Settlement:
-        """Run `handle` for one job message in its span; any error gives that message back for redelivery."""
+    def _isolated(self, message: ReceivedMessage, handle: Callable[[], T], *, span: bool = True) -> T | Settlement:
+        """Run `handle` for one job message (in its span, unless the span was the planning's); any error gives
+        that message back for redelivery."""
         try:
-            if not self._traced:  # telemetry off: no span, and nothing to stamp on what the stage writes
+            if not (self._traced and span):  # telemetry off: no span, and nothing to stamp on what is written
                 return handle()
             with job_message_span(self.telemetry, message):
                 return handle()
