@@ -150,3 +150,17 @@ def test_copied_messages_keep_every_character(database: Database) -> None:
     with database.connection() as conn:
         rows = conn.execute("SELECT queue, message_id, body, properties FROM queue_messages ORDER BY id").fetchall()
     assert rows == [(m.queue, m.message_id, m.body, m.properties) for m in messages]
+
+
+def test_engine_made_keys_compare_byte_by_byte(database: Database) -> None:
+    """Task ids, queue names and message ids use the "C" collation: cheap index comparisons, and SQL orders task
+    ids as core sorts them (code points), so both take row locks in one order."""
+    with database.connection() as conn:
+        rows = conn.execute(
+            "SELECT a.attrelid::regclass::text, a.attname, c.collname FROM pg_attribute a"
+            " JOIN pg_collation c ON c.oid = a.attcollation"
+            " WHERE (a.attrelid, a.attname) IN (('tasks'::regclass, 'task_id'), ('queue_messages'::regclass, 'queue'),"
+            "                                   ('queue_messages'::regclass, 'message_id'))"
+            " ORDER BY 1, 2"
+        ).fetchall()
+    assert rows == [("queue_messages", "message_id", "C"), ("queue_messages", "queue", "C"), ("tasks", "task_id", "C")]
