@@ -14,8 +14,9 @@ default durability (fsync and synchronous_commit on; nothing is tuned), migrates
 - `fanout_tasks_per_s`: one job with one stage of 10,000 no-op tasks, submit → job completed, with 2 worker
   processes (`python -m bench.worker_proc`) running; `peak_rss_mb` is the largest worker RSS (process tree)
   sampled every 50 ms during it; `fanout_vs_ceiling` = fanout_tasks_per_s ÷ commit_ceiling_per_s;
-- `jobs_per_s`: 500 two-stage jobs x 4 no-op tasks per stage submitted at once (4 submitting threads), until
-  all are finished, with p50/p99 job latency (finished_at - created_at);
+- `jobs_per_s`: 500 two-stage jobs x 4 no-op tasks per stage submitted at once (one batch submit, as
+  `POST /api/jobs/submit/{job_type}/batch` does), until all are finished, with p50/p99 job latency (finished_at -
+  created_at); `jobs_one_by_one_per_s` and its latencies: the same burst submitted job by job from 4 threads;
 - `ingest_rows_per_s`: 200,000 generated rows across 20 workbooks (written once per invocation, not timed)
   ingested by the `ingest` job in execute mode on the same 2 workers, submit → job finished;
   `excel_read_floor_rows_per_s` is pandas `read_excel` (openpyxl engine) of the same files, sequentially in the
@@ -166,6 +167,9 @@ def one_run(
                     with profiler.phase("jobs", sizes.jobs):
                         jobs = many_jobs(runtime, cluster.url, sizes.jobs, sizes.job_tasks_per_stage,
                                          f"jobs-{number}", timeout, health=fleet.check)
+                    with profiler.phase("singly", sizes.jobs):
+                        singly = many_jobs(runtime, cluster.url, sizes.jobs, sizes.job_tasks_per_stage,
+                                           f"singly-{number}", timeout, health=fleet.check, one_by_one=True)
                     with profiler.phase("idle", sizes.idle_jobs):
                         idle = idle_job_latency(runtime, cluster.url, sizes.idle_jobs, sizes.job_tasks_per_stage,
                                                 f"idle-{number}", min(timeout, 60), fleet.check)
@@ -212,6 +216,10 @@ def one_run(
             figures["job_latency_p50_s"] = jobs.latency_p50_s
             figures["job_latency_p99_s"] = jobs.latency_p99_s
             figures["job_latency_max_s"] = jobs.latency_max_s
+            figures["jobs_one_by_one_per_s"] = singly.jobs_per_s
+            figures["jobs_one_by_one_submit_s"] = singly.submit_seconds
+            figures["job_one_by_one_latency_p50_s"] = singly.latency_p50_s
+            figures["job_one_by_one_latency_p99_s"] = singly.latency_p99_s
             figures["idle_job_latency_p50_ms"] = idle.p50_ms
             figures["idle_job_latency_p99_ms"] = idle.p99_ms
             figures["idle_job_latency_max_ms"] = idle.max_ms

@@ -199,16 +199,19 @@ class JobsFigures:
 
 def many_jobs(
     runtime: Runtime, url: str, jobs: int, tasks: int, label: str, timeout: float, submitters: int = 4,
-    health: Callable[[], None] = lambda: None,
+    health: Callable[[], None] = lambda: None, *, one_by_one: bool = False,
 ) -> JobsFigures:
-    """Submit `jobs` two-stage jobs of `tasks` tasks per stage at once (from `submitters` threads); time until
-    all are finished, and each job's latency (finished_at - created_at, both server clock)."""
-    submit: Callable[[int], str] = lambda i: runtime.engine.submit(  # noqa: E731
-        TWO_STAGE_JOB, {"tasks": tasks, "label": f"{label}-{i}"}
-    ).job.job_id
+    """Submit `jobs` two-stage jobs of `tasks` tasks per stage at once — in one batch submit (`submit_many`, one
+    transaction), or `one_by_one` from `submitters` threads — and time until all are finished, with each job's
+    latency (finished_at - created_at, both server clock)."""
+    parameters = [{"tasks": tasks, "label": f"{label}-{i}"} for i in range(jobs)]
+    submit: Callable[[dict[str, Any]], str] = lambda p: runtime.engine.submit(TWO_STAGE_JOB, p).job.job_id  # noqa: E731
     started = time.time()
-    with ThreadPoolExecutor(submitters, thread_name_prefix="bench-submit") as pool:
-        job_ids = list(pool.map(submit, range(jobs)))
+    if one_by_one:
+        with ThreadPoolExecutor(submitters, thread_name_prefix="bench-submit") as pool:
+            job_ids = list(pool.map(submit, parameters))
+    else:
+        job_ids = [r.job.job_id for r in runtime.engine.submit_many(TWO_STAGE_JOB, parameters)]
     submitted = time.time()
     finished = wait_for_jobs(url, job_ids, timeout, poll=0.25, health=health)
     with psycopg.connect(url, autocommit=True) as conn:

@@ -9,11 +9,11 @@ from functools import partial
 from typing import Any, TypeVar
 
 from core import logcontext
-from core.errors import classify
+from core.errors import InvalidParameters, classify
 from core.heartbeat import Heartbeat, LeaseConfig
 from core.jobs import JobRegistry
 from core.middleware import DEFAULT_MIDDLEWARE, Middleware
-from core.models import JobRecord, JobSnapshot, NewJob, ReceivedMessage
+from core.models import JSON, JobRecord, JobSnapshot, NewJob, ReceivedMessage
 from core.ports import Relay, StateStore
 from core.registry import TaskRegistry
 from core.rounds import OperatorResult, Refusal
@@ -109,6 +109,32 @@ class CoreMachine:
         with logcontext.bind(job_id=job_id, job_type=job_type):
             log.info("job submitted" if created else "job already exists", extra={"new_job": created})
         return SubmitResult(record, created)
+
+    def submit_many(self, job_type: str, parameters: Sequence[Mapping[str, Any]]) -> list[SubmitResult]:
+        """`submit` for many jobs of one type in one transaction (a burst costs one commit, not one per job).
+        Every entry is validated before anything is created: one invalid entry refuses the whole call, its
+        fields named `jobs.<index>.<field>`. Results come in the order given; a repeat is `created=False`."""
+        definition = self.jobs.get(job_type)
+        validated: list[JSON] = []
+        for index, entry in enumerate(parameters):
+            try:
+                validated.append(definition.validate_parameters(definition.prepare(entry, self.services)))
+            except InvalidParameters as exc:
+                raise InvalidParameters(job_type, [
+                    {**d, "field": f"jobs.{index}.{d['field']}"} for d in exc.details]) from exc
+        new = [NewJob(definition.job_id(v), job_type, v, len(definition.stages), definition.failure_policy)
+               for v in validated]
+        with self.telemetry.span("coremachine.submit_many", {"job_type": job_type, "jobs": len(new)}) as span:
+            carrier = self.telemetry.carrier()
+            with bound_traces({job.job_id: carrier for job in new}):
+                results = self.store.create_jobs(new)
+            created = sum(1 for _, was_created in results if was_created)
+            span.set_attribute("created", created)
+            if created:
+                self.relay.flush()
+        with logcontext.bind(job_type=job_type):
+            log.info("jobs submitted", extra={"jobs": len(new), "new_jobs": created})
+        return [SubmitResult(record, was_created) for record, was_created in results]
 
     def handle_job_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
         """Each job message on its own: one that fails is given back (with backoff) and the others go on.

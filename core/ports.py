@@ -40,6 +40,11 @@ class StateStore(Protocol):
         existing job and False."""
         ...
 
+    def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[JobRecord, bool]]:
+        """`create_job` for many jobs in one transaction; a job id that exists (or repeats in `jobs`) gives the
+        existing job and False."""
+        ...
+
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
     def start_stage(self, plan: StagePlan, inline_finish: frozenset[str] = frozenset()) -> bool:

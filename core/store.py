@@ -49,15 +49,27 @@ class Store(Rounds):
 
     # -- jobs and stages ----------------------------------------------------------------------------------------
     def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
-        def work(uow: UnitOfWork) -> tuple[JobRecord, bool]:
-            created = uow.insert_job(job)
-            if created is None:
-                existing = uow.job(job.job_id)
-                assert existing is not None
-                return existing, False
-            uow.event(job.job_id, "submitted", {"parameters": job.parameters})
-            uow.send([stage_message(job.job_id, job.job_type, 1)])
-            return created, True
+        return self.create_jobs([job])[0]
+
+    def create_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[JobRecord, bool]]:
+        """Each job with its `submitted` event and its stage-1 message, all in one unit of work; a job id that
+        exists (or came earlier in `jobs`) gives the existing job and False."""
+
+        def work(uow: UnitOfWork) -> list[tuple[JobRecord, bool]]:
+            results: list[tuple[JobRecord, bool]] = []
+            messages: list[OutgoingMessage] = []
+            for job in jobs:
+                created = uow.insert_job(job)
+                if created is None:
+                    existing = uow.job(job.job_id)
+                    assert existing is not None
+                    results.append((existing, False))
+                    continue
+                uow.event(job.job_id, "submitted", {"parameters": job.parameters})
+                messages.append(stage_message(job.job_id, job.job_type, 1))
+                results.append((created, True))
+            uow.send(messages)
+            return results
 
         return self.backend.transaction(work)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from core import admin
 from core.jobs import JobDefinition, JobRegistry
@@ -32,6 +32,7 @@ from triggers.http_models import (
     Rerun,
     Retried,
     Submitted,
+    SubmittedBatch,
     TaskBody,
     TaskPage,
     status_url,
@@ -77,9 +78,11 @@ def job_router(jobs: JobRegistry, bodies: BodyModels) -> APIRouter:
     router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[FunctionKey])
     for definition in jobs:
         _add_submit(router, definition, bodies)
+        _add_submit_batch(router, definition, bodies)
     names = jobs.names()
 
     @router.post("/submit/{job_type}", include_in_schema=False, status_code=404)
+    @router.post("/submit/{job_type}/batch", include_in_schema=False, status_code=404)
     def submit_unknown(ctx: Context, job_type: str) -> None:
         ctx.jobs.get(job_type)  # raises UnknownJobType → 404 listing the valid ones
         raise ApiError(404, "unknown_job_type", f"job type {job_type!r} is not served by this app")
@@ -189,6 +192,45 @@ _SUBMITTED: dict[str, Any] = {
         for operation in ("job_status", "list_tasks", "job_events", "cancel_job", "retry_job", "rerun_job")
     },
 }
+
+
+MAX_BATCH = 1000
+"""Jobs one batch submit may carry."""
+
+
+def _add_submit_batch(router: APIRouter, definition: JobDefinition, bodies: BodyModels) -> None:
+    job_type = definition.job_type
+    operation_id = f"submit_{job_type}_batch"
+    model = create_model(
+        f"{definition.Parameters.__name__}Batch", __config__=ConfigDict(extra="forbid"),
+        jobs=(list[definition.Parameters], Field(min_length=1, max_length=MAX_BATCH,  # type: ignore[name-defined]
+                                                  description="each job's parameters, as for one submit")),
+    )
+
+    def submit_batch(ctx: Context, body: JsonObject, response: Response) -> SubmittedBatch:
+        body = integral(body)
+        parse_body(model, body, code="invalid_parameters", what=f"parameters for {job_type}")
+        results = ctx.engine.submit_many(job_type, body["jobs"])
+        created = sum(1 for r in results if r.created)
+        response.status_code = 201 if created else 200
+        return SubmittedBatch(
+            jobs=[Submitted(**JobSummary.of(r.job).model_dump(), created=r.created) for r in results],
+            created=created,
+        )
+
+    bodies.add(operation_id, model, required=True)
+    router.add_api_route(
+        f"/submit/{job_type}/batch", submit_batch, methods=["POST"], status_code=201, response_model=SubmittedBatch,
+        operation_id=operation_id, summary=f"Submit up to {MAX_BATCH} {job_type} jobs at once",
+        description=(f"Submit many {job_type} jobs in one transaction: one commit for the whole burst. Every entry "
+                     "is validated first; one invalid entry refuses the call (details name `jobs.<index>.<field>`). "
+                     "Each entry is idempotent as a single submit is; results come in the order given."),
+        responses={200: {"model": SubmittedBatch, "description": "every job was submitted before"},
+                   201: {"description": "at least one job created"},
+                   400: {"description": "a body that breaks the schema (details name each bad field)"},
+                   422: {"description": "an entry that fits the schema but breaks a rule of the job type"},
+                   415: {"description": "the body is not JSON"}},
+    )
 
 
 def _add_submit(router: APIRouter, definition: JobDefinition, bodies: BodyModels) -> None:

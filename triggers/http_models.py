@@ -49,6 +49,11 @@ class Submitted(JobSummary):
     created: bool = Field(description="false when these exact parameters were submitted before")
 
 
+class SubmittedBatch(_Out):
+    jobs: list[Submitted] = Field(description="one per entry, in the order given")
+    created: int = Field(description="how many of them are new jobs")
+
+
 class StageBody(_Out):
     stage: int
     name: str

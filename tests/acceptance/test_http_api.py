@@ -16,6 +16,7 @@ from triggers.runtime import Runtime
 
 ROUTES = {
     "submit_job": ("POST", "/api/jobs/submit/{job_type}"),
+    "submit_batch": ("POST", "/api/jobs/submit/{job_type}/batch"),
     "job_status": ("GET", "/api/jobs/status/{job_id}"),
     "list_jobs": ("GET", "/api/jobs"),
     "list_tasks": ("GET", "/api/jobs/{job_id}/tasks"),
@@ -85,6 +86,33 @@ def test_submit_is_idempotent_and_validates(http: Http, api: ApiContext) -> None
     assert status == 422 and error["error"] == "invalid_parameters"  # fits the schema, breaks the job's own rule
     big = json.dumps({"tag": "x" * (api.settings.http_max_body_bytes + 1)}).encode()
     assert http.call("submit_job", {"job_type": "drill_continue"}, raw=big)[0] == 413
+
+
+def test_a_batch_submit_creates_many_jobs_in_one_call_each_idempotent(http: Http, api: ApiContext) -> None:
+    _, single = http.submit("drill_continue", {"n": 1, "tag": "one"})
+    entries = [{"n": 1, "tag": "one"}, {"n": 2, "tag": "b"}, {"tag": "b", "n": 2}, {"n": 3, "tag": "c"}]
+    status, batch = http.call("submit_batch", {"job_type": "drill_continue"}, body={"jobs": entries})
+    assert status == 201 and batch["created"] == 2
+    assert [j["created"] for j in batch["jobs"]] == [False, True, False, True]
+    ids = [j["job_id"] for j in batch["jobs"]]
+    assert ids[0] == single["job_id"] and ids[1] == ids[2] and len(set(ids)) == 3
+    for job_id in ids[1:]:
+        status, body = http.call("job_status", {"job_id": job_id})
+        assert status == 200 and body["status"] == "queued"
+    jobs = {m.body["job_id"] for m in api.transport.receive("jobs", 10, 1)}
+    assert jobs == set(ids), "every new job got its stage-1 message, the repeats none"
+    status, again = http.call("submit_batch", {"job_type": "drill_continue"}, body={"jobs": entries[1:]})
+    assert status == 200 and again["created"] == 0 and [j["job_id"] for j in again["jobs"]] == ids[1:]
+
+    status, error = http.call("submit_batch", {"job_type": "drill_continue"},
+                              body={"jobs": [{"n": 4, "tag": "d"}, {"n": "many"}]})
+    assert status == 400 and error["error"] == "invalid_parameters"
+    assert [d["field"] for d in error["details"]] == ["jobs.1.n"]
+    assert http.submit("drill_continue", {"n": 4, "tag": "d"})[0] == 201, "the refused batch created nothing"
+    assert http.call("submit_batch", {"job_type": "drill_continue"}, body={"jobs": []})[0] == 400
+    assert http.call("submit_batch", {"job_type": "drill_continue"}, body=[{"n": 1}])[0] == 400
+    status, error = http.call("submit_batch", {"job_type": "no_such_job"}, body={"jobs": [{}]})
+    assert status == 404 and error["error"] == "unknown_job_type"
 
 
 def test_status_events_and_tasks_of_a_finished_job(http: Http, http_runtime: Runtime) -> None:
