@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -60,12 +61,17 @@ def run(worker: Worker, store: InMemoryStore, job_id: str) -> JobStatus:
     return job.status
 
 
+_POOL_THREAD = re.compile(r"coremachine-\d+-")
+"""A PostgreSQL connection pool's own threads (named after the pool, `coremachine-<pid>`), not the engine's."""
+
+
 def worker_threads(settle_seconds: float = 2.0) -> list[threading.Thread]:
     """CoreMachine threads still alive once idle heartbeat and handler threads (of any engine, also earlier
     tests') have had time to end: they stop on their own half a second after their last work."""
     deadline = time.monotonic() + settle_seconds
     while True:
-        alive = [t for t in threading.enumerate() if t.name.startswith("coremachine-")]
+        alive = [t for t in threading.enumerate()
+                 if t.name.startswith("coremachine-") and not _POOL_THREAD.match(t.name)]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.05)
