@@ -1,8 +1,9 @@
 """The heartbeat: one daemon thread that keeps what a worker holds alive while its handlers run.
 
 Each `Beat` is called every `period` seconds while the heartbeat runs: renew the queue locks of messages a
-worker holds (`MessageLocks`), and renew the leases of tasks it runs and notice their job's cancellation
-(`TaskLeases`). Handlers never renew anything themselves. (A finalize renews its own claim on the job row
+worker holds (`MessageLocks`), renew the leases of tasks it runs and notice their job's cancellation
+(`TaskLeases`), and hold handlers run on a task thread itself to their time limits (`core.attempts.Watchdog`).
+Handlers never renew anything themselves. (A finalize renews its own claim on the job row
 while it runs: `core/keepalive.py`.) The thread starts when something is held and stops after a quiet
 spell, so idle engines cost no thread.
 """
