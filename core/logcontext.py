@@ -6,8 +6,6 @@ safe across worker threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -18,11 +16,18 @@ def current() -> dict[str, Any]:
     return dict(_FIELDS.get())
 
 
-@contextmanager
-def bind(**fields: Any) -> Iterator[None]:
-    merged = {**_FIELDS.get(), **{k: v for k, v in fields.items() if v is not None}}
-    token = _FIELDS.set(merged)
-    try:
-        yield
-    finally:
-        _FIELDS.reset(token)
+class bind:  # noqa: N801 - used as a function: `with logcontext.bind(job_id=...):`
+    """Bind these fields (None values left out) while the block runs. A class, not a generator: it is entered
+    for every task attempt."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        merged = {**_FIELDS.get(), **{k: v for k, v in self._fields.items() if v is not None}}
+        self._token = _FIELDS.set(merged)
+
+    def __exit__(self, *exc: object) -> None:
+        _FIELDS.reset(self._token)

@@ -34,7 +34,8 @@ def with_timing(task: ClaimedTask, call: Call) -> JSON:
     except BaseException:
         log.info("task raised", extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)})
         raise
-    log.debug("task finished", extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)})
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("task finished", extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)})
     return result
 
 
