@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from core import attempts
 from core.engine import CoreMachine
 from core.errors import StoreUnavailable
 from core.janitor import Janitor, JanitorConfig
@@ -146,10 +147,14 @@ def test_task_batch_that_raises_is_abandoned_and_the_task_recovered() -> None:
     assert "task_lease_expired" in [e.kind for e in snapshot.events]
 
 
-def test_a_fast_handler_that_hangs_on_the_task_thread_is_timed_out_and_the_thread_replaced() -> None:
+def test_a_fast_handler_that_hangs_on_the_task_thread_is_timed_out_and_the_thread_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Known-fast handlers run on the task thread itself (no hand-off); when one hangs anyway, its attempt is
     still timed out at the stage's limit, the rest of its batch is run and recorded elsewhere, and a fresh
     thread keeps the worker at full concurrency."""
+    monkeypatch.setattr(attempts, "INLINE_SECONDS", 0.1)  # a loaded machine may stretch a no-op call a little
+    monkeypatch.setattr(attempts, "INLINE_SHARE", 0.2)
     transport = InMemoryTransport()
     store = InMemoryStore(transport)
     handlers = ProbeHandlers()
