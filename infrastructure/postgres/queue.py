@@ -24,6 +24,7 @@ from core.ids import replay_message_id
 from core.models import DeadLetter, DeadLetterSelector, OutgoingMessage, ReceivedMessage
 from infrastructure.postgres.listener import Connect, PollingWait, QueueListener
 from infrastructure.postgres.sql_queries import query
+from infrastructure.postgres.transactions import autocommit
 from infrastructure.queue_config import QueueConfig
 
 _log = logging.getLogger(__name__)
@@ -47,17 +48,9 @@ def translated(action: str) -> Iterator[None]:
         raise TransportError(f"{action} failed: {type(exc).__name__}: {exc}", transient=transient) from exc
 
 
-@contextmanager
-def single_statement(pool: ConnectionSource) -> Iterator[psycopg.Connection[Any]]:
-    """A pooled connection in autocommit for work that is ONE statement (atomic on its own): one round trip
-    instead of three (BEGIN, the statement, COMMIT). Claims and settlements are, and they are the hot path."""
-    with pool.connection() as conn:
-        conn.autocommit = True
-        try:
-            yield conn
-        finally:
-            if not conn.closed:
-                conn.autocommit = False
+def single_statement(pool: ConnectionSource) -> AbstractContextManager[psycopg.Connection[Any]]:
+    """A pooled connection in autocommit: claims and settlements are one statement each, and the hot path."""
+    return autocommit(pool.connection)
 
 
 def send_params(messages: Sequence[OutgoingMessage], window_seconds: float) -> dict[str, Any]:

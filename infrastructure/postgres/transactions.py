@@ -29,16 +29,24 @@ def transaction(
 
 
 @contextmanager
+def autocommit(connection: ConnectionFactory) -> Iterator[psycopg.Connection[Any]]:
+    """A pooled connection in autocommit for work that is ONE statement (atomic on its own): one round trip
+    instead of three (BEGIN, the statement, COMMIT). Several statements that must see one snapshot or commit
+    together use `transaction` instead."""
+    with connection() as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+
+
+@contextmanager
 def single_read(connection: ConnectionFactory) -> Iterator[psycopg.Connection[Any]]:
-    """A pooled connection in autocommit for a read that is ONE statement: one round trip instead of three
-    (BEGIN, the query, COMMIT). Several reads that must see one snapshot use `transaction` instead."""
+    """`autocommit` for a read of the store, a driver outage raised as `StoreUnavailable`."""
     try:
-        with connection() as conn:
-            conn.autocommit = True
-            try:
-                yield conn
-            finally:
-                if not conn.closed:
-                    conn.autocommit = False
+        with autocommit(connection) as conn:
+            yield conn
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"state store unavailable: {exc}") from exc
