@@ -160,8 +160,9 @@ class QueueListener:
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        # The new epoch before the connection is published: a mark that sees the connection is a mark of it.
         self._new_epoch()
+        self._conn = conn
         self._reader = threading.Thread(
             target=self._read, args=(conn,), name="coremachine-queue-listener", daemon=True
         )
