@@ -28,7 +28,9 @@ WHERE coalesce((SELECT enabled FROM queue_notify), true)
 -- Lock up to `limit` due messages; those already delivered `max_deliveries` times go to the dead letters
 -- instead. Returns kind 'message' rows (in claim order) and one kind 'dead' row per dead-lettered message. When
 -- nothing was due at all, one kind 'idle' row instead: due_in = seconds until the earliest scheduled or locked
--- message becomes due (NULL: queue empty), so an idle receiver knows how long to sleep in the same round trip.
+-- message becomes due (NULL: none), so an idle receiver knows how long to sleep in the same round trip. A due
+-- message this claim skipped is locked by a transaction still running: another receiver's claim (it takes it), or
+-- a release or abandon (which notifies when it commits); neither is a reason to look again in 20 ms.
 -- The claim commits without waiting for its WAL flush (synchronous_commit off for this one transaction): a claim
 -- lost in a server crash only makes the message available again uncounted, as if the receiver had crashed
 -- before claiming, and anything durable the receiver commits afterwards flushes the claim with it. That saves a
@@ -78,7 +80,7 @@ SELECT * FROM (
     UNION ALL
     SELECT 'idle', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            (SELECT extract(epoch FROM min(w.available_at) - clock_timestamp())::float8
-            FROM queue_messages AS w WHERE w.queue = %(queue)s AND w.state = 'ready')
+            FROM queue_messages AS w WHERE w.queue = %(queue)s AND w.state = 'ready' AND w.available_at > now())
     WHERE NOT EXISTS (SELECT 1 FROM due)
 ) AS result
 WHERE (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
