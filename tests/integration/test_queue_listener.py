@@ -214,3 +214,21 @@ def test_a_lost_listen_connection_is_reopened_and_waiters_look_again(
     outcomes[0]["thread"].join(timeout=15)
     assert [m.message_id for m in outcomes[0]["got"]] == ["after"]
     assert outcomes[0]["elapsed"] < 3.0
+
+
+def test_a_message_another_claim_holds_does_not_make_a_receiver_poll(
+    make_queue: MakeQueue, database: Database
+) -> None:
+    """The loser of a race for a message skips its locked row and sleeps on LISTEN: the winner takes it, and a
+    release would notify."""
+    queue, sender = make_queue(), make_queue()
+    sender.send([message("contested")])
+    claims = CountedClaims(queue)
+    with database.connection() as conn:
+        conn.execute("SELECT id FROM queue_messages WHERE message_id = 'contested' FOR UPDATE")
+        started = time.monotonic()
+        assert queue.receive(QUEUE, 1, 0.6) == []
+        assert time.monotonic() - started >= 0.5
+        assert claims.count == 2, "one look before the wait, one when it ran out"
+    [got] = queue.receive(QUEUE, 1, 0)
+    assert got.message_id == "contested"
