@@ -32,6 +32,8 @@ from psycopg.types.json import Jsonb
 
 from bench.cluster import BenchCluster
 from core.models import StagePlan
+from core.states import LEASED_TASK, WORKING_JOB, claim_sources, values
+from core.store import LEASE_TAKEN_BACK
 from infrastructure.postgres.sql_queries import load_queries
 
 PROFILE_SERVER_OPTIONS = {
@@ -225,7 +227,8 @@ def explain_hot_statements(cluster: BenchCluster, batch: int = 16) -> str:
         runtime.store.start_stage(
             StagePlan(job.job_id, 1, stage.name, specs, stage.max_attempts, stage.timeout_seconds)
         )
-    settings = {"sources": ["queued", "retry_scheduled", "running"]}
+    settings = {"sources": values(claim_sources()), "job_sources": values(WORKING_JOB),
+                "leased": values(LEASED_TASK)}
 
     with psycopg.connect(cluster.url, cursor_factory=ClientCursor) as conn:
         cur = conn.cursor()
@@ -275,7 +278,8 @@ def explain_hot_statements(cluster: BenchCluster, batch: int = 16) -> str:
         out.write(f"(claimed {len(task_ids)} messages for the statements below)\n\n")
         explain("select_job", {"job_id": job.job_id})
         claim = {"task_ids": task_ids, "worker_id": "bench-explain", "sources": settings["sources"],
-                 "lease_seconds": 60.0}
+                 "job_sources": settings["job_sources"], "leased": settings["leased"],
+                 "taken_back": Jsonb(LEASE_TAKEN_BACK), "lease_seconds": 60.0}
         explain("claim_tasks", claim)
         cur.execute(queries["claim_tasks"].as_string(None), claim)
         attempts = {row[0]: row[7] for row in cur.fetchall()}
