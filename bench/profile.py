@@ -287,8 +287,8 @@ def explain_hot_statements(cluster: BenchCluster, batch: int = 16) -> str:
         explain("complete_tasks", {"task_ids": ids, "attempts": [attempts[i] for i in ids],
                                    "results": [Jsonb({}) for _ in ids]})
         explain("decrement_stage", {"job_id": job.job_id, "stage": 1, "done": len(ids), "failed": 0})
-        explain("insert_events", {"job_ids": [job.job_id], "kinds": ["bench"], "stages": [1], "task_ids": [None],
-                                  "details": [Jsonb({})], "if_job_exists": [False]})
+        explain("insert_events", {"events": Jsonb([{"job_id": job.job_id, "kind": "bench", "stage": 1, "task_id": None,
+                                                            "detail": {}, "checked": False}])})
         explain("queue_complete", {
             "ids": [r["id"] for r in claimed],
             "queues": [r["queue"] for r in claimed], "message_ids": [r["message_id"] for r in claimed],

@@ -68,14 +68,11 @@ class PendingWrites:
         duplicate detection and the wake-up notification are those of any sender)."""
         if self._events:
             events, self._events = self._events, []
-            cur.execute(query("insert_events"), {
-                "job_ids": [e.job_id for e in events],
-                "kinds": [e.kind for e in events],
-                "stages": [e.stage for e in events],
-                "task_ids": [e.task_id for e in events],
-                "details": [Jsonb(e.detail) for e in events],
-                "if_job_exists": [e.if_job_exists for e in events],
-            })
+            cur.execute(query("insert_events"), {"events": Jsonb([
+                {"job_id": e.job_id, "kind": e.kind, "stage": e.stage, "task_id": e.task_id, "detail": e.detail,
+                 "checked": e.if_job_exists}
+                for e in events
+            ])})
         if self._messages:
             messages, self._messages = self._messages, []
             cur.execute(query("queue_send"), send_params(messages, self._window))

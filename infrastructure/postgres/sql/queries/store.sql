@@ -96,14 +96,14 @@ WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
 RETURNING retry_round
 
 -- name: insert_events
--- The events of one unit of work, in the order they were recorded (ids follow it); an event marked
--- `if_job_exists` is dropped when its job does not exist.
+-- The events of one unit of work as one JSON array, in the order they were recorded (the function scan keeps it,
+-- so ids follow it); a `checked` event is dropped when its job does not exist. One JSON parameter costs the
+-- client one serialisation and the server one parse, about what a single-row INSERT did, however many events.
 INSERT INTO job_events (job_id, kind, stage, task_id, detail)
-SELECT u.job_id, u.kind, u.stage, u.task_id, u.detail
-FROM unnest(%(job_ids)s::text[], %(kinds)s::text[], %(stages)s::int[], %(task_ids)s::text[], %(details)s::jsonb[],
-            %(if_job_exists)s::bool[]) WITH ORDINALITY AS u(job_id, kind, stage, task_id, detail, if_job_exists, n)
-WHERE NOT u.if_job_exists OR EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = u.job_id)
-ORDER BY u.n
+SELECT e.job_id, e.kind, e.stage, e.task_id, e.detail
+FROM jsonb_to_recordset(%(events)s::jsonb)
+     AS e(job_id text, kind text, stage int, task_id text, detail jsonb, checked boolean)
+WHERE NOT e.checked OR EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = e.job_id)
 
 -- name: lock_stages
 SELECT s.job_id, s.stage FROM stages s
