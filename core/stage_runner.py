@@ -52,13 +52,6 @@ class StageRunner:
         self._worker_id = worker_id
         self._claim_seconds = finalize_claim_seconds
 
-    def run(self, message: ReceivedMessage) -> Settlement:
-        """Handle one job message on its own: plan and create a stage, or finalize."""
-        prepared = self.prepare(message)
-        if isinstance(prepared, PlannedStage):
-            return self.start_planned([prepared])[0]
-        return prepared
-
     def prepare(self, message: ReceivedMessage) -> Settlement | PlannedStage:
         """Everything a job message needs before its stage is written: a stage message comes back planned (its
         tasks built from the parameters and the previous stage's results), to be created with others in

@@ -58,12 +58,17 @@ def _presented(request: Request) -> str:
             or request.cookies.get(KEY_COOKIE) or "")
 
 
-def _signed_in(ctx: ApiContext, request: Request) -> bool:
-    keys = accepted_keys(ctx, request, Auth.FUNCTION)
+def _holds_key(ctx: ApiContext, request: Request, auth: Auth) -> bool:
+    """The request presents a key of this level (or the level needs none)."""
+    keys = accepted_keys(ctx, request, auth)
     if keys is None:
         return True
     presented = _presented(request).encode()
     return any(hmac.compare_digest(presented, key.encode()) for key in keys)
+
+
+def _signed_in(ctx: ApiContext, request: Request) -> bool:
+    return _holds_key(ctx, request, Auth.FUNCTION)
 
 
 def _viewer(ctx: Context, request: Request) -> ApiContext:
@@ -73,11 +78,7 @@ def _viewer(ctx: Context, request: Request) -> ApiContext:
 
 
 def _is_admin(ctx: ApiContext, request: Request) -> bool:
-    keys = accepted_keys(ctx, request, Auth.ADMIN)
-    if keys is None:
-        return True
-    presented = _presented(request).encode()
-    return any(hmac.compare_digest(presented, key.encode()) for key in keys)
+    return _holds_key(ctx, request, Auth.ADMIN)
 
 
 def add_dashboard(app: FastAPI) -> None:
