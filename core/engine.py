@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
@@ -162,9 +163,7 @@ class CoreMachine:
     def _start_together(self, group: list[PlannedStage]) -> list[Settlement]:
         if len(group) > 1:
             try:
-                if not self._traced:
-                    return self._stages.start_planned(group)
-                with bound_traces({p.plan.job_id: p.trace for p in group}):
+                with self._planning_traces(group):
                     return self._stages.start_planned(group)
             except Exception:
                 log.warning("creating %d stages together failed; creating each on its own", len(group),
@@ -172,10 +171,14 @@ class CoreMachine:
         return [self._isolated(p.message, partial(self._start_alone, p), span=False) for p in group]
 
     def _start_alone(self, planned: PlannedStage) -> Settlement:
+        with self._planning_traces([planned]):
+            return self._stages.start_planned([planned])[0]
+
+    def _planning_traces(self, group: Sequence[PlannedStage]) -> AbstractContextManager[None]:
+        """Messages a stage's creation writes carry the trace of its planning span (nothing to bind when off)."""
         if not self._traced:
-            return self._stages.start_planned([planned])[0]
-        with bound_traces({planned.plan.job_id: planned.trace}):
-            return self._stages.start_planned([planned])[0]
+            return nullcontext()
+        return bound_traces({p.plan.job_id: p.trace for p in group})
 
     def _isolated(self, message: ReceivedMessage, handle: Callable[[], T], *, span: bool = True) -> T | Settlement:
         """Run `handle` for one job message (in its span, unless the span was the planning's); any error gives
