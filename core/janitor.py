@@ -25,6 +25,7 @@ class JanitorConfig:
 @dataclass(frozen=True, slots=True)
 class JanitorReport:
     requeued_tasks: int = 0
+    closed_stages: int = 0
     resent_retries: int = 0
     relayed_messages: int = 0
     housekeeping: int = 0
@@ -33,6 +34,7 @@ class JanitorReport:
     def as_dict(self) -> dict[str, object]:
         return {
             "requeued_tasks": self.requeued_tasks,
+            "closed_stages": self.closed_stages,
             "resent_retries": self.resent_retries,
             "relayed_messages": self.relayed_messages,
             "housekeeping": self.housekeeping,
@@ -57,13 +59,16 @@ class Janitor:
 
     def run_once(self) -> JanitorReport:
         requeued = self._store.requeue_expired_leases(self._config.lease_grace_seconds)
+        closed = self._store.close_counted_stages()
         resent = self._store.resend_overdue_retries(self._config.overdue_retry_seconds)
-        relayed = self._relay.flush() if requeued or resent else 0
+        relayed = self._relay.flush() if requeued or closed or resent else 0
         relayed += self._relay.relay_stranded(self._config.stranded_outbox_seconds)
         cleaned = sum(task() for task in self._housekeeping)
         stuck = self._store.stuck_jobs(self._config.stuck_job_seconds)
         if requeued:
             log.warning("took back tasks with expired leases", extra={"count": requeued})
+        if closed:
+            log.warning("closed stages whose tasks were all done but left open", extra={"count": closed})
         if resent:
             log.warning("re-sent retries overdue with no message", extra={"count": resent})
         if relayed:
@@ -74,4 +79,4 @@ class Janitor:
                     "job has not moved past the deadline",
                     extra={"status": job.status.value, "updated_at": job.updated_at.isoformat()},
                 )
-        return JanitorReport(requeued, resent, relayed, cleaned, stuck)
+        return JanitorReport(requeued, closed, resent, relayed, cleaned, stuck)

@@ -24,7 +24,7 @@ from core.messages import finalize_message, stage_message, task_message
 from core.models import JSON, ErrorInfo, FailurePolicy, JobStatus, OutcomeKind, StageStatus, TaskOutcome, TaskStatus
 from core.progress import StageCounters, default_result, task_counts
 from core.states import UNSTARTED_TASK, WORKING_JOB, job_sources, stage_sources, task_sources
-from core.uow import GuardFailed, LockedJob, StageTotals, TaskChange, UnitOfWork
+from core.uow import CountedCompletions, GuardFailed, LockedJob, StageTotals, TaskChange, UnitOfWork
 
 
 @dataclass
@@ -102,7 +102,7 @@ def apply_outcomes(
 
     late = [o for o in ordered if o.task.task_id not in batch.applied]
     if late:
-        _record_late(uow, late)
+        record_late(uow, late)
 
     for (job_id, stage), tally in sorted(batch.tallies.items()):
         remaining = uow.decrement_stage(job_id, stage, tally.done, tally.failed)
@@ -111,6 +111,27 @@ def apply_outcomes(
                 jobs.update(uow.read_jobs([job_id]))
             if job_id in jobs:
                 jobs[job_id] = stage_done(uow, jobs[job_id], stage, inline_finish)
+
+
+def complete_counted(uow: UnitOfWork, completed: Sequence[TaskOutcome]) -> CountedCompletions:
+    """A batch of completions alone, as one statement: the tasks completed (guarded on status and attempt) and
+    their stage counters decremented. Nothing else needs deciding until a counter reaches zero, so the common batch
+    holds a stage's counter row only while it commits. A stage it took to zero is closed next (`close_stage`)."""
+    ordered = sorted(completed, key=lambda o: o.task.task_id)
+    return uow.complete_tasks_counted(
+        [o.task.task_id for o in ordered], [o.task.attempt for o in ordered], [o.result or {} for o in ordered],
+        task_sources(TaskStatus.COMPLETED),
+    )
+
+
+def close_stage(uow: UnitOfWork, job_id: str, stage: int, inline_finish: frozenset[str] = frozenset()) -> None:
+    """The fan-in decision for a stage whose counter reached zero in an earlier statement: complete the stage and
+    advance or finalize the job (`stage_done`). Whoever runs it first - the worker whose completions took the
+    counter to zero, or the janitor if that worker stopped in between - closes the stage; the stage's and the
+    job's guarded updates make every later run change nothing."""
+    jobs = uow.read_jobs([job_id])
+    if job_id in jobs:
+        stage_done(uow, jobs[job_id], stage, inline_finish)
 
 
 def _schedule_retries(uow: UnitOfWork, jobs: dict[str, LockedJob], retries: list[TaskOutcome], batch: _Batch) -> None:
@@ -134,7 +155,7 @@ def _schedule_retries(uow: UnitOfWork, jobs: dict[str, LockedJob], retries: list
     uow.send(messages)
 
 
-def _record_late(uow: UnitOfWork, late: list[TaskOutcome]) -> None:
+def record_late(uow: UnitOfWork, late: Sequence[TaskOutcome]) -> None:
     """Outcomes of attempts that are no longer current change nothing; the timeline says they came."""
     current = {state.task_id: state for state in uow.task_states([o.task.task_id for o in late])}
     for o in late:

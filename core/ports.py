@@ -160,6 +160,10 @@ class StateStore(Protocol):
         """Running tasks whose lease ended more than `grace_seconds` ago go back to queued with a new message."""
         ...
 
+    def close_counted_stages(self, limit: int = 100) -> int:
+        """Close stages whose tasks are all done but which were left open (see `Store.record_outcomes`)."""
+        ...
+
     def stuck_jobs(self, older_than_seconds: float, limit: int = 100) -> list[JobRecord]:
         """Non-terminal jobs not updated for longer than the deadline."""
         ...

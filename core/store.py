@@ -6,7 +6,8 @@ through the adapter's guarded statements, together with the messages the change 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -21,16 +22,27 @@ from core.models import (
     JobSnapshot,
     JobStatus,
     NewJob,
+    OutcomeKind,
     OutgoingMessage,
     StagePlan,
+    StageStatus,
     TaskOutcome,
     TaskResultRow,
     TaskStatus,
 )
-from core.outcomes import apply_outcomes, stage_done, to_finalizing
+from core.outcomes import apply_outcomes, close_stage, complete_counted, record_late, stage_done, to_finalizing
 from core.retry import RetryPolicy
 from core.rounds import Rounds
-from core.states import LIVE_JOB, OPEN_JOB, WAITING_TASK, WORKING_JOB, claim_sources, job_sources, task_sources
+from core.states import (
+    LIVE_JOB,
+    OPEN_JOB,
+    WAITING_TASK,
+    WORKING_JOB,
+    claim_sources,
+    job_sources,
+    stage_sources,
+    task_sources,
+)
 from core.uow import GuardFailed, Resend, StoreBackend, UnitOfWork, guarded
 
 LEASE_TAKEN_BACK: JSON = {
@@ -39,6 +51,8 @@ LEASE_TAKEN_BACK: JSON = {
     "message": "the worker holding this task stopped before finishing; taken back",
 }
 """The error kept for an attempt whose lease expired; the adapter adds the attempt, its holder and the time."""
+
+log = logging.getLogger("coremachine.store")
 
 
 class Store(Rounds):
@@ -143,7 +157,7 @@ class Store(Rounds):
         if not task_ids:
             return []
         ids = sorted(set(task_ids))
-        return self.backend.transaction(
+        return self.backend.statement(
             lambda uow: uow.claim_tasks(ids, worker_id, claim_sources(), WORKING_JOB, LEASE_TAKEN_BACK, lease_seconds)
         )
 
@@ -153,7 +167,7 @@ class Store(Rounds):
         if not claims:
             return []
         ordered = sorted(claims, key=lambda c: c.task_id)
-        return self.backend.transaction(lambda uow: uow.release_claims(
+        return self.backend.statement(lambda uow: uow.release_claims(
             [c.task_id for c in ordered], [c.attempt for c in ordered], task_sources(TaskStatus.QUEUED)
         ))
 
@@ -189,9 +203,42 @@ class Store(Rounds):
 
     def record_outcomes(self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()) -> None:
         """Apply task outcomes in one transaction (see `core.outcomes.apply_outcomes`); a completed round of a job
-        type in `inline_finish` (it keeps the default finalize) ends in it."""
-        if outcomes:
+        type in `inline_finish` (it keeps the default finalize) ends in it.
+
+        A batch of completions alone is recorded by one statement (`complete_counted`), and each stage it took to
+        zero is closed next, in a transaction of its own. Once that statement has run the outcomes are stored, so
+        nothing after it fails the batch: a stage left at zero (a worker stopped, the database went away) is
+        closed by the janitor (`close_counted_stages`)."""
+        if not outcomes:
+            return
+        if any(o.kind is not OutcomeKind.COMPLETED for o in outcomes):
             self.backend.transaction(lambda uow: apply_outcomes(uow, outcomes, inline_finish))
+            return
+        counted = self.backend.statement(lambda uow: complete_counted(uow, outcomes))
+        applied = {change.task_id for change in counted.changes}
+        late = [o for o in outcomes if o.task.task_id not in applied]
+        after: list[tuple[str, Callable[[UnitOfWork], None]]] = []
+        if late:
+            after.append(("recording late outcomes", lambda uow: record_late(uow, late)))
+        for (job_id, stage), remaining in sorted(counted.remaining.items()):
+            if remaining == 0:
+                after.append((f"closing stage {stage} of job {job_id}",
+                              partial(_close, job_id=job_id, stage=stage, inline_finish=inline_finish)))
+        for doing, work in after:
+            try:
+                self.backend.transaction(work)
+            except Exception as exc:
+                log.warning("%s failed after the outcomes were stored; the janitor closes the stage", doing,
+                            extra={"error_type": type(exc).__name__, "error": str(exc)[:500]})
+
+    def close_counted_stages(self, limit: int = 100) -> int:
+        """Close stages whose counter reached zero but which are still open (the worker that took them to zero
+        stopped before closing them); the number closed."""
+        keys = self.backend.statement(
+            lambda uow: uow.counted_stages(OPEN_JOB, stage_sources(StageStatus.COMPLETED), limit))
+        for job_id, stage in keys:
+            self.backend.transaction(partial(_close, job_id=job_id, stage=stage))
+        return len(keys)
 
     def renew_task_leases(
         self, claims: Sequence[ClaimedTask], lease_seconds: float | None = None
@@ -261,6 +308,10 @@ class Store(Rounds):
     def stuck_jobs(self, older_than_seconds: float, limit: int = 100) -> list[JobRecord]:
         """Non-terminal jobs not updated for longer than the deadline."""
         return self.backend.stuck_jobs(older_than_seconds, limit, OPEN_JOB)
+
+
+def _close(uow: UnitOfWork, job_id: str, stage: int, inline_finish: frozenset[str] = frozenset()) -> None:
+    close_stage(uow, job_id, stage, inline_finish)
 
 
 def _start_one(uow: UnitOfWork, plan: StagePlan, inline_finish: frozenset[str]) -> bool:

@@ -115,6 +115,15 @@ class StageTotals:
     failed: int
 
 
+@dataclass(frozen=True, slots=True)
+class CountedCompletions:
+    """What `complete_tasks_counted` changed: the tasks it completed, and each touched stage's fan-in counter after
+    the decrement (a stage whose counter is now 0 has every task done and is still open: see `close_stage`)."""
+
+    changes: list[TaskChange]
+    remaining: dict[tuple[str, int], int]
+
+
 class UnitOfWork(Protocol):
     """One transaction. Every write is guarded and returns what it changed."""
 
@@ -203,6 +212,12 @@ class UnitOfWork(Protocol):
 
     def complete_stage(self, job_id: str, stage: int, sources: frozenset[StageStatus]) -> StageTally | None: ...
 
+    def counted_stages(
+        self, job_sources: frozenset[JobStatus], sources: frozenset[StageStatus], limit: int
+    ) -> list[tuple[str, int]]:
+        """Stages in `sources` whose counter is zero, of jobs in `job_sources`: (job id, stage), oldest job first."""
+        ...
+
     def stage_totals(self, job_id: str) -> list[StageTotals]:
         """The counters of the job's stage rows, in stage order."""
         ...
@@ -261,6 +276,14 @@ class UnitOfWork(Protocol):
         self, task_ids: Sequence[str], attempts: Sequence[int], results: Sequence[JSON], sources: frozenset[TaskStatus]
     ) -> list[TaskChange]:
         """Task in `sources` at this attempt → completed with its result."""
+        ...
+
+    def complete_tasks_counted(
+        self, task_ids: Sequence[str], attempts: Sequence[int], results: Sequence[JSON], sources: frozenset[TaskStatus]
+    ) -> CountedCompletions:
+        """`complete_tasks`, then each touched stage's counter decremented by its completions, as ONE statement (a
+        unit of work run by `StoreBackend.statement`): the tasks locked first, then the stage rows in (job, stage)
+        order."""
         ...
 
     def end_tasks(
@@ -338,6 +361,12 @@ class StoreBackend(Protocol):
     def transaction(self, work: Callable[[UnitOfWork], R]) -> R:
         """Run `work` in one transaction and commit; run it again from the start if the database asks
         (deadlock, serialization failure), so `work` must only talk to the unit of work."""
+        ...
+
+    def statement(self, work: Callable[[UnitOfWork], R]) -> R:
+        """Run `work`, which makes exactly ONE call of the unit of work (one statement, atomic on its own), with
+        no transaction around it: no BEGIN and COMMIT round trips, and the rows it locks are held only while it
+        commits. Retried like `transaction`."""
         ...
 
     def get_job(self, job_id: str) -> JobRecord | None: ...

@@ -9,6 +9,7 @@ For the in-memory pair the outbox is the queue, hence `NullRelay`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -26,7 +27,7 @@ from core.models import (
 )
 from core.ports import Transport
 from core.store import Store
-from core.uow import LockedJob, StageTally, StageTotals, UnitOfWork
+from core.uow import CountedCompletions, LockedJob, StageTally, StageTotals, UnitOfWork
 from infrastructure.memory.tables import JobControl, StageRow, Transaction, fresh, stored
 from infrastructure.memory.task_statements import MemoryTaskStatements
 from infrastructure.memory.views import Clock, MemoryViews, public_job
@@ -206,12 +207,29 @@ class MemoryUnitOfWork(MemoryTaskStatements):
         self._tx.put_stage(row)
         return row.remaining
 
+    def complete_tasks_counted(
+        self, task_ids: Sequence[str], attempts: Sequence[int], results: Sequence[JSON], sources: frozenset[TaskStatus]
+    ) -> CountedCompletions:
+        changes = self.complete_tasks(task_ids, attempts, results, sources)
+        done = Counter((c.job_id, c.stage) for c in changes)
+        remaining = {key: self.decrement_stage(key[0], key[1], n, 0) for key, n in sorted(done.items())}
+        return CountedCompletions(changes, {key: left for key, left in remaining.items() if left is not None})
+
     def complete_stage(self, job_id: str, stage: int, sources: frozenset[StageStatus]) -> StageTally | None:
         row = self._tx.stage(job_id, stage)
         if row is None or row.status not in sources:
             return None
         self._tx.put_stage(replace(row, status=StageStatus.COMPLETED, completed_at=self._tx.now))
         return StageTally(row.task_count, row.failed)
+
+    def counted_stages(
+        self, job_sources: frozenset[JobStatus], sources: frozenset[StageStatus], limit: int
+    ) -> list[tuple[str, int]]:
+        jobs = sorted((job for job in self._tx.jobs() if job.status in job_sources),
+                      key=lambda job: (job.updated_at, job.job_id))
+        keys = [(job.job_id, row.stage) for job in jobs for row in sorted(self._tx.stages_of(job),
+                key=lambda row: row.stage) if row.status in sources and row.remaining == 0]
+        return keys[:limit]
 
     def stage_totals(self, job_id: str) -> list[StageTotals]:
         job = self._tx.job(job_id)
@@ -277,6 +295,10 @@ class MemoryBackend(MemoryViews):
     def transaction(self, work: Callable[[UnitOfWork], R]) -> R:
         with self._tx() as tx:
             return work(MemoryUnitOfWork(tx))
+
+    def statement(self, work: Callable[[UnitOfWork], R]) -> R:
+        """Under the one lock a statement is a transaction like any other."""
+        return self.transaction(work)
 
 
 class InMemoryStore(Store):

@@ -130,6 +130,10 @@ class Transaction:
     def job(self, job_id: str) -> JobRecord | None:
         return self._jobs.get(job_id) or self._tables.jobs.get(job_id)
 
+    def jobs(self) -> list[JobRecord]:
+        """Every job, as this transaction sees it."""
+        return list({**self._tables.jobs, **self._jobs}.values())
+
     def put_job(self, job: JobRecord) -> None:
         self._jobs[job.job_id] = job
 

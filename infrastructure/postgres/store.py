@@ -28,7 +28,17 @@ from core.models import (
 )
 from core.states import LEASED_TASK, values
 from core.store import Store
-from core.uow import LockedJob, Resend, StageTally, StageTotals, TakenBack, TaskChange, TaskState, UnitOfWork
+from core.uow import (
+    CountedCompletions,
+    LockedJob,
+    Resend,
+    StageTally,
+    StageTotals,
+    TakenBack,
+    TaskChange,
+    TaskState,
+    UnitOfWork,
+)
 from infrastructure.postgres.outbox import PendingWrites, insert_tasks
 from infrastructure.postgres.rows import (
     claimed_from_row,
@@ -39,7 +49,7 @@ from infrastructure.postgres.rows import (
     task_change_from_row,
 )
 from infrastructure.postgres.sql_queries import query
-from infrastructure.postgres.transactions import ConnectionFactory, transaction
+from infrastructure.postgres.transactions import ConnectionFactory, statement, transaction
 from infrastructure.postgres.views import StoreViews
 
 R = TypeVar("R")
@@ -53,19 +63,38 @@ class PostgresUnitOfWork(UnitOfWork):
     events and messages, which wait for `flush` (called right before the commit) and go out one statement per kind.
     """
 
-    def __init__(self, cur: psycopg.Cursor[Any], window_seconds: float) -> None:
+    def __init__(self, cur: psycopg.Cursor[Any], window_seconds: float, statements: int | None = None) -> None:
         self._cur = cur
         self._pending = PendingWrites(window_seconds)
+        self._left = statements
 
     def flush(self) -> None:
         """Write the pending events and messages (nothing in a unit of work reads them back before its commit)."""
         self._pending.flush(self._cur)
 
+    def _statement(self, name: str) -> psycopg.Cursor[Any]:
+        """The cursor for the next statement. A single-statement unit runs in autocommit, where a second statement
+        would not be atomic with the first: it is refused."""
+        if self._left is not None:
+            if self._left == 0:
+                raise RuntimeError(f"{name}: a single-statement unit of work ran a second statement")
+            self._left -= 1
+        return self._cur
+
+    def _buffered(self, name: str) -> psycopg.Cursor[Any]:
+        """Events and messages are written by statements of their own: not in a single-statement unit."""
+        if self._left is not None:
+            raise RuntimeError(f"{name}: a single-statement unit of work cannot write events or messages")
+        return self._cur
+
+    def _execute(self, name: str, params: dict[str, Any]) -> psycopg.Cursor[Any]:
+        return self._statement(name).execute(query(name), params)
+
     def _one(self, name: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        return self._cur.execute(query(name), params).fetchone()
+        return self._execute(name, params).fetchone()
 
     def _all(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        return self._cur.execute(query(name), params).fetchall()
+        return self._execute(name, params).fetchall()
 
     def _changes(self, name: str, params: dict[str, Any]) -> list[TaskChange]:
         return [task_change_from_row(r) for r in self._all(name, params)]
@@ -168,11 +197,19 @@ class PostgresUnitOfWork(UnitOfWork):
         row = self._one("complete_stage", {"job_id": job_id, "stage": stage, "sources": values(sources)})
         return None if row is None else StageTally(row[0], row[1])
 
+    def counted_stages(
+        self, job_sources: frozenset[JobStatus], sources: frozenset[StageStatus], limit: int
+    ) -> list[tuple[str, int]]:
+        rows = self._all("counted_stages", {
+            "job_sources": values(job_sources), "stage_sources": values(sources), "limit": limit,
+        })
+        return [(job_id, stage) for job_id, stage in rows]
+
     def stage_totals(self, job_id: str) -> list[StageTotals]:
         return [StageTotals(*row) for row in self._all("stage_totals", {"job_id": job_id})]
 
     def cancel_stages(self, job_id: str, sources: frozenset[StageStatus]) -> int:
-        return self._cur.execute(query("cancel_stages"), {"job_id": job_id, "sources": values(sources)}).rowcount
+        return self._execute("cancel_stages", {"job_id": job_id, "sources": values(sources)}).rowcount
 
     def reopen_stage(
         self, job_id: str, stage: int, sources: frozenset[StageStatus], pending: frozenset[TaskStatus]
@@ -184,13 +221,13 @@ class PostgresUnitOfWork(UnitOfWork):
     def archive_round(self, job_id: str, round_number: int) -> None:
         params = {"job_id": job_id, "round": round_number}
         for name in ("archive_round_job", "archive_round_tasks", "delete_round_tasks", "delete_round_stages"):
-            self._cur.execute(query(name), params)
+            self._execute(name, params)
 
     # -- tasks --------------------------------------------------------------------------------------------------
     def insert_tasks(
         self, job_id: str, stage: int, tasks: Sequence[TaskSpec], max_attempts: int, timeout_seconds: float
     ) -> None:
-        insert_tasks(self._cur, job_id, stage, tasks, max_attempts, timeout_seconds)
+        insert_tasks(self._statement("insert_tasks"), job_id, stage, tasks, max_attempts, timeout_seconds)
 
     def claim_tasks(
         self, task_ids: Sequence[str], worker_id: str, sources: frozenset[TaskStatus],
@@ -238,6 +275,15 @@ class PostgresUnitOfWork(UnitOfWork):
             "sources": values(sources),
         })
 
+    def complete_tasks_counted(
+        self, task_ids: Sequence[str], attempts: Sequence[int], results: Sequence[JSON], sources: frozenset[TaskStatus]
+    ) -> CountedCompletions:
+        rows = self._all("complete_tasks_counted", {
+            "task_ids": list(task_ids), "attempts": list(attempts), "results": [jsonb(r) for r in results],
+            "sources": values(sources),
+        })
+        return CountedCompletions([task_change_from_row(r[:5]) for r in rows], {(r[1], r[2]): int(r[5]) for r in rows})
+
     def end_tasks(
         self, status: TaskStatus, task_ids: Sequence[str], attempts: Sequence[int], errors: Sequence[JSON],
         sources: frozenset[TaskStatus],
@@ -261,7 +307,7 @@ class PostgresUnitOfWork(UnitOfWork):
         return [TaskState(task_id, TaskStatus(status), attempt) for task_id, status, attempt in rows]
 
     def cancel_tasks(self, job_id: str, sources: frozenset[TaskStatus]) -> int:
-        return self._cur.execute(query("cancel_tasks"), {"job_id": job_id, "sources": values(sources)}).rowcount
+        return self._execute("cancel_tasks", {"job_id": job_id, "sources": values(sources)}).rowcount
 
     def requeue_tasks(
         self, job_id: str, stage: int, sources: frozenset[TaskStatus], more_attempts: int
@@ -296,18 +342,20 @@ class PostgresUnitOfWork(UnitOfWork):
     def event(
         self, job_id: str, kind: str, detail: JSON, stage: int | None = None, task_id: str | None = None
     ) -> None:
+        self._buffered("event")
         self._pending.event(job_id, kind, detail, stage, task_id, if_job_exists=False)
 
     def event_if_job_exists(
         self, job_id: str, kind: str, detail: JSON, stage: int | None = None, task_id: str | None = None
     ) -> None:
+        self._buffered("event")
         self._pending.event(job_id, kind, detail, stage, task_id, if_job_exists=True)
 
     def send(self, messages: Sequence[OutgoingMessage], *, fresh: bool = False) -> None:
         """The queue's own send at `flush` (duplicate detection as for any sender); a large new stage's messages
         are copied at once."""
         if messages:
-            self._pending.send(self._cur, messages, fresh=fresh)
+            self._pending.send(self._buffered("send"), messages, fresh=fresh)
 
 
 class PostgresBackend(StoreViews):
@@ -322,20 +370,31 @@ class PostgresBackend(StoreViews):
         return transaction(self._connection, passthrough=_RETRYABLE)
 
     def transaction(self, work: Callable[[UnitOfWork], R]) -> R:
-        @retry(
-            retry=retry_if_exception_type(_RETRYABLE),
-            stop=stop_after_attempt(5),
-            wait=wait_random_exponential(multiplier=0.02, max=0.5),
-            reraise=True,
-        )
-        def attempt() -> R:
-            with self._tx() as cur:
-                uow = PostgresUnitOfWork(cur, self._window)
-                result = work(uow)
-                uow.flush()
-                return result
+        return _retried(lambda: self._run(self._tx(), work, statements=None))
 
-        return attempt()
+    def statement(self, work: Callable[[UnitOfWork], R]) -> R:
+        return _retried(lambda: self._run(statement(self._connection, _RETRYABLE), work, statements=1))
+
+    def _run(
+        self, cursor: AbstractContextManager[psycopg.Cursor[Any]], work: Callable[[UnitOfWork], R],
+        statements: int | None,
+    ) -> R:
+        with cursor as cur:
+            uow = PostgresUnitOfWork(cur, self._window, statements)
+            result = work(uow)
+            uow.flush()
+            return result
+
+
+@retry(
+    retry=retry_if_exception_type(_RETRYABLE),
+    stop=stop_after_attempt(5),
+    wait=wait_random_exponential(multiplier=0.02, max=0.5),
+    reraise=True,
+)
+def _retried(attempt: Callable[[], R]) -> R:
+    """A unit of work again from the start when the database asks (deadlock, serialization failure)."""
+    return attempt()
 
 
 class PostgresStore(Store):

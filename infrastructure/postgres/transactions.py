@@ -29,6 +29,21 @@ def transaction(
 
 
 @contextmanager
+def statement(
+    connection: ConnectionFactory, passthrough: tuple[type[psycopg.OperationalError], ...] = ()
+) -> Iterator[psycopg.Cursor[Any]]:
+    """A cursor for ONE statement in autocommit (atomic on its own, one round trip, no BEGIN or COMMIT); errors as
+    in `transaction`."""
+    try:
+        with autocommit(connection) as conn, conn.cursor() as cur:
+            yield cur
+    except psycopg.OperationalError as exc:
+        if isinstance(exc, passthrough):
+            raise
+        raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+
+
+@contextmanager
 def autocommit(connection: ConnectionFactory) -> Iterator[psycopg.Connection[Any]]:
     """A pooled connection in autocommit for work that is ONE statement (atomic on its own): one round trip
     instead of three (BEGIN, the statement, COMMIT). Several statements that must see one snapshot or commit

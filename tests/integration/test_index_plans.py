@@ -37,7 +37,7 @@ def _params(job_id: str) -> dict[str, Any]:
         "job_id": job_id, "job_ids": [job_id], "limit": 50, "grace": 5.0, "older": 3600.0,
         "status": "completed", "before": now - timedelta(days=7), "older_than_seconds": 600.0,
         "leased": ["running"], "job_sources": ["processing"], "taken_back": "{}", "sources": ["retry_scheduled"],
-        "overdue": 60.0,
+        "overdue": 60.0, "stage_sources": ["processing"],
         "statuses": ["queued", "processing", "finalizing"],
     }
 
@@ -46,7 +46,7 @@ STATUS_PATH = ("select_job", "stage_progress", "snapshot_events", "oldest_runnin
                "recent_error_tasks")
 # `prune_count` is left out: only `coremachine prune --dry-run` runs it, by hand, and counting what may be a large
 # share of the jobs is a sequential scan's job.
-JANITOR = ("take_back_expired", "count_overdue_resends", "stuck_jobs", "prune_candidates", "prune_guard",
+JANITOR = ("take_back_expired", "counted_stages", "count_overdue_resends", "stuck_jobs", "prune_candidates", "prune_guard",
            "prune_tasks", "prune_task_history", "prune_events", "prune_settled_messages", "prune_dead_letters",
            "prune_jobs", "queue_purge_settled")
 

@@ -164,3 +164,30 @@ def test_engine_made_keys_compare_byte_by_byte(database: Database) -> None:
             " ORDER BY 1, 2"
         ).fetchall()
     assert rows == [("queue_messages", "message_id", "C"), ("queue_messages", "queue", "C"), ("tasks", "task_id", "C")]
+
+
+def test_a_single_statement_unit_runs_one_statement_in_autocommit(database: Database) -> None:
+    statements: list[str] = []
+    backend = PostgresBackend(lambda: counting(database, statements))
+    job, other = new_job("single"), new_job("second")
+
+    assert backend.statement(lambda uow: uow.insert_job(job)) is not None
+    assert len(statements) == 1
+
+    def two(uow: UnitOfWork) -> None:
+        uow.insert_job(other)
+        uow.read_jobs([other.job_id])
+
+    with pytest.raises(RuntimeError, match="second statement"):
+        backend.statement(two)
+    with pytest.raises(RuntimeError, match="events or messages"):
+        backend.statement(lambda uow: uow.event(job.job_id, "never", {}))
+    with pytest.raises(RuntimeError, match="events or messages"):
+        backend.statement(lambda uow: uow.send([message("never", 1)]))
+    with database.connection() as conn:
+        jobs = conn.execute("SELECT job_id FROM jobs ORDER BY created_at").fetchall()
+        counts = conn.execute("SELECT (SELECT count(*) FROM job_events), (SELECT count(*) FROM queue_messages)"
+                              ).fetchone()
+    # No transaction around the statement: the one that ran stays, whatever the unit did next.
+    assert jobs == [(job.job_id,), (other.job_id,)]
+    assert counts == (0, 0)

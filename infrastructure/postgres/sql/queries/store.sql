@@ -127,6 +127,15 @@ UPDATE stages SET status = 'completed', completed_at = now()
 WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = ANY(%(sources)s::stage_status[])
 RETURNING task_count, failed
 
+-- name: counted_stages
+-- The open statuses spelled out too, so the generic plan uses jobs_status_updated_idx (see take_back_expired).
+SELECT s.job_id, s.stage
+FROM jobs j JOIN stages s ON s.job_id = j.job_id
+WHERE j.status IN ('queued', 'processing', 'finalizing') AND j.status = ANY(%(job_sources)s::job_status[])
+  AND s.status = ANY(%(stage_sources)s::stage_status[]) AND s.remaining = 0
+ORDER BY j.updated_at, s.job_id, s.stage
+LIMIT %(limit)s
+
 -- name: stage_totals
 SELECT stage, task_count, remaining, failed FROM stages WHERE job_id = %(job_id)s ORDER BY stage
 
@@ -200,6 +209,29 @@ FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(results)s::jsonb[]) AS 
 WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.status = ANY(%(sources)s::task_status[])
   AND t.attempt = u.attempt
 RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt
+
+-- name: complete_tasks_counted
+-- complete_tasks, then decrement_stage for each stage it touched, in one statement (run alone, in autocommit):
+-- task rows locked first, then stage rows in (job, stage) order (the locked CTE), as everywhere.
+WITH done AS (
+    UPDATE tasks t
+    SET status = 'completed', result = u.result, lease_until = NULL, finished_at = now(), updated_at = now()
+    FROM unnest(%(task_ids)s::text[], %(attempts)s::int[], %(results)s::jsonb[]) AS u(task_id, attempt, result)
+    WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id
+      AND t.status = ANY(%(sources)s::task_status[]) AND t.attempt = u.attempt
+    RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt
+), tally AS (
+    SELECT job_id, stage, count(*)::int AS done FROM done GROUP BY job_id, stage
+), locked AS (
+    SELECT s.job_id, s.stage, tally.done FROM stages s JOIN tally USING (job_id, stage)
+    ORDER BY s.job_id, s.stage FOR UPDATE OF s
+), counted AS (
+    UPDATE stages s SET remaining = s.remaining - locked.done FROM locked
+    WHERE s.job_id = locked.job_id AND s.stage = locked.stage
+    RETURNING s.job_id, s.stage, s.remaining
+)
+SELECT d.task_id, d.job_id, d.stage, d.task_type, d.attempt, c.remaining
+FROM done d JOIN counted c USING (job_id, stage)
 
 -- name: end_tasks
 UPDATE tasks t

@@ -1,0 +1,67 @@
+"""Store contract, fan-in: a batch of completions is one statement, and the stage it takes to zero is closed after
+it - by the worker, or by the janitor if the worker stopped in between - exactly once, on every store adapter."""
+
+from __future__ import annotations
+
+import threading
+
+from core.models import JobStatus, StageStatus
+from core.outcomes import close_stage, complete_counted
+from tests.contract.store_harness import Harness, done
+
+
+def test_a_completion_batch_reports_each_stage_counter(h: Harness) -> None:
+    job, claimed = h.started(n=3)
+    counted = h.store.backend.statement(lambda uow: complete_counted(uow, [done(t) for t in claimed[:2]]))
+    assert sorted(c.task_id for c in counted.changes) == sorted(t.task_id for t in claimed[:2])
+    assert counted.remaining == {(job.job_id, 1): 1}
+    again = h.store.backend.statement(lambda uow: complete_counted(uow, [done(claimed[0])]))
+    assert (again.changes, again.remaining) == ([], {})  # guarded: counted once
+
+
+def test_a_stage_left_at_zero_is_closed_by_the_janitor_once(h: Harness) -> None:
+    job, claimed = h.started(n=2)
+    # The worker's statement ran, then the worker stopped before closing the stage.
+    h.store.backend.statement(lambda uow: complete_counted(uow, [done(t) for t in claimed]))
+    record = h.store.get_job(job.job_id)
+    assert record is not None and record.current_stage == 1
+    snapshot = h.store.snapshot(job.job_id)
+    assert snapshot is not None and (snapshot.stages[0].status, snapshot.stages[0].remaining) == (
+        StageStatus.PROCESSING, 0)
+
+    assert h.store.close_counted_stages() == 1
+    assert h.ids()[-1] == f"j:{job.job_id}:s2"
+    record = h.store.get_job(job.job_id)
+    assert record is not None and (record.current_stage, record.status) == (2, JobStatus.PROCESSING)
+    assert h.store.close_counted_stages() == 0
+    assert h.kinds(job.job_id).count("stage_completed") == 1
+
+
+def test_closing_a_stage_twice_advances_the_job_once(h: Harness) -> None:
+    job, claimed = h.started(n=2, stages=1)
+    h.store.backend.statement(lambda uow: complete_counted(uow, [done(t) for t in claimed]))
+    barrier = threading.Barrier(2)
+
+    def close() -> None:  # the worker and the janitor at the same moment
+        barrier.wait()
+        h.store.backend.transaction(lambda uow: close_stage(uow, job.job_id, 1))
+
+    threads = [threading.Thread(target=close) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert h.ids().count(f"j:{job.job_id}:final") == 1
+    assert h.kinds(job.job_id).count("stage_completed") == 1
+    assert h.kinds(job.job_id).count("finalizing") == 1
+    record = h.store.get_job(job.job_id)
+    assert record is not None and record.status is JobStatus.FINALIZING
+
+
+def test_the_worker_closes_the_stage_its_completions_took_to_zero(h: Harness) -> None:
+    job, claimed = h.started(n=2, stages=1)
+    h.store.record_outcomes([done(t) for t in claimed])
+    assert h.store.close_counted_stages() == 0
+    assert h.kinds(job.job_id).count("stage_completed") == 1
+    record = h.store.get_job(job.job_id)
+    assert record is not None and record.status is JobStatus.FINALIZING
