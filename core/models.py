@@ -219,6 +219,7 @@ class ClaimedTask:
     timeout_seconds: float
     failure_policy: FailurePolicy
     round: int = 0
+    stage_tasks: int = 0  # how many tasks the stage has (0: not known), which says how its outcomes are recorded
 
 
 @dataclass(frozen=True, slots=True)

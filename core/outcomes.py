@@ -113,6 +113,17 @@ def apply_outcomes(
                 jobs[job_id] = stage_done(uow, jobs[job_id], stage, inline_finish)
 
 
+WIDE_STAGE_TASKS = 64
+"""From this many tasks a stage is wide: its completions, batched by many threads at once, contend on its counter
+row, so a batch of them is recorded by one statement (`complete_counted`) and the stage closed after it. A narrower
+stage's few batches record and close in one transaction, one commit fewer."""
+
+
+def counted_alone(outcomes: Sequence[TaskOutcome]) -> bool:
+    """Whether a batch goes to `complete_counted`: completions alone, of wide stages."""
+    return all(o.kind is OutcomeKind.COMPLETED and o.task.stage_tasks >= WIDE_STAGE_TASKS for o in outcomes)
+
+
 def complete_counted(uow: UnitOfWork, completed: Sequence[TaskOutcome]) -> CountedCompletions:
     """A batch of completions alone, as one statement: the tasks completed (guarded on status and attempt) and
     their stage counters decremented. Nothing else needs deciding until a counter reaches zero, so the common batch

@@ -22,7 +22,6 @@ from core.models import (
     JobSnapshot,
     JobStatus,
     NewJob,
-    OutcomeKind,
     OutgoingMessage,
     StagePlan,
     StageStatus,
@@ -30,7 +29,15 @@ from core.models import (
     TaskResultRow,
     TaskStatus,
 )
-from core.outcomes import apply_outcomes, close_stage, complete_counted, record_late, stage_done, to_finalizing
+from core.outcomes import (
+    apply_outcomes,
+    close_stage,
+    complete_counted,
+    counted_alone,
+    record_late,
+    stage_done,
+    to_finalizing,
+)
 from core.retry import RetryPolicy
 from core.rounds import Rounds
 from core.states import (
@@ -205,13 +212,13 @@ class Store(Rounds):
         """Apply task outcomes in one transaction (see `core.outcomes.apply_outcomes`); a completed round of a job
         type in `inline_finish` (it keeps the default finalize) ends in it.
 
-        A batch of completions alone is recorded by one statement (`complete_counted`), and each stage it took to
-        zero is closed next, in a transaction of its own. Once that statement has run the outcomes are stored, so
-        nothing after it fails the batch: a stage left at zero (a worker stopped, the database went away) is
+        A batch of completions alone of wide stages is recorded by one statement (`complete_counted`), and each
+        stage it took to zero is closed next, in a transaction of its own. Once that statement has run the
+        outcomes are stored, so nothing after it fails the batch: a stage left at zero (a worker stopped, the database went away) is
         closed by the janitor (`close_counted_stages`)."""
         if not outcomes:
             return
-        if any(o.kind is not OutcomeKind.COMPLETED for o in outcomes):
+        if not counted_alone(outcomes):
             self.backend.transaction(lambda uow: apply_outcomes(uow, outcomes, inline_finish))
             return
         counted = self.backend.statement(lambda uow: complete_counted(uow, outcomes))

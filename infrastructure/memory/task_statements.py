@@ -63,7 +63,7 @@ class MemoryTaskStatements(UnitOfWork):
             claimed.append(ClaimedTask(
                 task.task_id, task.job_id, job.job_type, task.stage, task.index, task.task_type,
                 fresh(task.parameters), task.attempt, task.max_attempts, task.timeout_seconds, job.failure_policy,
-                job.round,
+                job.round, stage.task_count if (stage := tx.stage(task.job_id, task.stage)) else 0,
             ))
         return claimed
 

@@ -67,10 +67,10 @@ def task_change_from_row(row: tuple[Any, ...]) -> TaskChange:
 
 def claimed_from_row(row: tuple[Any, ...]) -> ClaimedTask:
     (task_id, job_id, job_type, stage, idx, task_type, parameters, attempt, max_attempts, timeout, policy,
-     round_number) = row
+     round_number, stage_tasks) = row
     return ClaimedTask(
         task_id, job_id, job_type, stage, idx, task_type, parameters, attempt, max_attempts, timeout,
-        FailurePolicy(policy), round_number,
+        FailurePolicy(policy), round_number, stage_tasks,
     )
 
 

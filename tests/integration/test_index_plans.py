@@ -46,8 +46,8 @@ STATUS_PATH = ("select_job", "stage_progress", "snapshot_events", "oldest_runnin
                "recent_error_tasks")
 # `prune_count` is left out: only `coremachine prune --dry-run` runs it, by hand, and counting what may be a large
 # share of the jobs is a sequential scan's job.
-JANITOR = ("take_back_expired", "counted_stages", "count_overdue_resends", "stuck_jobs", "prune_candidates", "prune_guard",
-           "prune_tasks", "prune_task_history", "prune_events", "prune_settled_messages", "prune_dead_letters",
+JANITOR = ("take_back_expired", "counted_stages", "count_overdue_resends", "stuck_jobs", "prune_candidates",
+           "prune_guard", "prune_tasks", "prune_task_history", "prune_events", "prune_settled_messages", "prune_dead_letters",
            "prune_jobs", "queue_purge_settled")
 
 

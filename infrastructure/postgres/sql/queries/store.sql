@@ -200,7 +200,8 @@ WHERE t.task_id = ANY(%(task_ids)s::text[]) AND j.job_id = t.job_id AND j.status
   AND ((t.status = ANY(%(sources)s::task_status[]) AND (t.not_before IS NULL OR t.not_before <= now()))
        OR (t.status = ANY(%(leased)s::task_status[]) AND t.lease_until < now()))
 RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.idx, t.task_type, t.parameters, t.attempt,
-          t.max_attempts, t.timeout_seconds, j.failure_policy, j.retry_round
+          t.max_attempts, t.timeout_seconds, j.failure_policy, j.retry_round,
+          (SELECT s.task_count FROM stages s WHERE s.job_id = t.job_id AND s.stage = t.stage)
 
 -- name: complete_tasks
 UPDATE tasks t
