@@ -214,8 +214,8 @@ class Store(Rounds):
 
         A batch of completions alone of wide stages is recorded by one statement (`complete_counted`), and each
         stage it took to zero is closed next, in a transaction of its own. Once that statement has run the
-        outcomes are stored, so nothing after it fails the batch: a stage left at zero (a worker stopped, the database went away) is
-        closed by the janitor (`close_counted_stages`)."""
+        outcomes are stored, so nothing after it fails the batch: a stage left at zero (a worker stopped, the
+        database went away) is closed by the janitor (`close_counted_stages`)."""
         if not outcomes:
             return
         if not counted_alone(outcomes):

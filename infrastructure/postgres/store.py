@@ -12,8 +12,6 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import errors as pg_errors
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from core.models import (
     JSON,
@@ -49,12 +47,11 @@ from infrastructure.postgres.rows import (
     task_change_from_row,
 )
 from infrastructure.postgres.sql_queries import query
-from infrastructure.postgres.transactions import ConnectionFactory, statement, transaction
+from infrastructure.postgres.transactions import RETRYABLE, ConnectionFactory, retried, statement, transaction
 from infrastructure.postgres.views import StoreViews
 
 R = TypeVar("R")
 
-_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 _LEASED = values(LEASED_TASK)
 
 
@@ -367,13 +364,13 @@ class PostgresBackend(StoreViews):
         self._window = duplicate_window_seconds
 
     def _tx(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
-        return transaction(self._connection, passthrough=_RETRYABLE)
+        return transaction(self._connection, passthrough=RETRYABLE)
 
     def transaction(self, work: Callable[[UnitOfWork], R]) -> R:
-        return _retried(lambda: self._run(self._tx(), work, statements=None))
+        return retried(lambda: self._run(self._tx(), work, statements=None))
 
     def statement(self, work: Callable[[UnitOfWork], R]) -> R:
-        return _retried(lambda: self._run(statement(self._connection, _RETRYABLE), work, statements=1))
+        return retried(lambda: self._run(statement(self._connection, RETRYABLE), work, statements=1))
 
     def _run(
         self, cursor: AbstractContextManager[psycopg.Cursor[Any]], work: Callable[[UnitOfWork], R],
@@ -384,17 +381,6 @@ class PostgresBackend(StoreViews):
             result = work(uow)
             uow.flush()
             return result
-
-
-@retry(
-    retry=retry_if_exception_type(_RETRYABLE),
-    stop=stop_after_attempt(5),
-    wait=wait_random_exponential(multiplier=0.02, max=0.5),
-    reraise=True,
-)
-def _retried(attempt: Callable[[], R]) -> R:
-    """A unit of work again from the start when the database asks (deadlock, serialization failure)."""
-    return attempt()
 
 
 class PostgresStore(Store):

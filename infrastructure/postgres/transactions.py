@@ -4,13 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
+from psycopg import errors as pg_errors
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from core.errors import StoreUnavailable
 
 ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+R = TypeVar("R")
+
+RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+"""What the database asks a unit of work to run again from the start for."""
+
+
+@retry(
+    retry=retry_if_exception_type(RETRYABLE),
+    stop=stop_after_attempt(5),
+    wait=wait_random_exponential(multiplier=0.02, max=0.5),
+    reraise=True,
+)
+def retried(attempt: Callable[[], R]) -> R:
+    """Run `attempt`, again from the start on a deadlock or serialization failure (up to 5 times, with jitter)."""
+    return attempt()
 
 
 @contextmanager

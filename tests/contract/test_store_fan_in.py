@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 from core.models import JobStatus, StageStatus
-from core.outcomes import close_stage, complete_counted
+from core.outcomes import WIDE_STAGE_TASKS, close_stage, complete_counted, counted_alone
 from tests.contract.store_harness import Harness, done
 
 
@@ -65,3 +65,16 @@ def test_the_worker_closes_the_stage_its_completions_took_to_zero(h: Harness) ->
     assert h.kinds(job.job_id).count("stage_completed") == 1
     record = h.store.get_job(job.job_id)
     assert record is not None and record.status is JobStatus.FINALIZING
+
+
+def test_a_claim_knows_its_stage_width_and_a_wide_stage_closes_after_its_last_batch(h: Harness) -> None:
+    job, claimed = h.started(n=WIDE_STAGE_TASKS)
+    assert {t.stage_tasks for t in claimed} == {WIDE_STAGE_TASKS}
+    _, narrow = h.started(n=2, tag="narrow")
+    assert counted_alone([done(t) for t in claimed]) and not counted_alone([done(t) for t in narrow])
+    for i in range(0, WIDE_STAGE_TASKS, 16):
+        h.store.record_outcomes([done(t) for t in claimed[i:i + 16]])
+    assert h.store.close_counted_stages() == 0
+    assert h.ids().count(f"j:{job.job_id}:s2") == 1
+    record = h.store.get_job(job.job_id)
+    assert record is not None and record.current_stage == 2
