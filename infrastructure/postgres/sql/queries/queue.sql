@@ -87,17 +87,23 @@ WHERE (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
 ORDER BY kind DESC, due_at, id
 
 -- name: queue_complete
+-- Completing commits without waiting for its WAL flush, like the claim: what the message caused was committed
+-- (durably) before it is settled, so a completion lost in a server crash only delivers the message once more, and
+-- every handler treats a repeated delivery as the duplicate it is.
 UPDATE queue_messages AS q
 SET state = 'done', done_at = now(), lock_token = NULL
 FROM unnest(%(queues)s::text[], %(message_ids)s::text[], %(lock_tokens)s::uuid[]) AS m(queue, message_id, lock_token)
 WHERE q.queue = m.queue AND q.message_id = m.message_id AND q.lock_token = m.lock_token AND q.state = 'ready'
+  AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
 
 -- name: queue_complete_by_id
--- Settle by primary key: an index lookup whatever the statistics of this constantly changing table say.
+-- Settle by primary key: an index lookup whatever the statistics of this constantly changing table say. Without
+-- waiting for the WAL flush, as `queue_complete`.
 UPDATE queue_messages AS q
 SET state = 'done', done_at = now(), lock_token = NULL
 FROM unnest(%(ids)s::bigint[], %(lock_tokens)s::uuid[]) AS m(id, lock_token)
 WHERE q.id = ANY(%(ids)s::bigint[]) AND q.id = m.id AND q.lock_token = m.lock_token AND q.state = 'ready'
+  AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
 
 -- name: queue_abandon
 -- Release the lock (available again now or after the delay) and wake idle receivers of the queue.

@@ -187,6 +187,9 @@ COPY queue_messages (queue, message_id, body, properties) FROM STDIN
 
 -- name: claim_tasks
 -- The lease lasts `lease_seconds`, never longer than the task's time limit (the running worker renews it).
+-- The claim commits without waiting for its WAL flush (synchronous_commit off for this one statement), as the queue's
+-- claim does: a claim lost in a server crash leaves the task queued as if it had never been claimed (its message is
+-- redelivered), and the outcome the worker commits afterwards flushes the claim with it.
 UPDATE tasks t
 SET status = 'running', attempt = t.attempt + 1, claimed_by = %(worker_id)s, updated_at = now(),
     lease_until = now() + make_interval(secs => least(coalesce(%(lease_seconds)s::float8, t.timeout_seconds),
@@ -199,6 +202,7 @@ FROM jobs j
 WHERE t.task_id = ANY(%(task_ids)s::text[]) AND j.job_id = t.job_id AND j.status = ANY(%(job_sources)s::job_status[])
   AND ((t.status = ANY(%(sources)s::task_status[]) AND (t.not_before IS NULL OR t.not_before <= now()))
        OR (t.status = ANY(%(leased)s::task_status[]) AND t.lease_until < now()))
+  AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
 RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.idx, t.task_type, t.parameters, t.attempt,
           t.max_attempts, t.timeout_seconds, j.failure_policy, j.retry_round,
           (SELECT s.task_count FROM stages s WHERE s.job_id = t.job_id AND s.stage = t.stage)
