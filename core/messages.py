@@ -5,8 +5,9 @@ Every constructed message carries the trace context bound to its job, if any (`c
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, overload
 
 from core.errors import MalformedMessage
 from core.ids import (
@@ -55,27 +56,65 @@ def task_message(
     round_number: int = 0,
 ) -> OutgoingMessage:
     """`attempt` is the attempt this delivery will run (1 for the first); the round names the job's round."""
+    properties = with_trace(_task_properties(job_id, job_type, stage, task_type, attempt))
+    return _task_message(task_id, job_id, stage, task_type, attempt, round_number, properties, delay_seconds)
+
+
+def _task_properties(job_id: str, job_type: str, stage: int, task_type: str, attempt: int) -> dict[str, str | int]:
+    return {"kind": MessageKind.TASK.value, "job_id": job_id, "job_type": job_type, "stage": stage,
+            "task_type": task_type, "attempt": attempt}
+
+
+def _task_message(
+    task_id: str, job_id: str, stage: int, task_type: str, attempt: int, round_number: int,
+    properties: dict[str, str | int], delay_seconds: float = 0.0,
+) -> OutgoingMessage:
     return OutgoingMessage(
         queue=TASKS_QUEUE,
         message_id=round_message_id(task_message_id(task_id, attempt), round_number),
-        body={
-            "kind": MessageKind.TASK.value,
-            "job_id": job_id,
-            "stage": stage,
-            "task_id": task_id,
-            "task_type": task_type,
-            "attempt": attempt,
-        },
-        properties=with_trace({
-            "kind": MessageKind.TASK.value,
-            "job_id": job_id,
-            "job_type": job_type,
-            "stage": stage,
-            "task_type": task_type,
-            "attempt": attempt,
-        }),
+        body={"kind": MessageKind.TASK.value, "job_id": job_id, "stage": stage, "task_id": task_id,
+              "task_type": task_type, "attempt": attempt},
+        properties=properties,
         delay_seconds=delay_seconds,
     )
+
+
+class StageTaskMessages(Sequence[OutgoingMessage]):
+    """The first-attempt messages of a new stage's tasks, each made when it is read: the same messages as
+    `task_message` makes, but a wide stage's can be written to the queue while the rest are still being made.
+    Tasks of one type share one properties object (with the job's trace context, looked up once)."""
+
+    def __init__(
+        self, job_id: str, job_type: str, stage: int, task_ids: Sequence[str], task_types: Sequence[str],
+        round_number: int = 0,
+    ) -> None:
+        self._job_id, self._job_type, self._stage, self._round = job_id, job_type, stage, round_number
+        self._task_ids, self._task_types = task_ids, task_types
+        self._properties: dict[str, dict[str, str | int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._task_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> OutgoingMessage: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[OutgoingMessage]: ...
+
+    def __getitem__(self, index: int | slice) -> OutgoingMessage | Sequence[OutgoingMessage]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self._message(self._task_ids[index], self._task_types[index])
+
+    def __iter__(self) -> Iterator[OutgoingMessage]:
+        return map(self._message, self._task_ids, self._task_types)
+
+    def _message(self, task_id: str, task_type: str) -> OutgoingMessage:
+        properties = self._properties.get(task_type)
+        if properties is None:
+            properties = self._properties[task_type] = with_trace(
+                _task_properties(self._job_id, self._job_type, self._stage, task_type, 1))
+        return _task_message(task_id, self._job_id, self._stage, task_type, 1, self._round, properties)
 
 
 def resent_task_message(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from core.ids import task_id_for
-from core.messages import resent_task_message, stage_message, task_message
+from core.messages import StageTaskMessages, resent_task_message, stage_message, task_message
 from core.models import (
     JSON,
     ClaimedTask,
@@ -331,7 +331,7 @@ def _start_stages(uow: UnitOfWork, plans: Sequence[StagePlan], inline_finish: fr
     jobs = uow.read_jobs([p.job_id for p in plans])
     sources = job_sources(JobStatus.PROCESSING)
     created: list[bool] = []
-    messages: list[OutgoingMessage] = []
+    messages: list[Sequence[OutgoingMessage]] = []
     for plan in plans:
         job = jobs.get(plan.job_id)
         if job is None or job.status not in sources or job.current_stage != plan.stage \
@@ -341,17 +341,16 @@ def _start_stages(uow: UnitOfWork, plans: Sequence[StagePlan], inline_finish: fr
         uow.insert_tasks(plan.job_id, plan.stage, plan.tasks, plan.max_attempts, plan.timeout_seconds)
         if not uow.start_job_stage(plan.job_id, plan.stage, sources):
             raise GuardFailed(f"job {plan.job_id} left stage {plan.stage} while it was being created")
-        messages.extend(
-            task_message(task_id_for(plan.job_id, plan.stage, i), plan.job_id, job.job_type, plan.stage,
-                         spec.task_type, 1, round_number=job.round)
-            for i, spec in enumerate(plan.tasks)
-        )
+        task_ids = [task_id_for(plan.job_id, plan.stage, i) for i in range(len(plan.tasks))]
+        messages.append(StageTaskMessages(
+            plan.job_id, job.job_type, plan.stage, task_ids, [spec.task_type for spec in plan.tasks], job.round))
         uow.event(plan.job_id, "stage_started", {"name": plan.stage_name, "tasks": len(plan.tasks)},
                   stage=plan.stage)
         if not plan.tasks:
             stage_done(uow, replace(job, status=JobStatus.PROCESSING), plan.stage, inline_finish)
         created.append(True)
-    uow.send(messages, fresh=True)
+    # One plan's messages go as they are made (a wide stage's are written while the rest are being made).
+    uow.send(messages[0] if len(messages) == 1 else [m for batch in messages for m in batch], fresh=True)
     return created
 
 

@@ -342,8 +342,8 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
     def send(self, messages: Sequence[OutgoingMessage], *, fresh: bool = False) -> None:
-        """The outbox write, committed with the state change. `fresh`: ids never sent before (a new stage's
-        task messages), written in bulk without duplicate detection."""
+        """The outbox write, committed with the state change. `fresh`: ids never sent before and none delayed (a
+        new stage's task messages), written in bulk without duplicate detection, read once."""
         ...
 
 

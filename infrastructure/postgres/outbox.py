@@ -29,7 +29,7 @@ from infrastructure.postgres.sql_queries import query
 
 COPY_THRESHOLD = 32
 """Rows from which a new stage's tasks and messages are written by COPY rather than one multi-row INSERT."""
-_COPY_CHUNK = 10_000
+_COPY_CHUNK = 1_000
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 
 
@@ -58,7 +58,7 @@ class PendingWrites:
 
     def send(self, cur: psycopg.Cursor[Any], messages: Sequence[OutgoingMessage], *, fresh: bool) -> None:
         """Buffer the messages; a large batch of fresh ones (ids never sent, none delayed) is copied at once."""
-        if fresh and len(messages) >= COPY_THRESHOLD and not any(m.delay_seconds for m in messages):
+        if fresh and len(messages) >= COPY_THRESHOLD:
             copy_messages(cur, messages)
         else:
             self._messages.extend(messages)
@@ -87,7 +87,7 @@ def copy_messages(cur: psycopg.Cursor[Any], messages: Sequence[OutgoingMessage])
     with cur.copy(query("copy_messages"), writer=QueuedLibpqWriter(cur)) as copy:
         lines: list[str] = []
         for m in messages:
-            if m.properties != last_properties:
+            if m.properties is not last_properties and m.properties != last_properties:
                 last_properties, properties_text = m.properties, copy_json(dumps(m.properties))
             if m.queue != last_queue:
                 last_queue, queue_text = m.queue, copy_field(m.queue)

@@ -10,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import MalformedMessage
+from core.ids import task_id_for
 from core.messages import (
     JobMessage,
+    StageTaskMessages,
     TaskMessage,
     finalize_message,
     parse_job_message,
@@ -20,6 +22,7 @@ from core.messages import (
     task_message,
 )
 from core.models import JOBS_QUEUE, TASKS_QUEUE, MessageKind
+from core.tracing import bound_traces
 
 JOB = "b" * 64
 TASK = {"kind": "task", "job_id": JOB, "stage": 1, "task_id": f"{JOB}-s1-t0", "task_type": "t", "attempt": 1}
@@ -89,3 +92,18 @@ def test_parsers_raise_only_malformed_message(body: Any) -> None:
     for parse in (parse_job_message, parse_task_message):
         with contextlib.suppress(MalformedMessage):
             parse(body)
+
+
+def test_a_new_stages_messages_are_made_as_read_and_equal_task_message() -> None:
+    job_id = "b" * 64
+    task_ids = [task_id_for(job_id, 2, i) for i in range(5)]
+    types = ["a", "a", "b", "a", "b"]
+    carrier = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    with bound_traces({job_id: carrier}):
+        lazy = StageTaskMessages(job_id, "jt", 2, task_ids, types, round_number=3)
+        pairs = zip(task_ids, types, strict=True)
+        expected = [task_message(t, job_id, "jt", 2, k, 1, round_number=3) for t, k in pairs]
+        assert list(lazy) == expected
+        assert len(lazy) == 5 and lazy[4] == expected[4] and list(lazy[1:3]) == expected[1:3]
+    assert all(m.properties["traceparent"] == carrier["traceparent"] for m in expected)
+    assert lazy[0].properties is lazy[1].properties  # one properties object per task type
