@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -85,6 +86,15 @@ class Harness:
         claimed = self.store.claim_tasks([task_id_for(job.job_id, 1, i) for i in range(wanted)], "w")
         assert len(claimed) == wanted
         return job, sorted(claimed, key=lambda t: t.index)
+
+
+def at_once(*targets: Callable[[], None]) -> None:
+    """Run the targets on threads of their own and wait for all of them."""
+    threads = [threading.Thread(target=target) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def plan(job: NewJob, stage: int, n: int, max_attempts: int = 3, timeout: float = LEASE) -> StagePlan:

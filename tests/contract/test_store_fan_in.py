@@ -7,7 +7,7 @@ import threading
 
 from core.models import JobStatus, StageStatus
 from core.outcomes import WIDE_STAGE_TASKS, close_stage, complete_counted, counted_alone
-from tests.contract.store_harness import Harness, done
+from tests.contract.store_harness import Harness, at_once, done
 
 
 def test_a_completion_batch_reports_each_stage_counter(h: Harness) -> None:
@@ -46,11 +46,7 @@ def test_closing_a_stage_twice_advances_the_job_once(h: Harness) -> None:
         barrier.wait()
         h.store.backend.transaction(lambda uow: close_stage(uow, job.job_id, 1))
 
-    threads = [threading.Thread(target=close) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(close, close)
     assert h.ids().count(f"j:{job.job_id}:final") == 1
     assert h.kinds(job.job_id).count("stage_completed") == 1
     assert h.kinds(job.job_id).count("finalizing") == 1

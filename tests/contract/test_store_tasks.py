@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from functools import partial
 
 from core.ids import task_id_for
 from core.models import ClaimedTask, ErrorClass, ErrorInfo, FailurePolicy, JobStatus, OutcomeKind
-from tests.contract.store_harness import LEASE, Harness, done, failed, plan
+from tests.contract.store_harness import LEASE, Harness, at_once, done, failed, plan
 
 
 def test_create_job_once_with_its_first_stage_message(h: Harness) -> None:
@@ -281,11 +282,7 @@ def test_concurrent_completions_advance_exactly_once(h: Harness) -> None:
             batch = part[i:i + 4]
             h.store.record_outcomes([done(t, v=t.index) for t in batch] + [done(t, v=-1) for t in batch])
 
-    threads = [threading.Thread(target=finish, args=(claimed[i::6],)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(*(partial(finish, claimed[i::6]) for i in range(6)))
     assert h.ids().count(f"j:{job.job_id}:s2") == 1
     assert h.kinds(job.job_id).count("stage_completed") == 1
     assert [r.result for r in h.store.stage_results(job.job_id, 1)] == [{"v": i} for i in range(120)]
