@@ -326,21 +326,27 @@ def _start_one(uow: UnitOfWork, plan: StagePlan, inline_finish: frozenset[str]) 
 
 
 def _start_stages(uow: UnitOfWork, plans: Sequence[StagePlan], inline_finish: frozenset[str]) -> list[bool]:
-    """The stage rows and tasks first, each job row's guarded update last (the lock order), then every task
-    message in one write. A plan whose job is not at that stage, or whose stage exists, writes nothing."""
+    """The stage rows, then the tasks, then the job rows' guarded updates (the lock order), one statement each for
+    all the plans, then every task message in one write. A plan whose job is not at that stage, or whose stage
+    exists, writes nothing."""
     jobs = uow.read_jobs([p.job_id for p in plans])
     sources = job_sources(JobStatus.PROCESSING)
-    created: list[bool] = []
-    messages: list[Sequence[OutgoingMessage]] = []
-    for plan in plans:
+    wanted: dict[tuple[str, int], StagePlan] = {}
+    for plan in plans:  # the first plan of a stage counts; a repeated one (a duplicate message) creates nothing
         job = jobs.get(plan.job_id)
-        if job is None or job.status not in sources or job.current_stage != plan.stage \
-                or not uow.insert_stage(plan.job_id, plan.stage, plan.stage_name, len(plan.tasks)):
-            created.append(False)
-            continue
-        uow.insert_tasks(plan.job_id, plan.stage, plan.tasks, plan.max_attempts, plan.timeout_seconds)
-        if not uow.start_job_stage(plan.job_id, plan.stage, sources):
-            raise GuardFailed(f"job {plan.job_id} left stage {plan.stage} while it was being created")
+        if job is not None and job.status in sources and job.current_stage == plan.stage:
+            wanted.setdefault((plan.job_id, plan.stage), plan)
+    inserted = uow.insert_stages(list(wanted.values())) if wanted else set()
+    new = [plan for key, plan in wanted.items() if key in inserted]
+    if new:
+        uow.insert_tasks(new)
+        started = uow.start_job_stages(sorted((p.job_id, p.stage) for p in new), sources)
+        for plan in new:
+            if plan.job_id not in started:
+                raise GuardFailed(f"job {plan.job_id} left stage {plan.stage} while it was being created")
+    messages: list[Sequence[OutgoingMessage]] = []
+    for plan in new:
+        job = jobs[plan.job_id]
         task_ids = [task_id_for(plan.job_id, plan.stage, i) for i in range(len(plan.tasks))]
         messages.append(StageTaskMessages(
             plan.job_id, job.job_type, plan.stage, task_ids, [spec.task_type for spec in plan.tasks], job.round))
@@ -348,10 +354,10 @@ def _start_stages(uow: UnitOfWork, plans: Sequence[StagePlan], inline_finish: fr
                   stage=plan.stage)
         if not plan.tasks:
             stage_done(uow, replace(job, status=JobStatus.PROCESSING), plan.stage, inline_finish)
-        created.append(True)
     # One plan's messages go as they are made (a wide stage's are written while the rest are being made).
     uow.send(messages[0] if len(messages) == 1 else [m for batch in messages for m in batch], fresh=True)
-    return created
+    made = {id(plan) for plan in new}
+    return [id(plan) in made for plan in plans]
 
 
 def cancel_error(reason: str) -> JSON:

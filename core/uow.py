@@ -27,9 +27,9 @@ from core.models import (
     JobStatus,
     NewJob,
     OutgoingMessage,
+    StagePlan,
     StageStatus,
     TaskResultRow,
-    TaskSpec,
     TaskStatus,
 )
 
@@ -143,8 +143,8 @@ class UnitOfWork(Protocol):
         child rows are written, and the job row's own guarded update comes last and confirms it."""
         ...
 
-    def start_job_stage(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
-        """Job → processing if it is on `stage` in one of `sources`."""
+    def start_job_stages(self, keys: Sequence[tuple[str, int]], sources: frozenset[JobStatus]) -> set[str]:
+        """Each job (job id, stage) → processing if it is on that stage in one of `sources`; the jobs moved."""
         ...
 
     def advance_job(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
@@ -202,8 +202,9 @@ class UnitOfWork(Protocol):
         """Lock the existing stage rows among `keys`, in key order; the keys that exist."""
         ...
 
-    def insert_stage(self, job_id: str, stage: int, name: str, task_count: int) -> bool:
-        """A new stage row (processing, counter = task count); False if it exists."""
+    def insert_stages(self, plans: Sequence[StagePlan]) -> set[tuple[str, int]]:
+        """A new stage row per plan (processing, counter = its task count); the (job id, stage) of those inserted
+        (a stage that exists is not)."""
         ...
 
     def decrement_stage(self, job_id: str, stage: int, done: int, failed: int) -> int | None:
@@ -236,10 +237,8 @@ class UnitOfWork(Protocol):
         ...
 
     # -- tasks --------------------------------------------------------------------------------------------------
-    def insert_tasks(
-        self, job_id: str, stage: int, tasks: Sequence[TaskSpec], max_attempts: int, timeout_seconds: float
-    ) -> None:
-        """A stage's tasks, queued, in one round trip (ids from `core.ids.task_id_for`)."""
+    def insert_tasks(self, plans: Sequence[StagePlan]) -> None:
+        """The plans' tasks, queued (ids from `core.ids.task_id_for`): small stages' together in one round trip."""
         ...
 
     def claim_tasks(

@@ -22,6 +22,7 @@ from core.models import (
     JobStatus,
     NewJob,
     OutgoingMessage,
+    StagePlan,
     StageStatus,
     TaskStatus,
 )
@@ -84,12 +85,14 @@ class MemoryUnitOfWork(MemoryTaskStatements):
     def read_jobs(self, job_ids: Sequence[str]) -> dict[str, LockedJob]:
         return self.lock_jobs(job_ids)
 
-    def start_job_stage(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
-        job = self._job_in(job_id, sources)
-        if job is None or job.current_stage != stage:
-            return False
-        self._touch(job, status=JobStatus.PROCESSING)
-        return True
+    def start_job_stages(self, keys: Sequence[tuple[str, int]], sources: frozenset[JobStatus]) -> set[str]:
+        started = set()
+        for job_id, stage in keys:
+            job = self._job_in(job_id, sources)
+            if job is not None and job.current_stage == stage:
+                self._touch(job, status=JobStatus.PROCESSING)
+                started.add(job_id)
+        return started
 
     def advance_job(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
         job = self._job_in(job_id, sources)
@@ -188,14 +191,17 @@ class MemoryUnitOfWork(MemoryTaskStatements):
     def lock_stages(self, keys: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
         return {key for key in keys if self._tx.stage(*key) is not None}
 
-    def insert_stage(self, job_id: str, stage: int, name: str, task_count: int) -> bool:
+    def insert_stages(self, plans: Sequence[StagePlan]) -> set[tuple[str, int]]:
         tx = self._tx
-        if tx.stage(job_id, stage) is not None:
-            return False
-        ids = tuple(task_id_for(job_id, stage, i) for i in range(task_count))
-        tx.put_stage(StageRow(job_id, stage, name, StageStatus.PROCESSING, task_count, task_count, 0, tx.now, None,
-                              ids))
-        return True
+        inserted = set()
+        for plan in plans:
+            job_id, stage, count = plan.job_id, plan.stage, len(plan.tasks)
+            if tx.stage(job_id, stage) is None:
+                ids = tuple(task_id_for(job_id, stage, i) for i in range(count))
+                tx.put_stage(StageRow(job_id, stage, plan.stage_name, StageStatus.PROCESSING, count, count, 0, tx.now,
+                                      None, ids))
+                inserted.add((job_id, stage))
+        return inserted
 
     def decrement_stage(self, job_id: str, stage: int, done: int, failed: int) -> int | None:
         row = self._tx.stage(job_id, stage)

@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from core.ids import task_id_for
-from core.models import JSON, ClaimedTask, JobRecord, JobStatus, TaskSpec, TaskStatus
+from core.models import JSON, ClaimedTask, JobRecord, JobStatus, StagePlan, TaskStatus
 from core.states import LEASED_TASK
 from core.uow import Resend, TakenBack, TaskChange, TaskState, UnitOfWork
 from infrastructure.memory.tables import TaskRow, Transaction, fresh, stored
@@ -27,17 +27,17 @@ class MemoryTaskStatements(UnitOfWork):
 
     _tx: Transaction
 
-    def insert_tasks(
-        self, job_id: str, stage: int, tasks: Sequence[TaskSpec], max_attempts: int, timeout_seconds: float
-    ) -> None:
-        if max_attempts < 1 or not timeout_seconds > 0:  # the CHECK constraints of the tasks table
-            raise ValueError(f"invalid task limits: {max_attempts} attempts, {timeout_seconds}s")
+    def insert_tasks(self, plans: Sequence[StagePlan]) -> None:
         tx = self._tx
-        for index, spec in enumerate(tasks):
-            tx.put_task(TaskRow(
-                task_id_for(job_id, stage, index), job_id, stage, index, spec.task_type, TaskStatus.QUEUED,
-                stored(spec.parameters), max_attempts, timeout_seconds, tx.now, tx.now,
-            ))
+        for plan in plans:
+            if plan.tasks and (plan.max_attempts < 1 or not plan.timeout_seconds > 0):  # the tasks table's CHECKs
+                raise ValueError(f"invalid task limits: {plan.max_attempts} attempts, {plan.timeout_seconds}s")
+            for index, spec in enumerate(plan.tasks):
+                tx.put_task(TaskRow(
+                    task_id_for(plan.job_id, plan.stage, index), plan.job_id, plan.stage, index, spec.task_type,
+                    TaskStatus.QUEUED, stored(spec.parameters), plan.max_attempts, plan.timeout_seconds, tx.now,
+                    tx.now,
+                ))
 
     def claim_tasks(
         self, task_ids: Sequence[str], worker_id: str, sources: frozenset[TaskStatus],

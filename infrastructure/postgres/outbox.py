@@ -23,7 +23,7 @@ from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
 from core.ids import task_id_for
-from core.models import JSON, OutgoingMessage, TaskSpec
+from core.models import JSON, OutgoingMessage, StagePlan
 from infrastructure.postgres.queue import send_params
 from infrastructure.postgres.sql_queries import query
 
@@ -98,21 +98,23 @@ def copy_messages(cur: psycopg.Cursor[Any], messages: Sequence[OutgoingMessage])
         copy.write("".join(lines))
 
 
-def insert_tasks(
-    cur: psycopg.Cursor[Any], job_id: str, stage: int, tasks: Sequence[TaskSpec], max_attempts: int,
-    timeout_seconds: float,
-) -> None:
-    """A new stage's task rows: one INSERT while the stage is small, COPY beyond."""
-    if not tasks:
-        return
-    if len(tasks) < COPY_THRESHOLD:
-        cur.execute(query("insert_tasks"), {
-            "job_id": job_id, "stage": stage, "max_attempts": max_attempts, "timeout_seconds": timeout_seconds,
-            "task_ids": [task_id_for(job_id, stage, i) for i in range(len(tasks))],
-            "task_types": [spec.task_type for spec in tasks],
-            "parameters": Jsonb([spec.parameters for spec in tasks]),
-        })
-        return
+def insert_small_stages_tasks(cur: psycopg.Cursor[Any], plans: Sequence[StagePlan]) -> None:
+    """The task rows of small new stages (each under `COPY_THRESHOLD` tasks), all in one INSERT."""
+    rows = [(plan, index, spec) for plan in plans for index, spec in enumerate(plan.tasks)]
+    cur.execute(query("insert_tasks"), {
+        "task_ids": [task_id_for(p.job_id, p.stage, i) for p, i, _ in rows],
+        "job_ids": [p.job_id for p, _, _ in rows], "stages": [p.stage for p, _, _ in rows],
+        "idxs": [i for _, i, _ in rows], "task_types": [spec.task_type for _, _, spec in rows],
+        "max_attempts": [p.max_attempts for p, _, _ in rows],
+        "timeouts": [p.timeout_seconds for p, _, _ in rows],
+        "parameters": Jsonb([spec.parameters for _, _, spec in rows]),
+    })
+
+
+def copy_tasks(cur: psycopg.Cursor[Any], plan: StagePlan) -> None:
+    """A new large stage's task rows, by COPY."""
+    job_id, stage, tasks = plan.job_id, plan.stage, plan.tasks
+    max_attempts, timeout_seconds = plan.max_attempts, plan.timeout_seconds
     dumps = json.dumps
     fixed = f"\t{copy_field(job_id)}\t{stage}\t"
     limits = f"\t{max_attempts}\t{float(timeout_seconds)!r}\n"

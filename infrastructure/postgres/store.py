@@ -20,8 +20,8 @@ from core.models import (
     JobStatus,
     NewJob,
     OutgoingMessage,
+    StagePlan,
     StageStatus,
-    TaskSpec,
     TaskStatus,
 )
 from core.states import LEASED_TASK, values
@@ -37,7 +37,7 @@ from core.uow import (
     TaskState,
     UnitOfWork,
 )
-from infrastructure.postgres.outbox import PendingWrites, insert_tasks
+from infrastructure.postgres.outbox import COPY_THRESHOLD, PendingWrites, copy_tasks, insert_small_stages_tasks
 from infrastructure.postgres.rows import (
     claimed_from_row,
     job_from_row,
@@ -116,8 +116,11 @@ class PostgresUnitOfWork(UnitOfWork):
         rows = self._all("read_jobs", {"job_ids": list(job_ids)})
         return {job.job_id: job for job in map(locked_job_from_row, rows)}
 
-    def start_job_stage(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
-        return self._one("start_job_stage", {"job_id": job_id, "stage": stage, "sources": values(sources)}) is not None
+    def start_job_stages(self, keys: Sequence[tuple[str, int]], sources: frozenset[JobStatus]) -> set[str]:
+        rows = self._all("start_job_stages", {
+            "job_ids": [k[0] for k in keys], "stages": [k[1] for k in keys], "sources": values(sources),
+        })
+        return {job_id for (job_id,) in rows}
 
     def advance_job(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
         return self._one("advance_job", {"job_id": job_id, "stage": stage, "sources": values(sources)}) is not None
@@ -181,10 +184,12 @@ class PostgresUnitOfWork(UnitOfWork):
         rows = self._all("lock_stages", {"job_ids": [k[0] for k in keys], "stages": [k[1] for k in keys]})
         return {(job_id, stage) for job_id, stage in rows}
 
-    def insert_stage(self, job_id: str, stage: int, name: str, task_count: int) -> bool:
-        return self._one("insert_stage", {
-            "job_id": job_id, "stage": stage, "name": name, "task_count": task_count,
-        }) is not None
+    def insert_stages(self, plans: Sequence[StagePlan]) -> set[tuple[str, int]]:
+        rows = self._all("insert_stages", {
+            "job_ids": [p.job_id for p in plans], "stages": [p.stage for p in plans],
+            "names": [p.stage_name for p in plans], "task_counts": [len(p.tasks) for p in plans],
+        })
+        return {(job_id, stage) for job_id, stage in rows}
 
     def decrement_stage(self, job_id: str, stage: int, done: int, failed: int) -> int | None:
         row = self._one("decrement_stage", {"job_id": job_id, "stage": stage, "done": done, "failed": failed})
@@ -221,10 +226,13 @@ class PostgresUnitOfWork(UnitOfWork):
             self._execute(name, params)
 
     # -- tasks --------------------------------------------------------------------------------------------------
-    def insert_tasks(
-        self, job_id: str, stage: int, tasks: Sequence[TaskSpec], max_attempts: int, timeout_seconds: float
-    ) -> None:
-        insert_tasks(self._statement("insert_tasks"), job_id, stage, tasks, max_attempts, timeout_seconds)
+    def insert_tasks(self, plans: Sequence[StagePlan]) -> None:
+        small = [p for p in plans if len(p.tasks) < COPY_THRESHOLD]
+        if any(p.tasks for p in small):
+            insert_small_stages_tasks(self._statement("insert_tasks"), small)
+        for plan in plans:
+            if len(plan.tasks) >= COPY_THRESHOLD:
+                copy_tasks(self._statement("copy_tasks"), plan)
 
     def claim_tasks(
         self, task_ids: Sequence[str], worker_id: str, sources: frozenset[TaskStatus],

@@ -31,10 +31,12 @@ SELECT job_id, job_type, status, current_stage, total_stages, failure_policy, re
        plan_attempts, finalize_deferrals, finalize_owner, extract(epoch FROM finalize_claim_until - now())::float8
 FROM jobs WHERE job_id = ANY(%(job_ids)s::text[])
 
--- name: start_job_stage
-UPDATE jobs SET status = 'processing', updated_at = now()
-WHERE job_id = %(job_id)s AND current_stage = %(stage)s AND status = ANY(%(sources)s::job_status[])
-RETURNING job_id
+-- name: start_job_stages
+-- The callers pass the jobs in job id order.
+UPDATE jobs j SET status = 'processing', updated_at = now()
+FROM unnest(%(job_ids)s::text[], %(stages)s::int[]) AS u(job_id, stage)
+WHERE j.job_id = u.job_id AND j.current_stage = u.stage AND j.status = ANY(%(sources)s::job_status[])
+RETURNING j.job_id
 
 -- name: advance_job
 UPDATE jobs SET current_stage = current_stage + 1, plan_attempts = 0, updated_at = now()
@@ -111,11 +113,13 @@ JOIN unnest(%(job_ids)s::text[], %(stages)s::int[]) AS u(job_id, stage) ON s.job
 ORDER BY s.job_id, s.stage
 FOR NO KEY UPDATE OF s
 
--- name: insert_stage
+-- name: insert_stages
 INSERT INTO stages (job_id, stage, name, task_count, remaining)
-VALUES (%(job_id)s, %(stage)s, %(name)s, %(task_count)s, %(task_count)s)
+SELECT u.job_id, u.stage, u.name, u.task_count, u.task_count
+FROM unnest(%(job_ids)s::text[], %(stages)s::int[], %(names)s::text[], %(task_counts)s::int[])
+     AS u(job_id, stage, name, task_count)
 ON CONFLICT (job_id, stage) DO NOTHING
-RETURNING stage
+RETURNING job_id, stage
 
 -- name: decrement_stage
 UPDATE stages SET remaining = remaining - %(done)s, failed = failed + %(failed)s
@@ -172,11 +176,13 @@ DELETE FROM tasks WHERE job_id = %(job_id)s
 DELETE FROM stages WHERE job_id = %(job_id)s
 
 -- name: insert_tasks
--- A small stage's task rows in one statement (a large one is copied: `copy_tasks`).
+-- Small stages' task rows in one statement (a large stage's are copied: `copy_tasks`).
 INSERT INTO tasks (task_id, job_id, stage, idx, task_type, parameters, max_attempts, timeout_seconds)
 -- The parameters come as one JSON array (one serialisation, not one per task), in task order.
-SELECT u.task_id, %(job_id)s, %(stage)s, u.n - 1, u.task_type, p.parameters, %(max_attempts)s, %(timeout_seconds)s
-FROM unnest(%(task_ids)s::text[], %(task_types)s::text[]) WITH ORDINALITY AS u(task_id, task_type, n)
+SELECT u.task_id, u.job_id, u.stage, u.idx, u.task_type, p.parameters, u.max_attempts, u.timeout_seconds
+FROM unnest(%(task_ids)s::text[], %(job_ids)s::text[], %(stages)s::int[], %(idxs)s::int[], %(task_types)s::text[],
+            %(max_attempts)s::int[], %(timeouts)s::float8[])
+     WITH ORDINALITY AS u(task_id, job_id, stage, idx, task_type, max_attempts, timeout_seconds, n)
 JOIN jsonb_array_elements(%(parameters)s::jsonb) WITH ORDINALITY AS p(parameters, n) ON p.n = u.n
 
 -- name: copy_tasks
