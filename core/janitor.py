@@ -51,15 +51,17 @@ class Janitor:
         relay: Relay,
         config: JanitorConfig | None = None,
         housekeeping: Sequence[Callable[[], int]] = (),
+        inline_finish: frozenset[str] = frozenset(),
     ) -> None:
         self._store = store
         self._relay = relay
         self._config = config or JanitorConfig()
         self._housekeeping = tuple(housekeeping)
+        self._inline_finish = inline_finish  # job types that keep the default finalize (see `core.outcomes`)
 
     def run_once(self) -> JanitorReport:
         requeued = self._store.requeue_expired_leases(self._config.lease_grace_seconds)
-        closed = self._store.close_counted_stages()
+        closed = self._store.close_counted_stages(inline_finish=self._inline_finish)
         resent = self._store.resend_overdue_retries(self._config.overdue_retry_seconds)
         relayed = self._relay.flush() if requeued or closed or resent else 0
         relayed += self._relay.relay_stranded(self._config.stranded_outbox_seconds)

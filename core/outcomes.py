@@ -135,14 +135,16 @@ def complete_counted(uow: UnitOfWork, completed: Sequence[TaskOutcome]) -> Count
     )
 
 
-def close_stage(uow: UnitOfWork, job_id: str, stage: int, inline_finish: frozenset[str] = frozenset()) -> None:
+def close_stage(uow: UnitOfWork, job_id: str, stage: int, inline_finish: frozenset[str] = frozenset()) -> bool:
     """The fan-in decision for a stage whose counter reached zero in an earlier statement: complete the stage and
-    advance or finalize the job (`stage_done`). Whoever runs it first - the worker whose completions took the
-    counter to zero, or the janitor if that worker stopped in between - closes the stage; the stage's and the
-    job's guarded updates make every later run change nothing."""
-    jobs = uow.read_jobs([job_id])
-    if job_id in jobs:
-        stage_done(uow, jobs[job_id], stage, inline_finish)
+    advance or finalize the job, as `stage_done`. Whoever runs it first - the worker whose completions took the
+    counter to zero, or the janitor - closes the stage; the stage's guarded completion (still open, counter at
+    zero) makes every later run, and one after a retry reopened the stage, change nothing. True if it closed it."""
+    job = uow.read_jobs([job_id]).get(job_id)
+    if job is None or not _complete_stage(uow, job_id, stage):
+        return False
+    _stage_completed(uow, job, stage, inline_finish)
+    return True
 
 
 def _schedule_retries(uow: UnitOfWork, jobs: dict[str, LockedJob], retries: list[TaskOutcome], batch: _Batch) -> None:
@@ -183,10 +185,22 @@ def record_late(uow: UnitOfWork, late: Sequence[TaskOutcome]) -> None:
 def stage_done(
     uow: UnitOfWork, job: LockedJob, stage: int, inline_finish: frozenset[str] = frozenset()
 ) -> LockedJob:
-    """The fan-in decision, taken by exactly one transaction: the one whose decrement reached zero."""
-    tally = uow.complete_stage(job.job_id, stage, stage_sources(StageStatus.COMPLETED))
+    """The fan-in decision, taken by exactly one transaction: the one that completes the stage (its counter at
+    zero). A stage that is no longer open, or was reopened since its counter reached zero, changes nothing."""
+    if not _complete_stage(uow, job.job_id, stage):
+        return job
+    return _stage_completed(uow, job, stage, inline_finish)
+
+
+def _complete_stage(uow: UnitOfWork, job_id: str, stage: int) -> bool:
+    tally = uow.complete_stage(job_id, stage, stage_sources(StageStatus.COMPLETED))
     if tally is not None:
-        uow.event(job.job_id, "stage_completed", {"tasks": tally.task_count, "failed": tally.failed}, stage=stage)
+        uow.event(job_id, "stage_completed", {"tasks": tally.task_count, "failed": tally.failed}, stage=stage)
+    return tally is not None
+
+
+def _stage_completed(uow: UnitOfWork, job: LockedJob, stage: int, inline_finish: frozenset[str]) -> LockedJob:
+    """Advance the job past a stage just completed, or move it to finalizing after its last stage."""
     if job.status not in WORKING_JOB or job.current_stage != stage:
         return job
     if stage < job.total_stages:

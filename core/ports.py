@@ -160,7 +160,7 @@ class StateStore(Protocol):
         """Running tasks whose lease ended more than `grace_seconds` ago go back to queued with a new message."""
         ...
 
-    def close_counted_stages(self, limit: int = 100) -> int:
+    def close_counted_stages(self, limit: int = 100, inline_finish: frozenset[str] = frozenset()) -> int:
         """Close stages whose tasks are all done but which were left open (see `Store.record_outcomes`)."""
         ...
 

@@ -224,28 +224,37 @@ class Store(Rounds):
         counted = self.backend.statement(lambda uow: complete_counted(uow, outcomes))
         applied = {change.task_id for change in counted.changes}
         late = [o for o in outcomes if o.task.task_id not in applied]
-        after: list[tuple[str, Callable[[UnitOfWork], None]]] = []
-        if late:
-            after.append(("recording late outcomes", lambda uow: record_late(uow, late)))
-        for (job_id, stage), remaining in sorted(counted.remaining.items()):
-            if remaining == 0:
-                after.append((f"closing stage {stage} of job {job_id}",
-                              partial(_close, job_id=job_id, stage=stage, inline_finish=inline_finish)))
+        after: list[tuple[str, Callable[[UnitOfWork], object]]] = [
+            (f"closing stage {stage} of job {job_id} (the janitor closes it)",
+             partial(close_stage, job_id=job_id, stage=stage, inline_finish=inline_finish))
+            for (job_id, stage), remaining in sorted(counted.remaining.items()) if remaining == 0
+        ]
+        if late:  # after the closes: a job waiting on its stage goes first
+            after.append(("recording late outcomes (their timeline events are lost)",
+                          lambda uow: record_late(uow, late)))
         for doing, work in after:
             try:
                 self.backend.transaction(work)
             except Exception as exc:
-                log.warning("%s failed after the outcomes were stored; the janitor closes the stage", doing,
+                log.warning("%s failed after the outcomes were stored", doing,
                             extra={"error_type": type(exc).__name__, "error": str(exc)[:500]})
 
-    def close_counted_stages(self, limit: int = 100) -> int:
+    def close_counted_stages(self, limit: int = 100, inline_finish: frozenset[str] = frozenset()) -> int:
         """Close stages whose counter reached zero but which are still open (the worker that took them to zero
-        stopped before closing them); the number closed."""
+        stopped before closing them, or is about to close them: then one of the two closes); the number this call
+        closed. Each stage is closed on its own: one that fails is logged and left for the next pass."""
         keys = self.backend.statement(
             lambda uow: uow.counted_stages(OPEN_JOB, stage_sources(StageStatus.COMPLETED), limit))
+        closed = 0
         for job_id, stage in keys:
-            self.backend.transaction(partial(_close, job_id=job_id, stage=stage))
-        return len(keys)
+            try:
+                closed += self.backend.transaction(
+                    partial(close_stage, job_id=job_id, stage=stage, inline_finish=inline_finish))
+            except Exception as exc:
+                log.warning("closing a stage left open failed; trying again next pass",
+                            extra={"job_id": job_id, "stage": stage, "error_type": type(exc).__name__,
+                                   "error": str(exc)[:500]})
+        return closed
 
     def renew_task_leases(
         self, claims: Sequence[ClaimedTask], lease_seconds: float | None = None
@@ -315,10 +324,6 @@ class Store(Rounds):
     def stuck_jobs(self, older_than_seconds: float, limit: int = 100) -> list[JobRecord]:
         """Non-terminal jobs not updated for longer than the deadline."""
         return self.backend.stuck_jobs(older_than_seconds, limit, OPEN_JOB)
-
-
-def _close(uow: UnitOfWork, job_id: str, stage: int, inline_finish: frozenset[str] = frozenset()) -> None:
-    close_stage(uow, job_id, stage, inline_finish)
 
 
 def _start_one(uow: UnitOfWork, plan: StagePlan, inline_finish: frozenset[str]) -> bool:

@@ -211,7 +211,9 @@ class UnitOfWork(Protocol):
         """The fan-in counter: `done` fewer remaining, `failed` more failed; the remaining count."""
         ...
 
-    def complete_stage(self, job_id: str, stage: int, sources: frozenset[StageStatus]) -> StageTally | None: ...
+    def complete_stage(self, job_id: str, stage: int, sources: frozenset[StageStatus]) -> StageTally | None:
+        """Stage in `sources` with its counter at zero → completed; its counts, or None if nothing changed."""
+        ...
 
     def counted_stages(
         self, job_sources: frozenset[JobStatus], sources: frozenset[StageStatus], limit: int

@@ -135,6 +135,7 @@ def build_runtime(
             stuck_job_seconds=settings.stuck_job_seconds,
         ),
         housekeeping=[*_housekeeping(transport, settings), _pruning(pruner, retention, settings)],
+        inline_finish=registries.jobs.inline_finish(),
     )
     return Runtime(
         settings, database, store, transport, relay, registries, engine, janitor, pruner, retention,

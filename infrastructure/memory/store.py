@@ -223,7 +223,7 @@ class MemoryUnitOfWork(MemoryTaskStatements):
 
     def complete_stage(self, job_id: str, stage: int, sources: frozenset[StageStatus]) -> StageTally | None:
         row = self._tx.stage(job_id, stage)
-        if row is None or row.status not in sources:
+        if row is None or row.status not in sources or row.remaining != 0:
             return None
         self._tx.put_stage(replace(row, status=StageStatus.COMPLETED, completed_at=self._tx.now))
         return StageTally(row.task_count, row.failed)

@@ -23,6 +23,7 @@ from core.models import (
     ErrorClass,
     ErrorInfo,
     FailurePolicy,
+    JobStatus,
     NewJob,
     OutcomeKind,
     OutgoingMessage,
@@ -30,6 +31,7 @@ from core.models import (
     TaskOutcome,
     TaskSpec,
 )
+from core.rounds import FinalizeDecision
 from core.store import Store
 from infrastructure.memory.store import InMemoryStore
 from infrastructure.memory.transport import InMemoryTransport
@@ -86,6 +88,13 @@ class Harness:
         claimed = self.store.claim_tasks([task_id_for(job.job_id, 1, i) for i in range(wanted)], "w")
         assert len(claimed) == wanted
         return job, sorted(claimed, key=lambda t: t.index)
+
+
+def finish(h: Harness, job_id: str, status: JobStatus, owner: str = "f1") -> None:
+    """Run the job's finalize to its end with `status`."""
+    start = h.store.begin_finalize(job_id, owner, 30.0)
+    assert start.decision is FinalizeDecision.RUN, start
+    assert h.store.finish_job(job_id, owner, status, {"done": True}, None)
 
 
 def at_once(*targets: Callable[[], None]) -> None:

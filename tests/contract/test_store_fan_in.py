@@ -4,10 +4,16 @@ it - by the worker, or by the janitor if the worker stopped in between - exactly
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
-from core.models import JobStatus, StageStatus
+from core.models import FailurePolicy, JobStatus, StageStatus
 from core.outcomes import WIDE_STAGE_TASKS, close_stage, complete_counted, counted_alone
-from tests.contract.store_harness import Harness, at_once, done
+from core.uow import UnitOfWork
+from tests.contract.store_harness import Harness, at_once, done, failed, finish
+
+R = TypeVar("R")
 
 
 def test_a_completion_batch_reports_each_stage_counter(h: Harness) -> None:
@@ -74,3 +80,49 @@ def test_a_claim_knows_its_stage_width_and_a_wide_stage_closes_after_its_last_ba
     assert h.ids().count(f"j:{job.job_id}:s2") == 1
     record = h.store.get_job(job.job_id)
     assert record is not None and record.current_stage == 2
+
+
+def test_a_close_that_comes_after_a_retry_reopened_the_stage_changes_nothing(h: Harness) -> None:
+    job, (a, b, c) = h.started(n=3, policy=FailurePolicy.CONTINUE)
+    h.store.record_outcomes([failed(a)])
+    counted = h.store.backend.statement(lambda uow: complete_counted(uow, [done(b), done(c)]))
+    assert counted.remaining == {(job.job_id, 1): 0}  # the worker stalls here, before its close
+    assert h.store.cancel_job(job.job_id, "operator")
+    finish(h, job.job_id, JobStatus.CANCELLED)
+    assert h.store.retry(job.job_id, 1, more_attempts=2).tasks_requeued == 1  # stage 1 open again, counter 1
+
+    assert not h.store.backend.transaction(lambda uow: close_stage(uow, job.job_id, 1))
+    snapshot, record = h.store.snapshot(job.job_id), h.store.get_job(job.job_id)
+    assert snapshot is not None and (snapshot.stages[0].status, snapshot.stages[0].remaining) == (
+        StageStatus.PROCESSING, 1)
+    assert record is not None and record.current_stage == 1
+
+
+def test_the_janitor_finishes_inline_the_job_types_that_keep_the_default_finalize(h: Harness) -> None:
+    job, claimed = h.started(n=2, stages=1)
+    h.store.backend.statement(lambda uow: complete_counted(uow, [done(t) for t in claimed]))
+    assert h.store.close_counted_stages(inline_finish=frozenset({job.job_type})) == 1
+    record = h.store.get_job(job.job_id)
+    assert record is not None and record.status is JobStatus.COMPLETED
+    assert f"j:{job.job_id}:final" not in h.ids()
+
+
+def test_a_stage_the_janitor_fails_to_close_does_not_stop_the_others(h: Harness) -> None:
+    (bad, bad_claimed), (good, good_claimed) = h.started(n=2, tag="bad"), h.started(n=2, tag="good")
+    h.store.backend.statement(lambda uow: complete_counted(uow, [done(t) for t in bad_claimed + good_claimed]))
+    backend = h.store.backend
+    real = backend.transaction
+
+    def failing_for_bad(work: Callable[[UnitOfWork], R]) -> R:
+        if isinstance(work, partial) and work.keywords.get("job_id") == bad.job_id:
+            raise RuntimeError("the database refused this one")
+        return real(work)
+
+    backend.transaction = failing_for_bad  # type: ignore[method-assign]
+    try:
+        assert h.store.close_counted_stages() == 1
+    finally:
+        backend.transaction = real  # type: ignore[method-assign]
+    record = h.store.get_job(good.job_id)
+    assert record is not None and record.current_stage == 2
+    assert h.store.close_counted_stages() == 1  # the one that failed, on the next pass

@@ -7,17 +7,11 @@ from core.ids import task_id_for
 from core.models import ErrorClass, ErrorInfo, JobStatus, OutcomeKind, StageStatus
 from core.retry import RetryPolicy
 from core.rounds import FinalizeDecision, Refusal
-from tests.contract.store_harness import LEASE, Harness, done, failed, plan
+from tests.contract.store_harness import LEASE, Harness, done, failed, finish, plan
 
 POLICY = RetryPolicy(initial_interval=2.0, backoff_coefficient=2.0, maximum_interval=10.0, maximum_attempts=3,
                      jitter=0.0)
 TRANSIENT = ErrorInfo("ConnectionError", ErrorClass.TRANSIENT, "share is down")
-
-
-def finish(h: Harness, job_id: str, status: JobStatus, owner: str = "f1") -> None:
-    start = h.store.begin_finalize(job_id, owner, 30.0)
-    assert start.decision is FinalizeDecision.RUN, start
-    assert h.store.finish_job(job_id, owner, status, {"done": True}, None)
 
 
 # -- planner failures ------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 -- Named queries of the PostgreSQL state store: each is one guarded statement of the unit-of-work port
 -- (core/uow.py); the decisions are core's (core/store.py, core/outcomes.py, core/rounds.py). Status guards arrive
 -- as parameters computed from the transition tables in core/states.py, so the state machine has one source of
--- truth. Lock order: job rows, then stage rows, then task rows; `task_id = ANY(...)` and `job_id = ANY(...)`
+-- truth. Lock order: task rows, then stage rows, then job rows; `task_id = ANY(...)` and `job_id = ANY(...)`
 -- statements are index scans, which visit (and lock) the rows in key order.
 
 -- name: insert_job
@@ -127,8 +127,9 @@ WHERE job_id = %(job_id)s AND stage = %(stage)s
 RETURNING remaining
 
 -- name: complete_stage
+-- Only a stage whose counter is zero: a close that comes late (after a retry reopened the stage) changes nothing.
 UPDATE stages SET status = 'completed', completed_at = now()
-WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = ANY(%(sources)s::stage_status[])
+WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = ANY(%(sources)s::stage_status[]) AND remaining = 0
 RETURNING task_count, failed
 
 -- name: counted_stages
@@ -193,9 +194,8 @@ COPY queue_messages (queue, message_id, body, properties) FROM STDIN
 
 -- name: claim_tasks
 -- The lease lasts `lease_seconds`, never longer than the task's time limit (the running worker renews it).
--- The claim commits without waiting for its WAL flush (synchronous_commit off for this one statement), as the queue's
--- claim does: a claim lost in a server crash leaves the task queued as if it had never been claimed (its message is
--- redelivered), and the outcome the worker commits afterwards flushes the claim with it.
+-- The claim waits for its WAL flush: a claim lost in a server crash would put the task back to queued while the
+-- worker still runs it, and its outcome, then late, would settle the task's only message.
 UPDATE tasks t
 SET status = 'running', attempt = t.attempt + 1, claimed_by = %(worker_id)s, updated_at = now(),
     lease_until = now() + make_interval(secs => least(coalesce(%(lease_seconds)s::float8, t.timeout_seconds),
@@ -208,7 +208,6 @@ FROM jobs j
 WHERE t.task_id = ANY(%(task_ids)s::text[]) AND j.job_id = t.job_id AND j.status = ANY(%(job_sources)s::job_status[])
   AND ((t.status = ANY(%(sources)s::task_status[]) AND (t.not_before IS NULL OR t.not_before <= now()))
        OR (t.status = ANY(%(leased)s::task_status[]) AND t.lease_until < now()))
-  AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
 RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.idx, t.task_type, t.parameters, t.attempt,
           t.max_attempts, t.timeout_seconds, j.failure_policy, j.retry_round,
           (SELECT s.task_count FROM stages s WHERE s.job_id = t.job_id AND s.stage = t.stage)
@@ -235,7 +234,7 @@ WITH done AS (
     SELECT job_id, stage, count(*)::int AS done FROM done GROUP BY job_id, stage
 ), locked AS (
     SELECT s.job_id, s.stage, tally.done FROM stages s JOIN tally USING (job_id, stage)
-    ORDER BY s.job_id, s.stage FOR UPDATE OF s
+    ORDER BY s.job_id, s.stage FOR NO KEY UPDATE OF s
 ), counted AS (
     UPDATE stages s SET remaining = s.remaining - locked.done FROM locked
     WHERE s.job_id = locked.job_id AND s.stage = locked.stage
