@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from core.ids import is_job_id, task_id_for
 from core.models import (
@@ -303,8 +303,32 @@ class MemoryBackend(MemoryViews):
             return work(MemoryUnitOfWork(tx))
 
     def statement(self, work: Callable[[UnitOfWork], R]) -> R:
-        """Under the one lock a statement is a transaction like any other."""
-        return self.transaction(work)
+        """Under the one lock a statement is a transaction like any other, held to what the PostgreSQL adapter
+        allows of one: a single call, no events, no messages."""
+        return self.transaction(lambda uow: work(cast(UnitOfWork, _OneStatement(uow))))
+
+
+class _OneStatement:
+    """A unit of work that allows one call (see `MemoryBackend.statement`)."""
+
+    _BUFFERED = frozenset({"event", "event_if_job_exists", "send"})
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+        self._used = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._BUFFERED:
+            raise RuntimeError(f"{name}: a single-statement unit of work cannot write events or messages")
+        statement = getattr(self._uow, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._used:
+                raise RuntimeError(f"{name}: a single-statement unit of work ran a second statement")
+            self._used = True
+            return statement(*args, **kwargs)
+
+        return call
 
 
 class InMemoryStore(Store):

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
+import pytest
+
 from core.models import FailurePolicy, JobStatus, StageStatus
 from core.outcomes import WIDE_STAGE_TASKS, close_stage, complete_counted, counted_alone
 from core.uow import UnitOfWork
@@ -126,3 +128,17 @@ def test_a_stage_the_janitor_fails_to_close_does_not_stop_the_others(h: Harness)
     record = h.store.get_job(good.job_id)
     assert record is not None and record.current_stage == 2
     assert h.store.close_counted_stages() == 1  # the one that failed, on the next pass
+
+
+def test_a_single_statement_unit_refuses_a_second_statement_and_buffered_writes(h: Harness) -> None:
+    job, _ = h.started(n=1)
+
+    def two(uow: UnitOfWork) -> None:
+        uow.read_jobs([job.job_id])
+        uow.read_jobs([job.job_id])
+
+    with pytest.raises(RuntimeError, match="second statement"):
+        h.store.backend.statement(two)
+    with pytest.raises(RuntimeError, match="events or messages"):
+        h.store.backend.statement(lambda uow: uow.event(job.job_id, "never", {}))
+    assert "never" not in h.kinds(job.job_id)
