@@ -85,6 +85,7 @@ def apply_outcomes(
         )
         batch.applied.update(c.task_id for c in cancelled)
 
+    failing: dict[str, JSON] = {}  # fail-fast jobs this batch fails, with the first failure's error
     failed = [o for o in ordered if o.kind is OutcomeKind.FAILED]
     if failed:
         changes = uow.end_tasks(
@@ -98,7 +99,9 @@ def apply_outcomes(
             uow.event(change.job_id, "task_failed", {"error": error}, stage=change.stage, task_id=change.task_id)
             job = jobs[change.job_id]
             if job.status in WORKING_JOB and job.failure_policy is FailurePolicy.FAIL_FAST:
-                jobs[change.job_id] = to_finalizing(uow, job, JobStatus.FAILED, {**error, "task_id": change.task_id})
+                failing.setdefault(change.job_id, {**error, "task_id": change.task_id})
+    # A failing job's unstarted tasks are cancelled with the other task rows; its own row moves last, below.
+    unstarted = {job_id: _cancel_unstarted(uow, job_id) for job_id in sorted(failing)}
 
     late = [o for o in ordered if o.task.task_id not in batch.applied]
     if late:
@@ -107,10 +110,15 @@ def apply_outcomes(
     for (job_id, stage), tally in sorted(batch.tallies.items()):
         remaining = uow.decrement_stage(job_id, stage, tally.done, tally.failed)
         if remaining == 0:
+            if job_id in failing:  # its stage is done, but the job fails below: it does not move on
+                _complete_stage(uow, job_id, stage)
+                continue
             if job_id not in jobs:
                 jobs.update(uow.read_jobs([job_id]))
             if job_id in jobs:
                 jobs[job_id] = stage_done(uow, jobs[job_id], stage, inline_finish)
+    for job_id, error in sorted(failing.items()):
+        _finalizing(uow, jobs[job_id], JobStatus.FAILED, error, unstarted[job_id])
 
 
 WIDE_STAGE_TASKS = 64
@@ -247,7 +255,15 @@ def to_finalizing(uow: UnitOfWork, job: LockedJob, outcome: JobStatus, error: JS
         return job
     # Tasks before the job row (the lock order). Should the job have left queued/processing meanwhile, its
     # unstarted tasks were cancelled by whatever moved it, so cancelling them here changes nothing that matters.
-    cancelled = uow.cancel_tasks(job.job_id, UNSTARTED_TASK & task_sources(TaskStatus.CANCELLED))
+    return _finalizing(uow, job, outcome, error, _cancel_unstarted(uow, job.job_id))
+
+
+def _cancel_unstarted(uow: UnitOfWork, job_id: str) -> int:
+    return uow.cancel_tasks(job_id, UNSTARTED_TASK & task_sources(TaskStatus.CANCELLED))
+
+
+def _finalizing(uow: UnitOfWork, job: LockedJob, outcome: JobStatus, error: JSON | None, cancelled: int) -> LockedJob:
+    """The job row's guarded move to finalizing (its unstarted tasks already cancelled), its event and message."""
     if not uow.job_to_finalizing(job.job_id, outcome, error, job_sources(JobStatus.FINALIZING)):
         return job
     kind = "job_failed" if outcome is JobStatus.FAILED else "job_cancelled"

@@ -3,6 +3,7 @@ kind; a new stage's rows by one INSERT while small and by COPY beyond, the same 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,8 +11,19 @@ from typing import Any
 import psycopg
 import pytest
 
-from core.ids import job_id_for
-from core.models import FailurePolicy, NewJob, OutgoingMessage, StagePlan, TaskSpec
+from core.ids import job_id_for, task_id_for
+from core.models import (
+    ErrorClass,
+    ErrorInfo,
+    FailurePolicy,
+    JobStatus,
+    NewJob,
+    OutcomeKind,
+    OutgoingMessage,
+    StagePlan,
+    TaskOutcome,
+    TaskSpec,
+)
 from core.uow import UnitOfWork
 from infrastructure.postgres import outbox
 from infrastructure.postgres.database import Database
@@ -191,3 +203,26 @@ def test_a_single_statement_unit_runs_one_statement_in_autocommit(database: Data
     # No transaction around the statement: the one that ran stays, whatever the unit did next.
     assert jobs == [(job.job_id,), (other.job_id,)]
     assert counts == (0, 0)
+
+
+def test_a_fail_fast_batch_takes_its_rows_in_the_lock_order(database: Database) -> None:
+    """Tasks, then the stage counter, then the job row - here a failure that fails the job fast and completes its
+    stage in one batch, which once moved the job row before the stage's."""
+    statements: list[str] = []
+    store = PostgresStore(lambda: counting(database, statements))
+    parameters = {"label": "fail fast"}
+    job = NewJob(job_id_for("writes_test", parameters), "writes_test", parameters, 2, FailurePolicy.FAIL_FAST)
+    store.create_job(job)
+    assert store.start_stage(StagePlan(job.job_id, 1, "s1", [TaskSpec("work", {"i": i}) for i in range(3)], 3, 10.0))
+    claimed = sorted(store.claim_tasks([task_id_for(job.job_id, 1, i) for i in range(3)], "w"), key=lambda t: t.index)
+    statements.clear()
+    error = ErrorInfo("Boom", ErrorClass.PERMANENT, "boom", attempt=1)
+    store.record_outcomes([TaskOutcome(claimed[0], OutcomeKind.FAILED, error=error),
+                           *(TaskOutcome(t, OutcomeKind.COMPLETED, result={}) for t in claimed[1:])])
+
+    rank = {"tasks": 0, "stages": 1, "jobs": 2}
+    updated = [match.group(1) for text in statements if (match := re.match(r"\s*UPDATE (\w+)", text))]
+    assert [rank[table] for table in updated] == sorted(rank[table] for table in updated), updated
+    assert updated[-1] == "jobs" and "stages" in updated
+    record = store.get_job(job.job_id)
+    assert record is not None and record.status is JobStatus.FINALIZING and record.current_stage == 1
