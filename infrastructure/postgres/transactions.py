@@ -31,18 +31,24 @@ def retried(attempt: Callable[[], R]) -> R:
 
 
 @contextmanager
-def transaction(
-    connection: ConnectionFactory, passthrough: tuple[type[psycopg.OperationalError], ...] = ()
-) -> Iterator[psycopg.Cursor[Any]]:
-    """A cursor inside one transaction. An `OperationalError` becomes `StoreUnavailable`, except the `passthrough`
-    kinds (deadlock, serialization failure) that the caller retries itself."""
+def translated(passthrough: tuple[type[psycopg.OperationalError], ...] = ()) -> Iterator[None]:
+    """A driver outage (`OperationalError`) raised as `StoreUnavailable`, except the `passthrough` kinds (deadlock,
+    serialization failure) that the caller retries itself."""
     try:
-        with connection() as conn, conn.transaction(), conn.cursor() as cur:
-            yield cur
+        yield
     except psycopg.OperationalError as exc:
         if isinstance(exc, passthrough):
             raise
         raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+
+
+@contextmanager
+def transaction(
+    connection: ConnectionFactory, passthrough: tuple[type[psycopg.OperationalError], ...] = ()
+) -> Iterator[psycopg.Cursor[Any]]:
+    """A cursor inside one transaction; errors as `translated` says."""
+    with translated(passthrough), connection() as conn, conn.transaction(), conn.cursor() as cur:
+        yield cur
 
 
 @contextmanager
@@ -51,13 +57,8 @@ def statement(
 ) -> Iterator[psycopg.Cursor[Any]]:
     """A cursor for ONE statement in autocommit (atomic on its own, one round trip, no BEGIN or COMMIT); errors as
     in `transaction`."""
-    try:
-        with autocommit(connection) as conn, conn.cursor() as cur:
-            yield cur
-    except psycopg.OperationalError as exc:
-        if isinstance(exc, passthrough):
-            raise
-        raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+    with translated(passthrough), autocommit(connection) as conn, conn.cursor() as cur:
+        yield cur
 
 
 @contextmanager
@@ -77,8 +78,5 @@ def autocommit(connection: ConnectionFactory) -> Iterator[psycopg.Connection[Any
 @contextmanager
 def single_read(connection: ConnectionFactory) -> Iterator[psycopg.Connection[Any]]:
     """`autocommit` for a read of the store, a driver outage raised as `StoreUnavailable`."""
-    try:
-        with autocommit(connection) as conn:
-            yield conn
-    except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+    with translated(), autocommit(connection) as conn:
+        yield conn

@@ -12,7 +12,6 @@ from typing import Any
 
 import psycopg
 
-from core.errors import StoreUnavailable
 from core.models import JobRecord, JobSnapshot, JobStatus, TaskResultRow
 from core.progress import StageCounters, task_counts
 from core.states import values
@@ -24,7 +23,7 @@ from infrastructure.postgres.rows import (
     task_view_from_row,
 )
 from infrastructure.postgres.sql_queries import query
-from infrastructure.postgres.transactions import ConnectionFactory, single_read
+from infrastructure.postgres.transactions import ConnectionFactory, single_read, translated
 
 
 class StoreViews:
@@ -33,11 +32,8 @@ class StoreViews:
 
     @contextmanager
     def _read(self) -> Iterator[psycopg.Connection[Any]]:
-        try:
-            with self._connection() as conn:
-                yield conn
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"state store unavailable: {exc}") from exc
+        with translated(), self._connection() as conn:
+            yield conn
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with single_read(self._connection) as conn:
