@@ -39,6 +39,7 @@ def stage_message(
             {"kind": MessageKind.STAGE.value, "job_id": job_id, "job_type": job_type, "stage": stage}
         ),
         delay_seconds=delay_seconds,
+        continues_job=stage > 1,
     )
 
 
@@ -48,6 +49,7 @@ def finalize_message(job_id: str, job_type: str, round_number: int = 0) -> Outgo
         message_id=round_message_id(finalize_message_id(job_id), round_number),
         body={"kind": MessageKind.FINALIZE.value, "job_id": job_id},
         properties=with_trace({"kind": MessageKind.FINALIZE.value, "job_id": job_id, "job_type": job_type}),
+        continues_job=True,
     )
 
 
@@ -138,6 +140,7 @@ def deferred_finalize_message(
         body=base.body,
         properties=base.properties,
         delay_seconds=delay_seconds,
+        continues_job=True,
     )
 
 

@@ -68,6 +68,9 @@ class MessageKind(StrEnum):
 
 JOBS_QUEUE = "jobs"
 TASKS_QUEUE = "tasks"
+# How the ordering transports put `OutgoingMessage.continues_job` first: they order due messages by due time, and
+# such a message counts as due this long already. It precedes every unmarked message sent within that span.
+CONTINUATION_HEAD_START_SECONDS = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +259,18 @@ class OutgoingMessage:
     body: JSON
     properties: dict[str, str | int] = field(default_factory=dict)
     delay_seconds: float = 0.0
+    continues_job: bool = False
+    """It moves a started job on (its next stage, its finalize). A transport that can order its queue (PostgreSQL,
+    in-memory) hands it out, when due, before every message without the mark: a burst of jobs then finishes job
+    by job instead of all at the end. Service Bus queues are first in, first out; there it changes nothing."""
+
+    @property
+    def due_offset_seconds(self) -> float:
+        """Where an ordering transport puts the message, in seconds from now: its delay, or for an undelayed
+        continuation `-CONTINUATION_HEAD_START_SECONDS` (due already, and ahead of the unmarked messages)."""
+        if self.delay_seconds > 0:
+            return float(self.delay_seconds)
+        return -CONTINUATION_HEAD_START_SECONDS if self.continues_job else 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -243,7 +243,7 @@ class InMemoryTransport:
         self._seq += 1
         entry = _Entry(seq=self._seq, message=message, enqueued_at=now, available_at=now)
         self._entries[key] = entry
-        self._schedule(entry, now + max(0.0, message.delay_seconds))
+        self._schedule(entry, now + message.due_offset_seconds)
 
     def _schedule(self, entry: _Entry, available_at: float) -> None:
         entry.available_at = available_at

@@ -64,7 +64,7 @@ def send_params(messages: Sequence[OutgoingMessage], window_seconds: float) -> d
         "message_ids": [m.message_id for m in batch],
         "bodies": [Jsonb(m.body) for m in batch],
         "properties": [Jsonb(m.properties) for m in batch],
-        "delays": [max(0.0, float(m.delay_seconds)) for m in batch],
+        "due_offsets": [m.due_offset_seconds for m in batch],
         "window_seconds": window_seconds,
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from infrastructure.postgres.database import Database
 from infrastructure.postgres.queue import PostgresQueue
 from infrastructure.queue_config import QueueConfig
 from infrastructure.servicebus.transport import ServiceBusTransport
-from tests.contract.transport_contract import QUEUE, Advance, MakeTransport, TransportContract, message
+from tests.contract.transport_contract import QUEUE, Advance, MakeTransport, TransportContract, ids, message
 from tests.fakes.servicebus_fake import FakeServiceBus
 
 LONG_LOCK = 60.0
@@ -125,6 +126,15 @@ class TestServiceBusTransport(TransportContract):
                 bus.wake()
 
         return advance
+
+    def test_continuations_come_before_earlier_messages(
+        self, make_transport: MakeTransport, tick: float, advance: Advance
+    ) -> None:
+        """A Service Bus queue has no priorities: a continuation takes its place in line. Replaces the base test."""
+        transport = make_transport()
+        transport.send([message("start-1"), message("start-2")])
+        transport.send([replace(message("next-stage"), continues_job=True)])
+        assert ids(transport.receive(QUEUE, 10, 0)) == ["start-1", "start-2", "next-stage"]
 
     def test_abandon_with_delay(self, make_transport: MakeTransport, tick: float, advance: Advance) -> None:
         """Service Bus has no delayed abandon: the adapter keeps the lock, so the message returns (delivery count

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -219,6 +220,19 @@ class TransportContract:
         advance(tick * 2.5)
         [later] = transport.receive(QUEUE, 10, 0)
         assert (later.message_id, later.delivery_count) == ("later", 1)
+
+    def test_continuations_come_before_earlier_messages(
+        self, make_transport: MakeTransport, tick: float, advance: Advance
+    ) -> None:
+        """A message that moves a started job on is handed out before unmarked messages sent earlier; delayed,
+        it still waits for its due time. (Service Bus overrides this: its queues are first in, first out.)"""
+        transport = make_transport()
+        transport.send([message("start-1"), message("start-2")])
+        transport.send([replace(message("next-stage"), continues_job=True),
+                        replace(message("retry-later", delay=tick * 2), continues_job=True)])
+        assert ids(transport.receive(QUEUE, 10, 0)) == ["next-stage", "start-1", "start-2"]
+        advance(tick * 2.5)
+        assert ids(transport.receive(QUEUE, 10, 0)) == ["retry-later"]
 
     def test_duplicate_message_id_is_dropped_within_the_window(
         self, make_transport: MakeTransport, tick: float, advance: Advance

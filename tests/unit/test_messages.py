@@ -15,13 +15,14 @@ from core.messages import (
     JobMessage,
     StageTaskMessages,
     TaskMessage,
+    deferred_finalize_message,
     finalize_message,
     parse_job_message,
     parse_task_message,
     stage_message,
     task_message,
 )
-from core.models import JOBS_QUEUE, TASKS_QUEUE, MessageKind
+from core.models import CONTINUATION_HEAD_START_SECONDS, JOBS_QUEUE, TASKS_QUEUE, MessageKind
 from core.tracing import bound_traces
 
 JOB = "b" * 64
@@ -107,3 +108,16 @@ def test_a_new_stages_messages_are_made_as_read_and_equal_task_message() -> None
         assert len(lazy) == 5 and lazy[4] == expected[4] and list(lazy[1:3]) == expected[1:3]
     assert all(m.properties["traceparent"] == carrier["traceparent"] for m in expected)
     assert lazy[0].properties is lazy[1].properties  # one properties object per task type
+
+
+def test_messages_that_move_a_started_job_on_are_marked_to_go_first() -> None:
+    job_id = "f" * 64
+    assert not stage_message(job_id, "t", 1).continues_job
+    assert stage_message(job_id, "t", 2).continues_job
+    assert finalize_message(job_id, "t").continues_job
+    assert deferred_finalize_message(job_id, "t", 0, 1, 5.0).continues_job
+    assert not task_message(task_id_for(job_id, 1, 0), job_id, "t", 1, "noop", 1).continues_job
+    # Undelayed, a continuation is due a head start ago; delayed, it keeps its delay like any message.
+    assert stage_message(job_id, "t", 2).due_offset_seconds == -CONTINUATION_HEAD_START_SECONDS
+    assert stage_message(job_id, "t", 2, delay_seconds=3.0).due_offset_seconds == 3.0
+    assert stage_message(job_id, "t", 1).due_offset_seconds == 0.0

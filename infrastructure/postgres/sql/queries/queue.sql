@@ -8,12 +8,14 @@ LISTEN coremachine_queue
 -- A message id still in the queue, or enqueued within the duplicate window, is dropped; a settled row older
 -- than the window is taken over by the new message. The insert trigger notifies for new rows; taken-over
 -- rows notify here (one notification per queue and transaction either way). Neither notifies while
--- `queue_notify` is off (Service Bus mode: nobody listens).
+-- `queue_notify` is off (Service Bus mode: nobody listens). A message is due at now + its due offset: its delay,
+-- or, for a continuation of a started job, a day ago (`OutgoingMessage.due_offset_seconds`), so that the claim's
+-- order by due time hands it out first.
 WITH written AS (
     INSERT INTO queue_messages AS q (queue, message_id, body, properties, available_at)
-    SELECT u.queue, u.message_id, u.body, u.properties, now() + make_interval(secs => u.delay_seconds)
+    SELECT u.queue, u.message_id, u.body, u.properties, now() + make_interval(secs => u.due_offset)
     FROM unnest(%(queues)s::text[], %(message_ids)s::text[], %(bodies)s::jsonb[], %(properties)s::jsonb[],
-                %(delays)s::float8[]) AS u(queue, message_id, body, properties, delay_seconds)
+                %(due_offsets)s::float8[]) AS u(queue, message_id, body, properties, due_offset)
     ON CONFLICT (queue, message_id) DO UPDATE
     SET body = excluded.body, properties = excluded.properties, state = 'ready', enqueued_at = now(),
         available_at = excluded.available_at, delivery_count = 0, lock_token = NULL, done_at = NULL
