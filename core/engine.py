@@ -20,7 +20,7 @@ from core.registry import TaskRegistry
 from core.rounds import OperatorResult, Refusal
 from core.services import Services
 from core.settlement import Settlement, give_back
-from core.stage_runner import FINALIZE_CLAIM_SECONDS, PlannedStage, StageRunner
+from core.stage_runner import FINALIZE_CLAIM_SECONDS, PlannedStage, ReadAhead, StageRunner
 from core.store import cancel_error
 from core.task_runner import TaskRunner
 from core.traced import job_message_span, task_batch_traces, tracing_middleware
@@ -143,7 +143,12 @@ class CoreMachine:
         Stage messages are planned one by one, then their stages are created together in one unit of work (small
         stages only, up to `BATCH_TASKS` tasks in all); should that fail, each is created on its own, so an error
         of one message never changes the settlement of another."""
-        prepared = [self._prepare(m) for m in messages]
+        try:
+            reads = self._stages.read_ahead(messages)
+        except Exception:
+            log.warning("reading ahead for %d job messages failed; each reads its own", len(messages), exc_info=True)
+            reads = ReadAhead()
+        prepared = [self._prepare(m, reads) for m in messages]
         planned = [p for p in prepared if isinstance(p, PlannedStage)]
         started: dict[int, Settlement] = {}
         for group in _groups(planned, BATCH_TASKS):
@@ -151,9 +156,9 @@ class CoreMachine:
                 started[id(p)] = settlement
         return [started[id(p)] if isinstance(p, PlannedStage) else p for p in prepared]
 
-    def _prepare(self, message: ReceivedMessage) -> Settlement | PlannedStage:
+    def _prepare(self, message: ReceivedMessage, reads: ReadAhead) -> Settlement | PlannedStage:
         def prepare() -> Settlement | PlannedStage:
-            prepared = self._stages.prepare(message)
+            prepared = self._stages.prepare(message, reads)
             if isinstance(prepared, PlannedStage):
                 return replace(prepared, trace=self.telemetry.carrier())
             return prepared

@@ -47,6 +47,10 @@ class StateStore(Protocol):
 
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        """The existing jobs among `job_ids`, by id, in one read."""
+        ...
+
     def start_stage(self, plan: StagePlan, inline_finish: frozenset[str] = frozenset()) -> bool:
         """Create the stage row, its tasks (one round trip) and their messages, and mark the job processing.
         Only if the job is queued/processing at exactly this stage and the stage does not exist yet.
@@ -68,6 +72,10 @@ class StateStore(Protocol):
 
     def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]:
         """Completed tasks of a stage in index order."""
+        ...
+
+    def stages_results(self, stages: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[TaskResultRow]]:
+        """`stage_results` of several (job id, stage) in one read; every key is in the answer."""
         ...
 
     def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:

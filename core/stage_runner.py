@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from core.ids import canonical_json
 from core.jobs import FinalizeContext, JobDefinition, JobRegistry, PreviousResults, Stage
 from core.keepalive import renewing
 from core.messages import parse_job_message
-from core.models import ErrorInfo, JobRecord, JobStatus, MessageKind, ReceivedMessage, StagePlan
+from core.models import ErrorInfo, JobRecord, JobStatus, MessageKind, ReceivedMessage, StagePlan, TaskResultRow
 from core.ports import Relay, StateStore
 from core.rounds import FinalizeDecision
 from core.services import Services
@@ -40,6 +41,18 @@ class PlannedStage:
     """The trace context of the message's span, for the messages the stage's creation writes."""
 
 
+@dataclass(frozen=True, slots=True)
+class ReadAhead:
+    """The reads a batch of job messages needs, made once for the batch (`StageRunner.read_ahead`): their jobs,
+    and the previous stage's results of each stage message that is current. Plain reads, as each message would
+    make on its own; the unit of work that creates a stage decides on its own read. A message whose reads are not
+    here (the read-ahead failed, or the job was not current when read) makes them itself."""
+
+    job_ids: frozenset[str] = frozenset()
+    jobs: Mapping[str, JobRecord] = field(default_factory=dict)
+    results: Mapping[tuple[str, int], list[TaskResultRow]] = field(default_factory=dict)
+
+
 class StageRunner:
     def __init__(
         self, store: StateStore, relay: Relay, jobs: JobRegistry, services: Services | None = None,
@@ -52,15 +65,37 @@ class StageRunner:
         self._worker_id = worker_id
         self._claim_seconds = finalize_claim_seconds
 
-    def prepare(self, message: ReceivedMessage) -> Settlement | PlannedStage:
+    def read_ahead(self, messages: Sequence[ReceivedMessage]) -> ReadAhead:
+        """Read the jobs of `messages`, then the previous stage's results of their current stage messages: two
+        reads for a batch instead of up to two per message. A job with several messages in the batch is left out:
+        each of those reads it when its turn comes, after what the ones before it did."""
+        parsed = []
+        for message in messages:
+            try:
+                parsed.append(parse_job_message(message.body))
+            except MalformedMessage:
+                continue  # `prepare` dead-letters it
+        counts = Counter(p.job_id for p in parsed)
+        job_ids = sorted(job_id for job_id, count in counts.items() if count == 1)
+        jobs = self._store.get_jobs(job_ids) if job_ids else {}
+        wanted = sorted({
+            (p.job_id, p.stage - 1) for p in parsed
+            if p.kind is MessageKind.STAGE and p.stage is not None and p.stage > 1
+            and (job := jobs.get(p.job_id)) is not None and _is_current(job, p.stage, p.plan_attempt)
+        })
+        return ReadAhead(frozenset(job_ids), jobs, self._store.stages_results(wanted) if wanted else {})
+
+    def prepare(self, message: ReceivedMessage, reads: ReadAhead | None = None) -> Settlement | PlannedStage:
         """Everything a job message needs before its stage is written: a stage message comes back planned (its
         tasks built from the parameters and the previous stage's results), to be created with others in
-        `start_planned`; a finalize message, a duplicate or a failed planner is handled here and settled."""
+        `start_planned`; a finalize message, a duplicate or a failed planner is handled here and settled.
+        `reads` are the batch's reads made ahead (`read_ahead`)."""
+        reads = reads or ReadAhead()
         try:
             parsed = parse_job_message(message.body)
         except MalformedMessage as exc:
             return dead_letter(message, "MalformedMessage", str(exc))
-        job = self._store.get_job(parsed.job_id)
+        job = reads.jobs.get(parsed.job_id) if parsed.job_id in reads.job_ids else self._store.get_job(parsed.job_id)
         if job is None:
             return dead_letter(message, "UnknownJob", f"no job {parsed.job_id}")
         try:
@@ -70,7 +105,8 @@ class StageRunner:
         with logcontext.bind(job_id=job.job_id, job_type=job.job_type, stage=parsed.stage):
             if parsed.kind is MessageKind.STAGE:
                 assert parsed.stage is not None
-                plan = self.plan_stage(job, definition, parsed.stage, parsed.plan_attempt)
+                known = reads.results.get((job.job_id, parsed.stage - 1))
+                plan = self.plan_stage(job, definition, parsed.stage, parsed.plan_attempt, known)
                 if plan is not None:
                     return PlannedStage(message, job.job_type, plan)
             else:
@@ -89,20 +125,23 @@ class StageRunner:
         return [complete(p.message) for p in planned]
 
     def plan_stage(
-        self, job: JobRecord, definition: JobDefinition, number: int, plan_attempt: int = 0
+        self, job: JobRecord, definition: JobDefinition, number: int, plan_attempt: int = 0,
+        previous_results: list[TaskResultRow] | None = None,
     ) -> StagePlan | None:
-        """The stage's plan, or None when the message is a duplicate or late, or the planner failed (handled)."""
-        if job.status not in LIVE_JOB or job.current_stage != number or job.plan_attempts != plan_attempt:
+        """The stage's plan, or None when the message is a duplicate or late, or the planner failed (handled).
+        `previous_results`: the previous stage's, if already read."""
+        if not _is_current(job, number, plan_attempt):
             log.info("stage message is a duplicate or late; ignored",
                      extra={"job_status": job.status.value, "current_stage": job.current_stage,
                             "plan_attempt": plan_attempt, "plan_attempts": job.plan_attempts})
             return None
         stage = definition.stage(number)
-        previous = (
-            PreviousResults(number - 1, self._store.stage_results(job.job_id, number - 1))
-            if number > 1
-            else PreviousResults(0)
-        )
+        if number == 1:
+            previous = PreviousResults(0)
+        elif previous_results is not None:
+            previous = PreviousResults(number - 1, previous_results)
+        else:
+            previous = PreviousResults(number - 1, self._store.stage_results(job.job_id, number - 1))
         try:
             specs = definition.build_tasks(stage, job.parameters, previous)
         except Exception as exc:
@@ -222,3 +261,8 @@ def _error(exc: BaseException, where: str) -> ErrorInfo:
         type(exc).__name__, classify(exc), str(exc)[:2000] or type(exc).__name__, where=where,
         at=datetime.now(UTC).isoformat(),
     )
+
+
+def _is_current(job: JobRecord, stage: int, plan_attempt: int) -> bool:
+    """Whether a stage message (of `stage`, after `plan_attempt` failed plans) is the one the job waits for."""
+    return job.status in LIVE_JOB and job.current_stage == stage and job.plan_attempts == plan_attempt

@@ -95,7 +95,10 @@ class Store(Rounds):
         return self.backend.transaction(work)
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        return self.backend.get_job(job_id)
+        return self.backend.get_jobs([job_id]).get(job_id)
+
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        return self.backend.get_jobs(job_ids)
 
     def start_stage(self, plan: StagePlan, inline_finish: frozenset[str] = frozenset()) -> bool:
         """Create the stage row, its tasks and their messages, and mark the job processing — only if the job is
@@ -149,7 +152,10 @@ class Store(Rounds):
         return self.backend.transaction(work)
 
     def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]:
-        return self.backend.stage_results(job_id, stage)
+        return self.backend.stage_results([(job_id, stage)])[(job_id, stage)]
+
+    def stages_results(self, stages: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[TaskResultRow]]:
+        return self.backend.stage_results(stages)
 
     def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:
         return self.backend.stage_counts(job_id)

@@ -38,24 +38,27 @@ class MemoryViews:
                 self._transport.send(tx.messages)
             tx.commit()
 
-    def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]:
+    def stage_results(self, stages: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[TaskResultRow]]:
+        results: dict[tuple[str, int], list[TaskResultRow]] = {}
         with self._tx() as tx:
-            row = tx.stage(job_id, stage)
-            tasks = tx.tasks_of_stage(row) if row else []
-            return [
-                TaskResultRow(t.task_id, t.index, t.status, fresh(t.result))
-                for t in sorted(tasks, key=lambda t: t.index)
-                if t.status is TaskStatus.COMPLETED
-            ]
+            for job_id, stage in stages:
+                row = tx.stage(job_id, stage)
+                tasks = tx.tasks_of_stage(row) if row else []
+                results[job_id, stage] = [
+                    TaskResultRow(t.task_id, t.index, t.status, fresh(t.result))
+                    for t in sorted(tasks, key=lambda t: t.index)
+                    if t.status is TaskStatus.COMPLETED
+                ]
+        return results
 
     def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:
         with self._tx() as tx:
             return self._counts(tx, job_id)
 
-    def get_job(self, job_id: str) -> JobRecord | None:
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
         with self._tx() as tx:
-            job = tx.job(job_id)
-            return public_job(job) if job else None
+            jobs = (tx.job(job_id) for job_id in job_ids)
+            return {job.job_id: public_job(job) for job in jobs if job is not None}
 
     def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         with self._tx() as tx:

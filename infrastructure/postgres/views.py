@@ -35,20 +35,35 @@ class StoreViews:
         with translated(), self._connection() as conn:
             yield conn
 
-    def get_job(self, job_id: str) -> JobRecord | None:
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        if len(job_ids) == 1:  # the common read, on its own plan
+            with single_read(self._connection) as conn:
+                row = conn.execute(query("select_job"), {"job_id": job_ids[0]}).fetchone()
+            return {} if row is None else {job_ids[0]: job_from_row(row)}
         with single_read(self._connection) as conn:
-            row = conn.execute(query("select_job"), {"job_id": job_id}).fetchone()
-        return job_from_row(row) if row else None
+            rows = conn.execute(query("select_jobs"), {"job_ids": list(job_ids)}).fetchall()
+        return {job.job_id: job for job in map(job_from_row, rows)}
 
     def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         with single_read(self._connection) as conn:
             rows = conn.execute(query("job_statuses"), {"job_ids": list(job_ids)}).fetchall()
         return {job_id: JobStatus(status) for job_id, status in rows}
 
-    def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]:
-        with single_read(self._connection) as conn:
-            rows = conn.execute(query("stage_results"), {"job_id": job_id, "stage": stage}).fetchall()
-        return [result_from_row(r) for r in rows]
+    def stage_results(self, stages: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[TaskResultRow]]:
+        results: dict[tuple[str, int], list[TaskResultRow]] = {key: [] for key in stages}
+        if len(results) == 1:
+            [(job_id, stage)] = results
+            with single_read(self._connection) as conn:
+                rows = conn.execute(query("stage_results"), {"job_id": job_id, "stage": stage}).fetchall()
+            results[job_id, stage] = [result_from_row(r) for r in rows]
+        elif results:
+            with single_read(self._connection) as conn:
+                rows = conn.execute(query("stages_results"), {
+                    "job_ids": [job_id for job_id, _ in results], "stages": [stage for _, stage in results],
+                }).fetchall()
+            for job_id, stage, *result in rows:
+                results[job_id, stage].append(result_from_row(tuple(result)))
+        return results
 
     def stuck_jobs(self, older_than_seconds: float, limit: int, open_statuses: frozenset[JobStatus]) -> list[JobRecord]:
         with single_read(self._connection) as conn:

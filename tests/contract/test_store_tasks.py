@@ -287,3 +287,18 @@ def test_concurrent_completions_advance_exactly_once(h: Harness) -> None:
     assert h.kinds(job.job_id).count("stage_completed") == 1
     assert [r.result for r in h.store.stage_results(job.job_id, 1)] == [{"v": i} for i in range(120)]
     assert task_id_for(job.job_id, 1, 0) == claimed[0].task_id
+
+
+def test_jobs_and_stage_results_are_read_for_many_at_once(h: Harness) -> None:
+    first, first_tasks = h.started(n=3, tag="first")
+    second, second_tasks = h.started(n=3, tag="second")
+    for tasks in (first_tasks, second_tasks):
+        h.store.record_outcomes([done(t, i=t.index) for t in tasks[:2]])
+    jobs = h.store.get_jobs([first.job_id, "0" * 64, second.job_id])
+    assert sorted(jobs) == sorted([first.job_id, second.job_id])
+    assert jobs[first.job_id] == h.store.get_job(first.job_id)
+    results = h.store.stages_results([(first.job_id, 1), (second.job_id, 1), (second.job_id, 2)])
+    assert results[second.job_id, 2] == []
+    for job in (first, second):
+        assert results[job.job_id, 1] == h.store.stage_results(job.job_id, 1)
+        assert [(r.index, r.result) for r in results[job.job_id, 1]] == [(0, {"i": 0}), (1, {"i": 1})]

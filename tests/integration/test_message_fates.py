@@ -4,6 +4,7 @@ leaves them alone, an early retry message is deferred to its due time, a lost re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -170,3 +171,34 @@ def test_the_janitor_resends_an_overdue_retry_with_an_id_from_the_task_counter(r
     job = run_to_end(runtime, job_id)
     assert job.status is JobStatus.COMPLETED
     assert [(r[1], r[2]) for r in task_rows(runtime, job_id, 1)] == [("completed", 2)]
+
+
+def test_a_batch_of_stage_messages_reads_its_jobs_and_previous_results_once(runtime: Runtime) -> None:
+    """Four jobs' stage-2 messages in one batch: one read of the four jobs, one read of their stage-1 results,
+    and each stage built from its own job's results."""
+    jobs = [runtime.engine.submit("drill_continue", {"n": i + 1, "tag": f"ahead{i}"}).job.job_id for i in range(4)]
+    for queue in ("jobs", "tasks"):  # stage 1: created, then run
+        received = runtime.transport.receive(queue, 100, 1)
+        handle = runtime.engine.handle_job_messages if queue == "jobs" else runtime.engine.handle_task_messages
+        runtime.transport.complete([s.message for s in handle(received)])
+    store = runtime.store
+    reads: list[tuple[str, int]] = []
+
+    def count(name: str, plural: bool) -> None:
+        original = getattr(store, name)
+
+        def counted(*args: Any) -> Any:
+            reads.append((name, len(args[0]) if plural else 1))
+            return original(*args)
+
+        setattr(store, name, counted)
+
+    for name, plural in (("get_job", False), ("get_jobs", True), ("stage_results", False), ("stages_results", True)):
+        count(name, plural)
+    messages = runtime.transport.receive("jobs", 10, 1)
+    assert sorted(m.body["stage"] for m in messages) == [2, 2, 2, 2]
+    settlements = runtime.engine.handle_job_messages(messages)
+    assert {s.disposition for s in settlements} == {Disposition.COMPLETE}
+    assert reads == [("get_jobs", 4), ("stages_results", 4)]
+    for i, job_id in enumerate(jobs):
+        assert [r[0] for r in task_rows(runtime, job_id, 2)] == list(range(i + 1)), job_id

@@ -16,6 +16,11 @@ SELECT job_id, job_type, status, parameters, current_stage, total_stages, failur
        created_at, updated_at, finished_at, outcome, retry_round, plan_attempts
 FROM jobs WHERE job_id = %(job_id)s
 
+-- name: select_jobs
+SELECT job_id, job_type, status, parameters, current_stage, total_stages, failure_policy, result, error,
+       created_at, updated_at, finished_at, outcome, retry_round, plan_attempts
+FROM jobs WHERE job_id = ANY(%(job_ids)s::text[])
+
 -- name: job_statuses
 SELECT job_id, status FROM jobs WHERE job_id = ANY(%(job_ids)s::text[])
 
@@ -358,6 +363,16 @@ RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt, j.job_type, j.re
 SELECT task_id, idx, status, result FROM tasks
 WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = 'completed'
 ORDER BY idx
+
+-- name: stages_results
+-- `stage_results` of several stages in one read, each stage by the (job, stage, idx) index.
+SELECT t.job_id, t.stage, t.task_id, t.idx, t.status, t.result
+FROM unnest(%(job_ids)s::text[], %(stages)s::int[]) AS s(job_id, stage)
+CROSS JOIN LATERAL (
+    SELECT task_id, job_id, stage, idx, status, result FROM tasks
+    WHERE tasks.job_id = s.job_id AND tasks.stage = s.stage AND tasks.status = 'completed'
+    ORDER BY idx
+) AS t
 
 -- name: stuck_jobs
 SELECT job_id, job_type, status, parameters, current_stage, total_stages, failure_policy, result, error,
