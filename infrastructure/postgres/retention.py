@@ -52,6 +52,7 @@ class PostgresPruner:
                 return []
             cur.execute(query("prune_settled_messages"), {"job_ids": eligible, "before": before})
             cur.execute(query("prune_dead_letters"), {"job_ids": eligible})
+            cur.execute(query("prune_left_tasks"), {"job_ids": eligible})
             cur.execute(query("prune_jobs"), {"job_ids": eligible, "status": status.value, "before": before})
             return [r[0] for r in cur.fetchall()]
 

@@ -48,7 +48,7 @@ STATUS_PATH = ("select_job", "stage_progress", "snapshot_events", "oldest_runnin
 # share of the jobs is a sequential scan's job.
 JANITOR = ("take_back_expired", "counted_stages", "count_overdue_resends", "stuck_jobs", "prune_candidates",
            "prune_guard", "prune_tasks", "prune_task_history", "prune_events", "prune_settled_messages",
-           "prune_dead_letters", "prune_jobs", "queue_purge_settled")
+           "prune_dead_letters", "prune_left_tasks", "prune_jobs", "queue_purge_settled")
 
 
 def _plans(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> tuple[str, str]:

@@ -184,3 +184,13 @@ def test_a_rerun_job_is_pruned_with_its_earlier_rounds_in_bounded_steps(runtime:
     assert prune(runtime.pruner, POLICY, datetime.now(UTC), limits).jobs == {"completed": 1}
     for table in ("jobs", "job_rounds", "task_history", "tasks", "stages", "job_events"):
         assert rows(runtime, f"SELECT count(*) FROM {table} WHERE job_id = %s", job_id)[0][0] == 0, table
+
+
+def test_pruning_a_job_deletes_the_tasks_its_chunks_left(runtime: Runtime) -> None:
+    """Tasks have no foreign key to their stage: the last step deletes any task still there before the job."""
+    job_id = runtime.engine.submit("hello_world", {"n": 3}).job.job_id
+    run_to_end(runtime, job_id)
+    age(runtime, job_id, 8)
+    before = datetime.now(UTC) - timedelta(days=7)
+    assert runtime.pruner.prune_jobs([job_id], JobStatus.COMPLETED, before) == [job_id]  # no chunk ran first
+    assert footprint(runtime, job_id) == dict.fromkeys(footprint(runtime, job_id), 0)

@@ -45,8 +45,13 @@ WHERE state = 'done' AND done_at < %(before)s AND properties ->> 'job_id' = ANY(
 -- name: prune_dead_letters
 DELETE FROM dead_letters WHERE properties ->> 'job_id' = ANY(%(job_ids)s::text[])
 
+-- name: prune_left_tasks
+-- Tasks a chunk may have left (normally none: the chunks ran until they deleted nothing). Tasks have no foreign
+-- key to their stage (migration 0030), so they go here, before the job row.
+DELETE FROM tasks WHERE job_id = ANY(%(job_ids)s::text[])
+
 -- name: prune_jobs
--- Stages (and anything a chunk left) go with the job row through ON DELETE CASCADE.
+-- Stages (and the job's other rows a chunk left) go with the job row through ON DELETE CASCADE.
 DELETE FROM jobs
 WHERE job_id = ANY(%(job_ids)s::text[]) AND status = %(status)s::job_status AND finished_at < %(before)s
 RETURNING job_id
