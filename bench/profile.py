@@ -286,7 +286,7 @@ def explain_hot_statements(cluster: BenchCluster, batch: int = 16) -> str:
         ids = list(attempts)
         explain("complete_tasks", {"task_ids": ids, "attempts": [attempts[i] for i in ids],
                                    "results": [Jsonb({}) for _ in ids]})
-        explain("decrement_stage", {"job_id": job.job_id, "stage": 1, "done": len(ids), "failed": 0})
+        explain("decrement_stages", {"job_ids": [job.job_id], "stages": [1], "done": [len(ids)], "failed": [0]})
         explain("insert_events", {"events": Jsonb([{"job_id": job.job_id, "kind": "bench", "stage": 1, "task_id": None,
                                                             "detail": {}, "checked": False}])})
         explain("queue_complete", {

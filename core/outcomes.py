@@ -24,7 +24,7 @@ from core.messages import finalize_message, stage_message, task_message
 from core.models import JSON, ErrorInfo, FailurePolicy, JobStatus, OutcomeKind, StageStatus, TaskOutcome, TaskStatus
 from core.progress import StageCounters, default_result, task_counts
 from core.states import UNSTARTED_TASK, WORKING_JOB, job_sources, stage_sources, task_sources
-from core.uow import CountedCompletions, GuardFailed, LockedJob, StageTotals, TaskChange, UnitOfWork
+from core.uow import CountedCompletions, GuardFailed, LockedJob, StageCount, StageTotals, TaskChange, UnitOfWork
 
 
 @dataclass
@@ -107,16 +107,18 @@ def apply_outcomes(
     if late:
         record_late(uow, late)
 
-    for (job_id, stage), tally in sorted(batch.tallies.items()):
-        remaining = uow.decrement_stage(job_id, stage, tally.done, tally.failed)
-        if remaining == 0:
-            if job_id in failing:  # its stage is done, but the job fails below: it does not move on
-                _complete_stage(uow, job_id, stage)
-                continue
-            if job_id not in jobs:
-                jobs.update(uow.read_jobs([job_id]))
-            if job_id in jobs:
-                jobs[job_id] = stage_done(uow, jobs[job_id], stage, inline_finish)
+    # Every stage counter of the batch in one statement, then every stage it took to zero completed in one (stage
+    # rows in (job, stage) order), then each job moved on (job rows last, in job order).
+    counts = [StageCount(job_id, stage, t.done, t.failed) for (job_id, stage), t in sorted(batch.tallies.items())]
+    remaining = uow.decrement_stages(counts) if counts else {}
+    zeroed = [key for key in sorted(remaining) if remaining[key] == 0]
+    unread = sorted({job_id for job_id, _ in zeroed if job_id not in jobs})
+    if unread:
+        jobs.update(uow.read_jobs(unread))
+    closed = _complete_stages(uow, [key for key in zeroed if key[0] in jobs])
+    for job_id, stage in closed:
+        if job_id not in failing:  # a failing job's stage is done, but the job fails below: it does not move on
+            jobs[job_id] = _stage_completed(uow, jobs[job_id], stage, inline_finish)
     for job_id, error in sorted(failing.items()):
         _finalizing(uow, jobs[job_id], JobStatus.FAILED, error, unstarted[job_id])
 
@@ -201,10 +203,17 @@ def stage_done(
 
 
 def _complete_stage(uow: UnitOfWork, job_id: str, stage: int) -> bool:
-    tally = uow.complete_stage(job_id, stage, stage_sources(StageStatus.COMPLETED))
-    if tally is not None:
+    return bool(_complete_stages(uow, [(job_id, stage)]))
+
+
+def _complete_stages(uow: UnitOfWork, keys: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Complete the stages among `keys` still open with their counter at zero; those completed, in key order."""
+    if not keys:
+        return []
+    tallies = uow.complete_stages(keys, stage_sources(StageStatus.COMPLETED))
+    for (job_id, stage), tally in sorted(tallies.items()):
         uow.event(job_id, "stage_completed", {"tasks": tally.task_count, "failed": tally.failed}, stage=stage)
-    return tally is not None
+    return sorted(tallies)
 
 
 def _stage_completed(uow: UnitOfWork, job: LockedJob, stage: int, inline_finish: frozenset[str]) -> LockedJob:

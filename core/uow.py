@@ -106,6 +106,16 @@ class StageTally:
 
 
 @dataclass(frozen=True, slots=True)
+class StageCount:
+    """What a batch of outcomes counts toward one stage: tasks done (completed or failed), and of them failed."""
+
+    job_id: str
+    stage: int
+    done: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
 class StageTotals:
     """A stage row's counters: its tasks, how many are not yet done (the fan-in counter) and how many failed."""
 
@@ -207,12 +217,16 @@ class UnitOfWork(Protocol):
         (a stage that exists is not)."""
         ...
 
-    def decrement_stage(self, job_id: str, stage: int, done: int, failed: int) -> int | None:
-        """The fan-in counter: `done` fewer remaining, `failed` more failed; the remaining count."""
+    def decrement_stages(self, counts: Sequence[StageCount]) -> dict[tuple[str, int], int]:
+        """The fan-in counters, in (job, stage) order: per stage `done` fewer remaining, `failed` more failed. The
+        remaining count of each existing stage."""
         ...
 
-    def complete_stage(self, job_id: str, stage: int, sources: frozenset[StageStatus]) -> StageTally | None:
-        """Stage in `sources` with its counter at zero → completed; its counts, or None if nothing changed."""
+    def complete_stages(
+        self, keys: Sequence[tuple[str, int]], sources: frozenset[StageStatus]
+    ) -> dict[tuple[str, int], StageTally]:
+        """Each stage in `sources` with its counter at zero → completed, in key order; the counts of those that
+        changed."""
         ...
 
     def counted_stages(

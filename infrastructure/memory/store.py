@@ -28,7 +28,7 @@ from core.models import (
 )
 from core.ports import Transport
 from core.store import Store
-from core.uow import CountedCompletions, LockedJob, StageTally, StageTotals, UnitOfWork
+from core.uow import CountedCompletions, LockedJob, StageCount, StageTally, StageTotals, UnitOfWork
 from infrastructure.memory.tables import JobControl, StageRow, Transaction, fresh, stored
 from infrastructure.memory.task_statements import MemoryTaskStatements
 from infrastructure.memory.views import Clock, MemoryViews, public_job
@@ -203,7 +203,15 @@ class MemoryUnitOfWork(MemoryTaskStatements):
                 inserted.add((job_id, stage))
         return inserted
 
-    def decrement_stage(self, job_id: str, stage: int, done: int, failed: int) -> int | None:
+    def decrement_stages(self, counts: Sequence[StageCount]) -> dict[tuple[str, int], int]:
+        remaining = {}
+        for count in sorted(counts, key=lambda c: (c.job_id, c.stage)):
+            left = self._decrement(count.job_id, count.stage, count.done, count.failed)
+            if left is not None:
+                remaining[count.job_id, count.stage] = left
+        return remaining
+
+    def _decrement(self, job_id: str, stage: int, done: int, failed: int) -> int | None:
         row = self._tx.stage(job_id, stage)
         if row is None:
             return None
@@ -218,15 +226,20 @@ class MemoryUnitOfWork(MemoryTaskStatements):
     ) -> CountedCompletions:
         changes = self.complete_tasks(task_ids, attempts, results, sources)
         done = Counter((c.job_id, c.stage) for c in changes)
-        remaining = {key: self.decrement_stage(key[0], key[1], n, 0) for key, n in sorted(done.items())}
+        remaining = {key: self._decrement(key[0], key[1], n, 0) for key, n in sorted(done.items())}
         return CountedCompletions(changes, {key: left for key, left in remaining.items() if left is not None})
 
-    def complete_stage(self, job_id: str, stage: int, sources: frozenset[StageStatus]) -> StageTally | None:
-        row = self._tx.stage(job_id, stage)
-        if row is None or row.status not in sources or row.remaining != 0:
-            return None
-        self._tx.put_stage(replace(row, status=StageStatus.COMPLETED, completed_at=self._tx.now))
-        return StageTally(row.task_count, row.failed)
+    def complete_stages(
+        self, keys: Sequence[tuple[str, int]], sources: frozenset[StageStatus]
+    ) -> dict[tuple[str, int], StageTally]:
+        completed = {}
+        for job_id, stage in sorted(keys):
+            row = self._tx.stage(job_id, stage)
+            if row is None or row.status not in sources or row.remaining != 0:
+                continue
+            self._tx.put_stage(replace(row, status=StageStatus.COMPLETED, completed_at=self._tx.now))
+            completed[job_id, stage] = StageTally(row.task_count, row.failed)
+        return completed
 
     def counted_stages(
         self, job_sources: frozenset[JobStatus], sources: frozenset[StageStatus], limit: int

@@ -30,6 +30,7 @@ from core.uow import (
     CountedCompletions,
     LockedJob,
     Resend,
+    StageCount,
     StageTally,
     StageTotals,
     TakenBack,
@@ -191,13 +192,20 @@ class PostgresUnitOfWork(UnitOfWork):
         })
         return {(job_id, stage) for job_id, stage in rows}
 
-    def decrement_stage(self, job_id: str, stage: int, done: int, failed: int) -> int | None:
-        row = self._one("decrement_stage", {"job_id": job_id, "stage": stage, "done": done, "failed": failed})
-        return None if row is None else int(row[0])
+    def decrement_stages(self, counts: Sequence[StageCount]) -> dict[tuple[str, int], int]:
+        rows = self._all("decrement_stages", {
+            "job_ids": [c.job_id for c in counts], "stages": [c.stage for c in counts],
+            "done": [c.done for c in counts], "failed": [c.failed for c in counts],
+        })
+        return {(job_id, stage): int(remaining) for job_id, stage, remaining in rows}
 
-    def complete_stage(self, job_id: str, stage: int, sources: frozenset[StageStatus]) -> StageTally | None:
-        row = self._one("complete_stage", {"job_id": job_id, "stage": stage, "sources": values(sources)})
-        return None if row is None else StageTally(row[0], row[1])
+    def complete_stages(
+        self, keys: Sequence[tuple[str, int]], sources: frozenset[StageStatus]
+    ) -> dict[tuple[str, int], StageTally]:
+        rows = self._all("complete_stages", {
+            "job_ids": [k[0] for k in keys], "stages": [k[1] for k in keys], "sources": values(sources),
+        })
+        return {(job_id, stage): StageTally(count, failed) for job_id, stage, count, failed in rows}
 
     def counted_stages(
         self, job_sources: frozenset[JobStatus], sources: frozenset[StageStatus], limit: int

@@ -205,6 +205,11 @@ def test_a_single_statement_unit_runs_one_statement_in_autocommit(database: Data
     assert counts == (0, 0)
 
 
+def updated_tables(statements: list[str]) -> list[str]:
+    """The table each UPDATE statement updates (after its WITH clause, if any), in order."""
+    return [match.group(1) for text in statements if (match := re.search(r"\bUPDATE (?!OF\b)(\w+)", text))]
+
+
 def test_a_fail_fast_batch_takes_its_rows_in_the_lock_order(database: Database) -> None:
     """Tasks, then the stage counter, then the job row - here a failure that fails the job fast and completes its
     stage in one batch, which once moved the job row before the stage's."""
@@ -221,8 +226,34 @@ def test_a_fail_fast_batch_takes_its_rows_in_the_lock_order(database: Database) 
                            *(TaskOutcome(t, OutcomeKind.COMPLETED, result={}) for t in claimed[1:])])
 
     rank = {"tasks": 0, "stages": 1, "jobs": 2}
-    updated = [match.group(1) for text in statements if (match := re.match(r"\s*UPDATE (\w+)", text))]
+    updated = updated_tables(statements)
     assert [rank[table] for table in updated] == sorted(rank[table] for table in updated), updated
     assert updated[-1] == "jobs" and "stages" in updated
     record = store.get_job(job.job_id)
     assert record is not None and record.status is JobStatus.FINALIZING and record.current_stage == 1
+
+
+def test_a_batch_closing_several_jobs_stages_counts_and_completes_them_in_one_statement_each(
+    database: Database,
+) -> None:
+    """The last tasks of three small jobs' first stages in one batch: one statement decrements the three counters,
+    one completes the three stages, then each job row advances."""
+    statements: list[str] = []
+    store = PostgresStore(lambda: counting(database, statements))
+    jobs = []
+    for label in ("a", "b", "c"):
+        parameters = {"label": label}
+        job = NewJob(job_id_for("writes_test", parameters), "writes_test", parameters, 2, FailurePolicy.CONTINUE)
+        store.create_job(job)
+        assert store.start_stage(StagePlan(job.job_id, 1, "s1", [TaskSpec("work", {"i": i}) for i in range(2)], 3,
+                                           10.0))
+        jobs.append(job.job_id)
+    claimed = store.claim_tasks([task_id_for(job_id, 1, i) for job_id in jobs for i in range(2)], "w")
+    assert len(claimed) == 6
+    statements.clear()
+    store.record_outcomes([TaskOutcome(t, OutcomeKind.COMPLETED, result={"i": t.index}) for t in claimed])
+
+    assert updated_tables(statements) == ["tasks", "stages", "stages", "jobs", "jobs", "jobs"]
+    for job_id in jobs:
+        record = store.get_job(job_id)
+        assert record is not None and record.current_stage == 2, job_id

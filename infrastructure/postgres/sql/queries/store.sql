@@ -126,16 +126,34 @@ FROM unnest(%(job_ids)s::text[], %(stages)s::int[], %(names)s::text[], %(task_co
 ON CONFLICT (job_id, stage) DO NOTHING
 RETURNING job_id, stage
 
--- name: decrement_stage
-UPDATE stages SET remaining = remaining - %(done)s, failed = failed + %(failed)s
-WHERE job_id = %(job_id)s AND stage = %(stage)s
-RETURNING remaining
+-- name: decrement_stages
+-- The fan-in counters of a batch's stages in one statement, the rows locked in (job, stage) order.
+WITH locked AS (
+    SELECT s.job_id, s.stage, u.done, u.failed
+    FROM stages s
+    JOIN unnest(%(job_ids)s::text[], %(stages)s::int[], %(done)s::int[], %(failed)s::int[])
+         AS u(job_id, stage, done, failed) ON s.job_id = u.job_id AND s.stage = u.stage
+    ORDER BY s.job_id, s.stage FOR NO KEY UPDATE OF s
+)
+UPDATE stages s SET remaining = s.remaining - locked.done, failed = s.failed + locked.failed
+FROM locked WHERE s.job_id = locked.job_id AND s.stage = locked.stage
+RETURNING s.job_id, s.stage, s.remaining
 
--- name: complete_stage
--- Only a stage whose counter is zero: a close that comes late (after a retry reopened the stage) changes nothing.
-UPDATE stages SET status = 'completed', completed_at = now()
-WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = ANY(%(sources)s::stage_status[]) AND remaining = 0
-RETURNING task_count, failed
+-- name: complete_stages
+-- Only stages whose counter is zero: a close that comes late (after a retry reopened the stage) changes nothing.
+-- The rows locked in (job, stage) order.
+WITH locked AS (
+    SELECT s.job_id, s.stage
+    FROM stages s
+    JOIN unnest(%(job_ids)s::text[], %(stages)s::int[]) AS u(job_id, stage) ON s.job_id = u.job_id AND s.stage = u.stage
+    WHERE s.status = ANY(%(sources)s::stage_status[]) AND s.remaining = 0
+    ORDER BY s.job_id, s.stage FOR NO KEY UPDATE OF s
+)
+UPDATE stages s SET status = 'completed', completed_at = now()
+FROM locked
+WHERE s.job_id = locked.job_id AND s.stage = locked.stage AND s.status = ANY(%(sources)s::stage_status[])
+  AND s.remaining = 0
+RETURNING s.job_id, s.stage, s.task_count, s.failed
 
 -- name: counted_stages
 -- The open statuses spelled out too, so the generic plan uses jobs_status_updated_idx (see take_back_expired).
