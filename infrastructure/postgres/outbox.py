@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.copy import QueuedLibpqWriter
+from psycopg.copy import LibpqWriter, QueuedLibpqWriter, Writer
 from psycopg.types.json import Jsonb
 
 from core.ids import task_id_for
@@ -84,7 +84,7 @@ def copy_messages(cur: psycopg.Cursor[Any], messages: Sequence[OutgoingMessage])
     dumps = json.dumps
     last_properties: dict[str, str | int] | None = None
     last_queue, properties_text, queue_text = "", "", ""
-    with cur.copy(query("copy_messages"), writer=QueuedLibpqWriter(cur)) as copy:
+    with cur.copy(query("copy_messages"), writer=_writer(cur, len(messages))) as copy:
         lines: list[str] = []
         for m in messages:
             if m.properties is not last_properties and m.properties != last_properties:
@@ -119,7 +119,7 @@ def copy_tasks(cur: psycopg.Cursor[Any], plan: StagePlan) -> None:
     fixed = f"\t{copy_field(job_id)}\t{stage}\t"
     limits = f"\t{max_attempts}\t{float(timeout_seconds)!r}\n"
     last_type, type_text = "", ""
-    with cur.copy(query("copy_tasks"), writer=QueuedLibpqWriter(cur)) as copy:
+    with cur.copy(query("copy_tasks"), writer=_writer(cur, len(tasks))) as copy:
         lines: list[str] = []
         for index, spec in enumerate(tasks):
             if spec.task_type != last_type:
@@ -130,6 +130,12 @@ def copy_tasks(cur: psycopg.Cursor[Any], plan: StagePlan) -> None:
                 copy.write("".join(lines))
                 lines.clear()
         copy.write("".join(lines))
+
+
+def _writer(cur: psycopg.Cursor[Any], lines: int) -> Writer:
+    """More than one chunk: a writer thread sends each chunk while the next is built, so the server works while
+    the client does. One chunk: the plain writer, which spares the thread and its two hand-offs."""
+    return QueuedLibpqWriter(cur) if lines > _COPY_CHUNK else LibpqWriter(cur)
 
 
 def copy_json(text: str) -> str:
