@@ -285,6 +285,8 @@ class ReceivedMessage:
     lock_token: str
     enqueued_at: datetime | None = None
     sequence_number: int | None = None
+    due_at: datetime | None = None
+    """When it was due before this delivery (its place in an ordering queue; a release puts it back there)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,8 +74,11 @@ class StateStore(Protocol):
         """Completed tasks of a stage in index order."""
         ...
 
-    def stages_results(self, stages: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[TaskResultRow]]:
-        """`stage_results` of several (job id, stage) in one read; every key is in the answer."""
+    def stages_results(
+        self, stages: Sequence[tuple[str, int]], max_rows: int | None = None
+    ) -> dict[tuple[str, int], list[TaskResultRow]] | None:
+        """`stage_results` of several (job id, stage) in one read; every key is in the answer. None if they are
+        more than `max_rows` in all."""
         ...
 
     def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:

@@ -25,6 +25,9 @@ from core.states import LIVE_JOB
 
 log = logging.getLogger("coremachine.stages")
 
+READ_AHEAD_RESULTS = 10_000
+"""At most this many previous results are read ahead for a batch of job messages; beyond it (a wide fan-in) each
+message reads its own when its turn comes, so a batch never holds several wide stages' results at once."""
 MIN_FINALIZE_RECHECK_S = 0.2
 MAX_FINALIZE_RECHECK_S = 5.0
 FINALIZE_CLAIM_SECONDS = 60.0
@@ -83,7 +86,8 @@ class StageRunner:
             if p.kind is MessageKind.STAGE and p.stage is not None and p.stage > 1
             and (job := jobs.get(p.job_id)) is not None and _is_current(job, p.stage, p.plan_attempt)
         })
-        return ReadAhead(frozenset(job_ids), jobs, self._store.stages_results(wanted) if wanted else {})
+        results = self._store.stages_results(wanted, READ_AHEAD_RESULTS) if wanted else {}
+        return ReadAhead(frozenset(job_ids), jobs, results or {})
 
     def prepare(self, message: ReceivedMessage, reads: ReadAhead | None = None) -> Settlement | PlannedStage:
         """Everything a job message needs before its stage is written: a stage message comes back planned (its

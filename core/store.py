@@ -152,10 +152,14 @@ class Store(Rounds):
         return self.backend.transaction(work)
 
     def stage_results(self, job_id: str, stage: int) -> list[TaskResultRow]:
-        return self.backend.stage_results([(job_id, stage)])[(job_id, stage)]
+        results = self.backend.stage_results([(job_id, stage)])
+        assert results is not None, "no row limit was given"
+        return results[job_id, stage]
 
-    def stages_results(self, stages: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[TaskResultRow]]:
-        return self.backend.stage_results(stages)
+    def stages_results(
+        self, stages: Sequence[tuple[str, int]], max_rows: int | None = None
+    ) -> dict[tuple[str, int], list[TaskResultRow]] | None:
+        return self.backend.stage_results(stages, max_rows)
 
     def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:
         return self.backend.stage_counts(job_id)

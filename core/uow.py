@@ -219,7 +219,7 @@ class UnitOfWork(Protocol):
 
     def decrement_stages(self, counts: Sequence[StageCount]) -> dict[tuple[str, int], int]:
         """The fan-in counters, in (job, stage) order: per stage `done` fewer remaining, `failed` more failed. The
-        remaining count of each existing stage."""
+        remaining count of each existing stage. One count per stage (the keys are unique)."""
         ...
 
     def complete_stages(
@@ -388,8 +388,11 @@ class StoreBackend(Protocol):
         """The existing jobs among `job_ids`, by id (one read)."""
         ...
 
-    def stage_results(self, stages: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[TaskResultRow]]:
-        """The completed tasks of each (job id, stage), in index order; every key is in the answer (one read)."""
+    def stage_results(
+        self, stages: Sequence[tuple[str, int]], max_rows: int | None = None
+    ) -> dict[tuple[str, int], list[TaskResultRow]] | None:
+        """The completed tasks of each (job id, stage), in index order; every key is in the answer (one read).
+        None if they are more than `max_rows` in all."""
         ...
 
     def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]: ...

@@ -153,7 +153,7 @@ class Transaction:
         self._stages[(row.job_id, row.stage)] = row
 
     def delete_stage(self, row: StageRow) -> None:
-        """The stage row and its tasks go (the PostgreSQL foreign key cascades the same way)."""
+        """The stage row and its tasks go (on PostgreSQL the round's tasks are deleted first, then its stages)."""
         key = (row.job_id, row.stage)
         self._stages.pop(key, None)
         self._deleted_stages.add(key)

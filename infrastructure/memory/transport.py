@@ -51,6 +51,7 @@ class _Entry:
     lock_token: str | None = None
     done_at: float | None = None
     version: int = 0
+    due_at: float = 0.0  # when it was due before its current delivery (a release puts it back there)
 
 
 def _matches(dead: DeadLetter, selector: DeadLetterSelector) -> bool:
@@ -148,7 +149,7 @@ class InMemoryTransport:
                     continue
                 entry.lock_token = None
                 entry.delivery_count = max(0, entry.delivery_count - 1)
-                self._schedule(entry, self._clock())
+                self._schedule(entry, min(self._clock(), entry.due_at))
             self._cond.notify_all()
 
     @property
@@ -276,6 +277,7 @@ class InMemoryTransport:
                 continue
             entry.delivery_count += 1
             entry.lock_token = str(uuid.uuid4())
+            entry.due_at = entry.available_at
             self._schedule(entry, now + self._config.lock_seconds)
             message = _json_copy(entry.message)
             received.append(
@@ -287,6 +289,7 @@ class InMemoryTransport:
                     delivery_count=entry.delivery_count,
                     lock_token=entry.lock_token,
                     enqueued_at=datetime.fromtimestamp(entry.enqueued_at, UTC),
+                    due_at=datetime.fromtimestamp(entry.due_at, UTC),
                 )
             )
         return received

@@ -38,7 +38,9 @@ class MemoryViews:
                 self._transport.send(tx.messages)
             tx.commit()
 
-    def stage_results(self, stages: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[TaskResultRow]]:
+    def stage_results(
+        self, stages: Sequence[tuple[str, int]], max_rows: int | None = None
+    ) -> dict[tuple[str, int], list[TaskResultRow]] | None:
         results: dict[tuple[str, int], list[TaskResultRow]] = {}
         with self._tx() as tx:
             for job_id, stage in stages:
@@ -49,6 +51,8 @@ class MemoryViews:
                     for t in sorted(tasks, key=lambda t: t.index)
                     if t.status is TaskStatus.COMPLETED
                 ]
+        if max_rows is not None and sum(map(len, results.values())) > max_rows:
+            return None
         return results
 
     def stage_counts(self, job_id: str) -> dict[int, dict[str, int]]:

@@ -5,9 +5,10 @@ as one multi-row statement per kind right before the commit: a small job's units
 for all their events and one for all their messages, instead of one per call. A new stage's task rows and
 messages go in with one `INSERT ... SELECT FROM unnest(...)` while the stage is small and by COPY beyond
 (`COPY_THRESHOLD`, measured: up to about 16 rows both cost the same CPU and the INSERT saves the COPY protocol's
-extra round trips; from about 100 rows COPY costs a third less, client and server). A COPY hands its text to a
-writer thread, so building the next lines overlaps the server taking in the previous ones (the queued text is
-at most the stage's own COPY text, smaller than the plan the caller already holds).
+extra round trips; from about 100 rows COPY costs a third less, client and server). A COPY of more than one
+chunk (`_COPY_CHUNK` lines) hands its text to a writer thread, so building the next lines overlaps the server
+taking in the previous ones (the queued text is at most the stage's own COPY text, smaller than the plan the
+caller already holds); a COPY of one chunk is written directly.
 """
 
 from __future__ import annotations

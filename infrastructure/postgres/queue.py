@@ -181,6 +181,7 @@ class PostgresQueue:
                 lock_token=str(row["lock_token"]),
                 enqueued_at=row["enqueued_at"],
                 sequence_number=row["id"],
+                due_at=row["due_at"],
             )
             for row in rows
             if row["kind"] == "message"
@@ -233,7 +234,8 @@ class PostgresQueue:
             self.abandon(message)
         numbered = [(m, t) for m, t in held if m.sequence_number is not None]
         if numbered:
-            params = {"ids": [m.sequence_number for m, _ in numbered], "lock_tokens": [t for _, t in numbered]}
+            params = {"ids": [m.sequence_number for m, _ in numbered], "lock_tokens": [t for _, t in numbered],
+                      "due_ats": [m.due_at for m, _ in numbered]}
             with translated("release"), single_statement(self._pool) as conn:
                 conn.execute(query("queue_release"), params)
 

@@ -49,20 +49,28 @@ class StoreViews:
             rows = conn.execute(query("job_statuses"), {"job_ids": list(job_ids)}).fetchall()
         return {job_id: JobStatus(status) for job_id, status in rows}
 
-    def stage_results(self, stages: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[TaskResultRow]]:
+    def stage_results(
+        self, stages: Sequence[tuple[str, int]], max_rows: int | None = None
+    ) -> dict[tuple[str, int], list[TaskResultRow]] | None:
         results: dict[tuple[str, int], list[TaskResultRow]] = {key: [] for key in stages}
+        limit = None if max_rows is None else max_rows + 1
         if len(results) == 1:
             [(job_id, stage)] = results
             with single_read(self._connection) as conn:
-                rows = conn.execute(query("stage_results"), {"job_id": job_id, "stage": stage}).fetchall()
-            results[job_id, stage] = [result_from_row(r) for r in rows]
+                rows = conn.execute(query("stage_results"), {"job_id": job_id, "stage": stage, "limit": limit})
+                found = [(job_id, stage, *row) for row in rows.fetchall()]
         elif results:
             with single_read(self._connection) as conn:
-                rows = conn.execute(query("stages_results"), {
+                found = conn.execute(query("stages_results"), {
                     "job_ids": [job_id for job_id, _ in results], "stages": [stage for _, stage in results],
+                    "limit": limit,
                 }).fetchall()
-            for job_id, stage, *result in rows:
-                results[job_id, stage].append(result_from_row(tuple(result)))
+        else:
+            found = []
+        if max_rows is not None and len(found) > max_rows:
+            return None
+        for job_id, stage, *result in found:
+            results[job_id, stage].append(result_from_row(tuple(result)))
         return results
 
     def stuck_jobs(self, older_than_seconds: float, limit: int, open_statuses: frozenset[JobStatus]) -> list[JobRecord]:

@@ -169,7 +169,8 @@ class PostgresHarness(Harness):
 
     def sent(self) -> list[Sent]:
         rows = self._execute(
-            "SELECT message_id, body, extract(epoch FROM available_at - enqueued_at)::float8 FROM queue_messages"
+            "SELECT message_id, body, greatest(0, extract(epoch FROM available_at - enqueued_at))::float8"
+            " FROM queue_messages"
             " ORDER BY id"
         )
         return [Sent(message_id, body, round(delay, 6)) for message_id, body, delay in rows]

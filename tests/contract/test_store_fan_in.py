@@ -142,3 +142,26 @@ def test_a_single_statement_unit_refuses_a_second_statement_and_buffered_writes(
     with pytest.raises(RuntimeError, match="events or messages"):
         h.store.backend.statement(lambda uow: uow.event(job.job_id, "never", {}))
     assert "never" not in h.kinds(job.job_id)
+
+
+def test_one_batch_closes_several_jobs_stages_each_its_own_way(h: Harness) -> None:
+    """One batch takes three jobs' stages to zero: a fail-fast job's last task fails (its stage completes, the job
+    fails), a job's first stage completes (it advances), a job's only stage completes (it goes to finalizing)."""
+    failing, failing_tasks = h.started(n=2, tag="failing")
+    advancing, advancing_tasks = h.started(n=2, tag="advancing", policy=FailurePolicy.CONTINUE)
+    ending, ending_tasks = h.started(n=2, tag="ending", stages=1)
+    h.store.record_outcomes([done(failing_tasks[0]), done(advancing_tasks[0]), done(ending_tasks[0])])
+    h.store.record_outcomes([failed(failing_tasks[1]), done(advancing_tasks[1]), done(ending_tasks[1])])
+
+    states = {job.job_id: h.store.get_job(job.job_id) for job in (failing, advancing, ending)}
+    assert all(states.values())
+    summary = {job_id: (j.status, j.outcome, j.current_stage) for job_id, j in states.items() if j}
+    assert summary == {
+        failing.job_id: (JobStatus.FINALIZING, JobStatus.FAILED, 1),
+        advancing.job_id: (JobStatus.PROCESSING, None, 2),
+        ending.job_id: (JobStatus.FINALIZING, JobStatus.COMPLETED, 1),
+    }
+    for job in (failing, advancing, ending):
+        assert h.kinds(job.job_id).count("stage_completed") == 1, job.job_id
+    assert f"j:{advancing.job_id}:s2" in h.ids()
+    assert {f"j:{failing.job_id}:final", f"j:{ending.job_id}:final"} <= set(h.ids())

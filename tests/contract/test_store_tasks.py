@@ -297,8 +297,12 @@ def test_jobs_and_stage_results_are_read_for_many_at_once(h: Harness) -> None:
     jobs = h.store.get_jobs([first.job_id, "0" * 64, second.job_id])
     assert sorted(jobs) == sorted([first.job_id, second.job_id])
     assert jobs[first.job_id] == h.store.get_job(first.job_id)
-    results = h.store.stages_results([(first.job_id, 1), (second.job_id, 1), (second.job_id, 2)])
-    assert results[second.job_id, 2] == []
+    keys = [(first.job_id, 1), (second.job_id, 1), (second.job_id, 2)]
+    results = h.store.stages_results(keys)
+    assert results is not None and results[second.job_id, 2] == []
+    assert h.store.stages_results(keys, max_rows=4) == results  # four results in all
+    assert h.store.stages_results(keys, max_rows=3) is None
+    assert h.store.stages_results([(first.job_id, 1)], max_rows=1) is None
     for job in (first, second):
         assert results[job.job_id, 1] == h.store.stage_results(job.job_id, 1)
         assert [(r.index, r.result) for r in results[job.job_id, 1]] == [(0, {"i": 0}), (1, {"i": 1})]

@@ -224,12 +224,16 @@ class TransportContract:
     def test_continuations_come_before_earlier_messages(
         self, make_transport: MakeTransport, tick: float, advance: Advance
     ) -> None:
-        """A message that moves a started job on is handed out before unmarked messages sent earlier; delayed,
-        it still waits for its due time. (Service Bus overrides this: its queues are first in, first out.)"""
+        """A message that moves a started job on is handed out before unmarked messages sent earlier, and handed
+        back unstarted it keeps that place; delayed, it still waits for its due time. (Service Bus overrides this:
+        its queues are first in, first out.)"""
         transport = make_transport()
         transport.send([message("start-1"), message("start-2")])
         transport.send([replace(message("next-stage"), continues_job=True),
                         replace(message("retry-later", delay=tick * 2), continues_job=True)])
+        [first] = transport.receive(QUEUE, 1, 0)
+        assert first.message_id == "next-stage"
+        transport.release([first])
         assert ids(transport.receive(QUEUE, 10, 0)) == ["next-stage", "start-1", "start-2"]
         advance(tick * 2.5)
         assert ids(transport.receive(QUEUE, 10, 0)) == ["retry-later"]

@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 
 from core.errors import StoreUnavailable
-from core.models import DeadLetterSelector, ErrorClass, ErrorInfo, JobStatus, OutcomeKind, StagePlan, TaskOutcome
+from core.models import (
+    DeadLetterSelector,
+    ErrorClass,
+    ErrorInfo,
+    JobStatus,
+    OutcomeKind,
+    ReceivedMessage,
+    StagePlan,
+    TaskOutcome,
+)
 from core.settlement import Disposition
 from tests.integration.engine_helpers import rows, run_to_end, task_rows
 from triggers.runtime import Runtime
@@ -173,32 +182,80 @@ def test_the_janitor_resends_an_overdue_retry_with_an_id_from_the_task_counter(r
     assert [(r[1], r[2]) for r in task_rows(runtime, job_id, 1)] == [("completed", 2)]
 
 
-def test_a_batch_of_stage_messages_reads_its_jobs_and_previous_results_once(runtime: Runtime) -> None:
-    """Four jobs' stage-2 messages in one batch: one read of the four jobs, one read of their stage-1 results,
-    and each stage built from its own job's results."""
-    jobs = [runtime.engine.submit("drill_continue", {"n": i + 1, "tag": f"ahead{i}"}).job.job_id for i in range(4)]
+def stage_two_messages(runtime: Runtime, sizes: Sequence[int], tag: str) -> tuple[list[str], list[ReceivedMessage]]:
+    """Jobs of `sizes` tasks whose first stage has run: their job ids and their stage-2 messages, received."""
+    jobs = [runtime.engine.submit("drill_continue", {"n": n, "tag": f"{tag}{i}"}).job.job_id
+            for i, n in enumerate(sizes)]
     for queue in ("jobs", "tasks"):  # stage 1: created, then run
         received = runtime.transport.receive(queue, 100, 1)
         handle = runtime.engine.handle_job_messages if queue == "jobs" else runtime.engine.handle_task_messages
         runtime.transport.complete([s.message for s in handle(received)])
-    store = runtime.store
-    reads: list[tuple[str, int]] = []
+    messages = runtime.transport.receive("jobs", 10, 1)
+    assert sorted(m.body["stage"] for m in messages) == [2] * len(sizes)
+    return jobs, messages
+
+
+def count_reads(runtime: Runtime, fail: str | None = None) -> list[tuple[str, int]]:
+    """Record the store's job and result reads (name, keys asked for); `fail` names one that raises."""
+    store, reads = runtime.store, []
 
     def count(name: str, plural: bool) -> None:
         original = getattr(store, name)
 
         def counted(*args: Any) -> Any:
             reads.append((name, len(args[0]) if plural else 1))
+            if name == fail:
+                raise StoreUnavailable("connection reset")
             return original(*args)
 
         setattr(store, name, counted)
 
     for name, plural in (("get_job", False), ("get_jobs", True), ("stage_results", False), ("stages_results", True)):
         count(name, plural)
-    messages = runtime.transport.receive("jobs", 10, 1)
-    assert sorted(m.body["stage"] for m in messages) == [2, 2, 2, 2]
+    return reads
+
+
+def created_from_their_own_results(runtime: Runtime, jobs: Sequence[str], sizes: Sequence[int]) -> None:
+    for job_id, n in zip(jobs, sizes, strict=True):
+        assert [r[0] for r in task_rows(runtime, job_id, 2)] == list(range(n)), job_id
+
+
+def test_a_batch_of_stage_messages_reads_its_jobs_and_previous_results_once(runtime: Runtime) -> None:
+    """Four jobs' stage-2 messages in one batch: one read of the four jobs, one read of their stage-1 results,
+    and each stage built from its own job's results."""
+    sizes = [1, 2, 3, 4]
+    jobs, messages = stage_two_messages(runtime, sizes, "ahead")
+    reads = count_reads(runtime)
     settlements = runtime.engine.handle_job_messages(messages)
     assert {s.disposition for s in settlements} == {Disposition.COMPLETE}
     assert reads == [("get_jobs", 4), ("stages_results", 4)]
-    for i, job_id in enumerate(jobs):
-        assert [r[0] for r in task_rows(runtime, job_id, 2)] == list(range(i + 1)), job_id
+    created_from_their_own_results(runtime, jobs, sizes)
+
+
+def test_a_failed_read_ahead_leaves_each_message_to_read_its_own(runtime: Runtime) -> None:
+    sizes = [2, 3]
+    jobs, messages = stage_two_messages(runtime, sizes, "failed")
+    reads = count_reads(runtime, fail="get_jobs")
+    settlements = runtime.engine.handle_job_messages(messages)
+    assert {s.disposition for s in settlements} == {Disposition.COMPLETE}
+    assert reads == [("get_jobs", 2), ("get_job", 1), ("stage_results", 1), ("get_job", 1), ("stage_results", 1)]
+    created_from_their_own_results(runtime, jobs, sizes)
+
+
+def test_wide_previous_results_and_a_job_with_two_messages_are_not_read_ahead(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results beyond the read-ahead's limit are read by their own message; a job with two messages in the batch
+    (here its stage message twice) reads its job per message, after what the first one did."""
+    monkeypatch.setattr("core.stage_runner.READ_AHEAD_RESULTS", 2)
+    sizes = [3, 2]
+    jobs, messages = stage_two_messages(runtime, sizes, "wide")
+    duplicate = next(m for m in messages if m.body["job_id"] == jobs[1])
+    reads = count_reads(runtime)
+    settlements = runtime.engine.handle_job_messages([*messages, duplicate])
+    assert {s.disposition for s in settlements} == {Disposition.COMPLETE}
+    # jobs[1] has two messages: not read ahead. jobs[0]'s three results are over the limit of two: not kept, so
+    # its message reads them itself, as each of jobs[1]'s messages reads its job and results.
+    assert reads[:2] == [("get_jobs", 1), ("stages_results", 1)]
+    assert sorted(reads[2:]) == [("get_job", 1)] * 2 + [("stage_results", 1)] * 3
+    created_from_their_own_results(runtime, jobs, sizes)

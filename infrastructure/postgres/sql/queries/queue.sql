@@ -120,11 +120,13 @@ SELECT r.queue, pg_notify('coremachine_queue', r.queue)::text AS notified
 FROM released AS r
 
 -- name: queue_release
--- Hand back unstarted messages: available at once, and this delivery is not counted.
+-- Hand back unstarted messages: available at once, in the place they had before this delivery (`due_at`: a
+-- continuation keeps its head start), and this delivery is not counted.
 WITH released AS (
     UPDATE queue_messages AS q
-    SET available_at = now(), lock_token = NULL, delivery_count = greatest(q.delivery_count - 1, 0)
-    FROM unnest(%(ids)s::bigint[], %(lock_tokens)s::uuid[]) AS m(id, lock_token)
+    SET available_at = least(now(), coalesce(m.due_at, now())), lock_token = NULL,
+        delivery_count = greatest(q.delivery_count - 1, 0)
+    FROM unnest(%(ids)s::bigint[], %(lock_tokens)s::uuid[], %(due_ats)s::timestamptz[]) AS m(id, lock_token, due_at)
     WHERE q.id = ANY(%(ids)s::bigint[]) AND q.id = m.id AND q.lock_token = m.lock_token AND q.state = 'ready'
     RETURNING q.queue
 )

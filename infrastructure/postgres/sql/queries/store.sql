@@ -244,7 +244,7 @@ WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.stat
 RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt
 
 -- name: complete_tasks_counted
--- complete_tasks, then decrement_stage for each stage it touched, in one statement (run alone, in autocommit):
+-- complete_tasks, then decrement_stages for the stages it touched, in one statement (run alone, in autocommit):
 -- task rows locked first, then stage rows in (job, stage) order (the locked CTE), as everywhere.
 WITH done AS (
     UPDATE tasks t
@@ -381,6 +381,7 @@ RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt, j.job_type, j.re
 SELECT task_id, idx, status, result FROM tasks
 WHERE job_id = %(job_id)s AND stage = %(stage)s AND status = 'completed'
 ORDER BY idx
+LIMIT %(limit)s
 
 -- name: stages_results
 -- `stage_results` of several stages in one read, each stage by the (job, stage, idx) index.
@@ -391,6 +392,7 @@ CROSS JOIN LATERAL (
     WHERE tasks.job_id = s.job_id AND tasks.stage = s.stage AND tasks.status = 'completed'
     ORDER BY idx
 ) AS t
+LIMIT %(limit)s
 
 -- name: stuck_jobs
 SELECT job_id, job_type, status, parameters, current_stage, total_stages, failure_policy, result, error,
