@@ -77,10 +77,11 @@ class Store(Rounds):
         exists (or came earlier in `jobs`) gives the existing job and False."""
 
         def work(uow: UnitOfWork) -> list[tuple[JobRecord, bool]]:
+            inserted = uow.insert_jobs(jobs)
             results: list[tuple[JobRecord, bool]] = []
             messages: list[OutgoingMessage] = []
             for job in jobs:
-                created = uow.insert_job(job)
+                created = inserted.pop(job.job_id, None)  # a repeated id: the first occurrence created it
                 if created is None:
                     existing = uow.job(job.job_id)
                     assert existing is not None

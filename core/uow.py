@@ -142,6 +142,11 @@ class UnitOfWork(Protocol):
         """The new job (queued at stage 1), or None if the id exists."""
         ...
 
+    def insert_jobs(self, jobs: Sequence[NewJob]) -> dict[str, JobRecord]:
+        """`insert_job` for many jobs in one statement: the new ones by id (an id that exists, or came earlier in
+        `jobs`, is not inserted)."""
+        ...
+
     def job(self, job_id: str) -> JobRecord | None: ...
 
     def lock_jobs(self, job_ids: Sequence[str]) -> dict[str, LockedJob]:

@@ -62,6 +62,14 @@ class MemoryUnitOfWork(MemoryTaskStatements):
         tx.put_control(job.job_id, JobControl(round_started_at=tx.now))
         return public_job(record)
 
+    def insert_jobs(self, jobs: Sequence[NewJob]) -> dict[str, JobRecord]:
+        inserted: dict[str, JobRecord] = {}
+        for job in jobs:
+            record = self.insert_job(job)
+            if record is not None:
+                inserted[job.job_id] = record
+        return inserted
+
     def job(self, job_id: str) -> JobRecord | None:
         job = self._tx.job(job_id)
         return public_job(job) if job else None

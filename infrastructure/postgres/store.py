@@ -99,11 +99,15 @@ class PostgresUnitOfWork(UnitOfWork):
 
     # -- jobs ---------------------------------------------------------------------------------------------------
     def insert_job(self, job: NewJob) -> JobRecord | None:
-        row = self._one("insert_job", {
-            "job_id": job.job_id, "job_type": job.job_type, "parameters": jsonb(job.parameters),
-            "total_stages": job.total_stages, "failure_policy": job.failure_policy.value,
+        return self.insert_jobs([job]).get(job.job_id)
+
+    def insert_jobs(self, jobs: Sequence[NewJob]) -> dict[str, JobRecord]:
+        rows = self._all("insert_jobs", {
+            "job_ids": [j.job_id for j in jobs], "job_types": [j.job_type for j in jobs],
+            "parameters": [jsonb(j.parameters) for j in jobs], "total_stages": [j.total_stages for j in jobs],
+            "failure_policies": [j.failure_policy.value for j in jobs],
         })
-        return job_from_row(row) if row else None
+        return {job.job_id: job for job in map(job_from_row, rows)}
 
     def job(self, job_id: str) -> JobRecord | None:
         row = self._one("select_job", {"job_id": job_id})

@@ -6,8 +6,8 @@ import threading
 from dataclasses import replace
 from functools import partial
 
-from core.ids import task_id_for
-from core.models import ClaimedTask, ErrorClass, ErrorInfo, FailurePolicy, JobStatus, OutcomeKind
+from core.ids import job_id_for, task_id_for
+from core.models import ClaimedTask, ErrorClass, ErrorInfo, FailurePolicy, JobStatus, NewJob, OutcomeKind
 from tests.contract.store_harness import LEASE, Harness, at_once, done, failed, plan
 
 
@@ -18,6 +18,18 @@ def test_create_job_once_with_its_first_stage_message(h: Harness) -> None:
         JobStatus.QUEUED, 1, None, 0)
     assert h.ids() == [f"j:{job.job_id}:s1"]
     assert h.kinds(job.job_id) == ["submitted"]
+
+
+def test_many_jobs_are_created_in_one_unit_each_id_once(h: Harness) -> None:
+    existing = h.new_job(tag="existing")
+    fresh = [NewJob(job_id_for("t", {"tag": t}), "t", {"tag": t}, 2, FailurePolicy.FAIL_FAST) for t in ("a", "b")]
+    results = h.store.create_jobs([fresh[0], existing, fresh[1], fresh[0]])
+    assert [(record.job_id, created) for record, created in results] == [
+        (fresh[0].job_id, True), (existing.job_id, False), (fresh[1].job_id, True), (fresh[0].job_id, False)]
+    assert [record.status for record, _ in results] == [JobStatus.QUEUED] * 4
+    for job in (existing, *fresh):
+        assert h.kinds(job.job_id) == ["submitted"]
+    assert sorted(h.ids()) == sorted(f"j:{job.job_id}:s1" for job in (existing, *fresh))
 
 
 def test_returned_json_is_a_copy(h: Harness) -> None:

@@ -4,9 +4,14 @@
 -- truth. Lock order: task rows, then stage rows, then job rows; `task_id = ANY(...)` and `job_id = ANY(...)`
 -- statements are index scans, which visit (and lock) the rows in key order.
 
--- name: insert_job
+-- name: insert_jobs
+-- New jobs, in the order given: an id that exists, or came earlier in the list, is not inserted.
 INSERT INTO jobs (job_id, job_type, parameters, total_stages, failure_policy)
-VALUES (%(job_id)s, %(job_type)s, %(parameters)s, %(total_stages)s, %(failure_policy)s)
+SELECT u.job_id, u.job_type, u.parameters, u.total_stages, u.failure_policy
+FROM unnest(%(job_ids)s::text[], %(job_types)s::text[], %(parameters)s::jsonb[], %(total_stages)s::int[],
+            %(failure_policies)s::text[]) WITH ORDINALITY AS u(job_id, job_type, parameters, total_stages,
+                                                               failure_policy, n)
+ORDER BY u.n
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id, job_type, status, parameters, current_stage, total_stages, failure_policy, result, error,
        created_at, updated_at, finished_at, outcome, retry_round, plan_attempts
