@@ -66,17 +66,25 @@ class PendingWrites:
 
     def flush(self, cur: psycopg.Cursor[Any]) -> None:
         """Write what is pending: one statement for the events, one for the messages (the queue's own send, so
-        duplicate detection and the wake-up notification are those of any sender)."""
+        duplicate detection and the wake-up notification are those of any sender). Both at once go out in one
+        pipeline: one round trip, since nothing waits for their answers."""
+        statements = []
         if self._events:
             events, self._events = self._events, []
-            cur.execute(query("insert_events"), {"events": Jsonb([
+            statements.append((query("insert_events"), {"events": Jsonb([
                 {"job_id": e.job_id, "kind": e.kind, "stage": e.stage, "task_id": e.task_id, "detail": e.detail,
                  "checked": e.if_job_exists}
                 for e in events
-            ])})
+            ])}))
         if self._messages:
             messages, self._messages = self._messages, []
-            cur.execute(query("queue_send"), send_params(messages, self._window))
+            statements.append((query("queue_send"), send_params(messages, self._window)))
+        if len(statements) > 1:
+            with cur.connection.pipeline():
+                for statement, params in statements:
+                    cur.execute(statement, params)
+        elif statements:
+            cur.execute(*statements[0])
 
 
 def copy_messages(cur: psycopg.Cursor[Any], messages: Sequence[OutgoingMessage]) -> None:
