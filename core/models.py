@@ -204,6 +204,8 @@ class StagePlan:
     tasks: list[TaskSpec]
     max_attempts: int
     timeout_seconds: float
+    round: int | None = None
+    """The job's round the plan was made in (from the tasks of that round); in another round it creates nothing."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,7 +151,7 @@ class StageRunner:
         except Exception as exc:
             self._planning_failed(job, stage, plan_attempt, exc)
             return None
-        return StagePlan(job.job_id, number, stage.name, specs, stage.max_attempts, stage.timeout_seconds)
+        return StagePlan(job.job_id, number, stage.name, specs, stage.max_attempts, stage.timeout_seconds, job.round)
 
     def _planning_failed(self, job: JobRecord, stage: Stage, plan_attempt: int, exc: Exception) -> None:
         """A transient error is retried by a scheduled stage message under the stage's retry policy; a permanent

@@ -350,13 +350,15 @@ def _start_stages(uow: UnitOfWork, plans: Sequence[StagePlan], inline_finish: fr
     wanted: dict[tuple[str, int], StagePlan] = {}
     for plan in plans:  # the first plan of a stage counts; a repeated one (a duplicate message) creates nothing
         job = jobs.get(plan.job_id)
-        if job is not None and job.status in sources and job.current_stage == plan.stage:
+        if (job is not None and job.status in sources and job.current_stage == plan.stage
+                and plan.round in (None, job.round)):
             wanted.setdefault((plan.job_id, plan.stage), plan)
     inserted = uow.insert_stages(list(wanted.values())) if wanted else set()
     new = [plan for key, plan in wanted.items() if key in inserted]
     if new:
         uow.insert_tasks(new)
-        started = uow.start_job_stages(sorted((p.job_id, p.stage) for p in new), sources)
+        # Guarded on the round read too: a rerun that reached this stage again meanwhile is another round's.
+        started = uow.start_job_stages(sorted((p.job_id, p.stage, jobs[p.job_id].round) for p in new), sources)
         for plan in new:
             if plan.job_id not in started:
                 raise GuardFailed(f"job {plan.job_id} left stage {plan.stage} while it was being created")

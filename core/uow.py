@@ -158,8 +158,9 @@ class UnitOfWork(Protocol):
         child rows are written, and the job row's own guarded update comes last and confirms it."""
         ...
 
-    def start_job_stages(self, keys: Sequence[tuple[str, int]], sources: frozenset[JobStatus]) -> set[str]:
-        """Each job (job id, stage) → processing if it is on that stage in one of `sources`; the jobs moved."""
+    def start_job_stages(self, keys: Sequence[tuple[str, int, int]], sources: frozenset[JobStatus]) -> set[str]:
+        """Each job (job id, stage, round) → processing if it is on that stage of that round in one of `sources`;
+        the jobs moved."""
         ...
 
     def advance_job(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:

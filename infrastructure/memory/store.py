@@ -93,11 +93,11 @@ class MemoryUnitOfWork(MemoryTaskStatements):
     def read_jobs(self, job_ids: Sequence[str]) -> dict[str, LockedJob]:
         return self.lock_jobs(job_ids)
 
-    def start_job_stages(self, keys: Sequence[tuple[str, int]], sources: frozenset[JobStatus]) -> set[str]:
+    def start_job_stages(self, keys: Sequence[tuple[str, int, int]], sources: frozenset[JobStatus]) -> set[str]:
         started = set()
-        for job_id, stage in keys:
+        for job_id, stage, round_number in keys:
             job = self._job_in(job_id, sources)
-            if job is not None and job.current_stage == stage:
+            if job is not None and job.current_stage == stage and job.round == round_number:
                 self._touch(job, status=JobStatus.PROCESSING)
                 started.add(job_id)
         return started

@@ -121,9 +121,10 @@ class PostgresUnitOfWork(UnitOfWork):
         rows = self._all("read_jobs", {"job_ids": list(job_ids)})
         return {job.job_id: job for job in map(locked_job_from_row, rows)}
 
-    def start_job_stages(self, keys: Sequence[tuple[str, int]], sources: frozenset[JobStatus]) -> set[str]:
+    def start_job_stages(self, keys: Sequence[tuple[str, int, int]], sources: frozenset[JobStatus]) -> set[str]:
         rows = self._all("start_job_stages", {
-            "job_ids": [k[0] for k in keys], "stages": [k[1] for k in keys], "sources": values(sources),
+            "job_ids": [k[0] for k in keys], "stages": [k[1] for k in keys], "rounds": [k[2] for k in keys],
+            "sources": values(sources),
         })
         return {job_id for (job_id,) in rows}
 

@@ -3,10 +3,13 @@ store adapter; and that none of it reads the event log."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from core.ids import task_id_for
 from core.models import ErrorClass, ErrorInfo, JobStatus, OutcomeKind, StageStatus
 from core.retry import RetryPolicy
 from core.rounds import FinalizeDecision, Refusal
+from core.states import job_sources
 from tests.contract.store_harness import LEASE, Harness, done, failed, finish, plan
 
 POLICY = RetryPolicy(initial_interval=2.0, backoff_coefficient=2.0, maximum_interval=10.0, maximum_attempts=3,
@@ -220,3 +223,20 @@ def test_pruning_the_event_log_changes_no_decision(h: Harness) -> None:
     h.prune_events()
     assert h.store.snapshot(job.job_id) is not None
     assert h.counts(job.job_id) == {"retry_scheduled": 1, "completed": 1, "queued": 1}
+
+
+def test_a_plan_made_in_an_earlier_round_creates_nothing_in_the_next(h: Harness) -> None:
+    """A stage message planned in round 0 (from round 0's results) that comes after a rerun brought the job back to
+    that stage creates nothing; the plan of the job's own round does."""
+    job, claimed = h.started(n=2, stages=1)
+    h.store.record_outcomes([done(t) for t in claimed])
+    finish(h, job.job_id, JobStatus.COMPLETED)
+    stale = replace(plan(job, 1, 3), round=0)
+    assert h.store.rerun(job.job_id).round == 1
+    assert not h.store.start_stage(stale)
+    assert h.store.stage_counts(job.job_id) == {}
+    # The job row's own guard holds the round too (for a rerun between a unit's read and its update).
+    sources = job_sources(JobStatus.PROCESSING)
+    assert h.store.backend.transaction(lambda uow: uow.start_job_stages([(job.job_id, 1, 0)], sources)) == set()
+    assert h.store.start_stage(replace(plan(job, 1, 2), round=1))
+    assert h.counts(job.job_id) == {"queued": 2}

@@ -44,8 +44,9 @@ FROM jobs WHERE job_id = ANY(%(job_ids)s::text[])
 -- name: start_job_stages
 -- The callers pass the jobs in job id order.
 UPDATE jobs j SET status = 'processing', updated_at = now()
-FROM unnest(%(job_ids)s::text[], %(stages)s::int[]) AS u(job_id, stage)
-WHERE j.job_id = u.job_id AND j.current_stage = u.stage AND j.status = ANY(%(sources)s::job_status[])
+FROM unnest(%(job_ids)s::text[], %(stages)s::int[], %(rounds)s::int[]) AS u(job_id, stage, round)
+WHERE j.job_id = u.job_id AND j.current_stage = u.stage AND j.retry_round = u.round
+  AND j.status = ANY(%(sources)s::job_status[])
 RETURNING j.job_id
 
 -- name: advance_job
