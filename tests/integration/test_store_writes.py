@@ -30,9 +30,9 @@ from infrastructure.postgres.database import Database
 from infrastructure.postgres.store import PostgresBackend, PostgresStore
 
 
-def new_job(label: str) -> NewJob:
+def new_job(label: str, stages: int = 1, policy: FailurePolicy = FailurePolicy.CONTINUE) -> NewJob:
     parameters = {"label": label}
-    return NewJob(job_id_for("writes_test", parameters), "writes_test", parameters, 1, FailurePolicy.CONTINUE)
+    return NewJob(job_id_for("writes_test", parameters), "writes_test", parameters, stages, policy)
 
 
 def message(message_id: str, n: int) -> OutgoingMessage:
@@ -215,8 +215,7 @@ def test_a_fail_fast_batch_takes_its_rows_in_the_lock_order(database: Database) 
     stage in one batch, which once moved the job row before the stage's."""
     statements: list[str] = []
     store = PostgresStore(lambda: counting(database, statements))
-    parameters = {"label": "fail fast"}
-    job = NewJob(job_id_for("writes_test", parameters), "writes_test", parameters, 2, FailurePolicy.FAIL_FAST)
+    job = new_job("fail fast", stages=2, policy=FailurePolicy.FAIL_FAST)
     store.create_job(job)
     assert store.start_stage(StagePlan(job.job_id, 1, "s1", [TaskSpec("work", {"i": i}) for i in range(3)], 3, 10.0))
     claimed = sorted(store.claim_tasks([task_id_for(job.job_id, 1, i) for i in range(3)], "w"), key=lambda t: t.index)
@@ -242,8 +241,7 @@ def test_a_batch_closing_several_jobs_stages_counts_and_completes_them_in_one_st
     store = PostgresStore(lambda: counting(database, statements))
     jobs = []
     for label in ("a", "b", "c"):
-        parameters = {"label": label}
-        job = NewJob(job_id_for("writes_test", parameters), "writes_test", parameters, 2, FailurePolicy.CONTINUE)
+        job = new_job(label, stages=2)
         store.create_job(job)
         assert store.start_stage(StagePlan(job.job_id, 1, "s1", [TaskSpec("work", {"i": i}) for i in range(2)], 3,
                                            10.0))
