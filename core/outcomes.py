@@ -21,7 +21,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from core.messages import finalize_message, stage_message, task_message
-from core.models import JSON, ErrorInfo, FailurePolicy, JobStatus, OutcomeKind, StageStatus, TaskOutcome, TaskStatus
+from core.models import (
+    JSON,
+    ErrorInfo,
+    FailurePolicy,
+    JobStatus,
+    OutcomeKind,
+    ReceivedMessage,
+    StageStatus,
+    TaskOutcome,
+    TaskStatus,
+)
 from core.progress import StageCounters, default_result, task_counts
 from core.states import UNSTARTED_TASK, WORKING_JOB, job_sources, stage_sources, task_sources
 from core.uow import CountedCompletions, GuardFailed, LockedJob, StageCount, StageTotals, TaskChange, UnitOfWork
@@ -134,14 +144,17 @@ def counted_alone(outcomes: Sequence[TaskOutcome]) -> bool:
     return all(o.kind is OutcomeKind.COMPLETED and o.task.stage_tasks >= WIDE_STAGE_TASKS for o in outcomes)
 
 
-def complete_counted(uow: UnitOfWork, completed: Sequence[TaskOutcome]) -> CountedCompletions:
-    """A batch of completions alone, as one statement: the tasks completed (guarded on status and attempt) and
-    their stage counters decremented. Nothing else needs deciding until a counter reaches zero, so the common batch
-    holds a stage's counter row only while it commits. A stage it took to zero is closed next (`close_stage`)."""
+def complete_counted(
+    uow: UnitOfWork, completed: Sequence[TaskOutcome], acknowledge: Sequence[ReceivedMessage] = ()
+) -> CountedCompletions:
+    """A batch of completions alone, as one statement: the tasks completed (guarded on status and attempt), their
+    stage counters decremented and their messages (`acknowledge`) completed. Nothing else needs deciding until a
+    counter reaches zero, so the common batch holds a stage's counter row only while it commits. A stage it took
+    to zero is closed next (`close_stage`)."""
     ordered = sorted(completed, key=lambda o: o.task.task_id)
     return uow.complete_tasks_counted(
         [o.task.task_id for o in ordered], [o.task.attempt for o in ordered], [o.result or {} for o in ordered],
-        task_sources(TaskStatus.COMPLETED),
+        task_sources(TaskStatus.COMPLETED), acknowledge,
     )
 
 

@@ -122,11 +122,23 @@ class StateStore(Protocol):
         never delivered), with ids from the task's resend counter; each is due again from now."""
         ...
 
-    def record_outcomes(self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()) -> None:
+    @property
+    def holds_queue(self) -> bool:
+        """Whether this store's commits can settle messages received from the transport (its database holds the
+        queue: the PostgreSQL queue, the in-memory pair). Then `record_outcomes` completes the outcomes' messages
+        in the commit that records them."""
+        ...
+
+    def record_outcomes(
+        self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset(),
+        acknowledge: Sequence[ReceivedMessage] = (),
+    ) -> None:
         """Apply task outcomes in one transaction, each guarded on (status running, same attempt); outcomes of
         attempts no longer current are recorded as `late_outcome` events and change nothing else. A round that
         ends `completed` for a job type in `inline_finish` (types that keep the default finalize) ends in this
-        transaction, with the default finalize's result: no finalize message."""
+        transaction, with the default finalize's result: no finalize message. `acknowledge` (only where the store
+        `holds_queue`): received messages completed by the same commit, each guarded on its lock as
+        `Transport.complete` is."""
         ...
 
     def fail_job(self, job_id: str, error: ErrorInfo) -> bool:

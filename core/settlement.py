@@ -18,6 +18,9 @@ class Disposition(StrEnum):
     COMPLETE = "complete"
     ABANDON = "abandon"
     DEAD_LETTER = "dead_letter"
+    SETTLED = "settled"
+    """Completed by the commit that recorded what it caused (a store whose database holds the queue): the
+    consumer has nothing left to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,10 @@ class Settlement:
 
 def complete(message: ReceivedMessage) -> Settlement:
     return Settlement(message, Disposition.COMPLETE)
+
+
+def settled(message: ReceivedMessage) -> Settlement:
+    return Settlement(message, Disposition.SETTLED)
 
 
 def dead_letter(message: ReceivedMessage, reason: str, description: str) -> Settlement:

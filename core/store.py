@@ -23,6 +23,7 @@ from core.models import (
     JobStatus,
     NewJob,
     OutgoingMessage,
+    ReceivedMessage,
     StagePlan,
     StageStatus,
     TaskOutcome,
@@ -67,6 +68,10 @@ class Store(Rounds):
 
     def __init__(self, backend: StoreBackend) -> None:
         self.backend = backend
+
+    @property
+    def holds_queue(self) -> bool:
+        return self.backend.holds_queue
 
     # -- jobs and stages ----------------------------------------------------------------------------------------
     def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
@@ -219,20 +224,32 @@ class Store(Rounds):
 
         return self.backend.transaction(work)
 
-    def record_outcomes(self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()) -> None:
+    def record_outcomes(
+        self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset(),
+        acknowledge: Sequence[ReceivedMessage] = (),
+    ) -> None:
         """Apply task outcomes in one transaction (see `core.outcomes.apply_outcomes`); a completed round of a job
-        type in `inline_finish` (it keeps the default finalize) ends in it.
+        type in `inline_finish` (it keeps the default finalize) ends in it. The `acknowledge` messages are
+        completed in that commit: a recorded outcome's message is never delivered again.
 
         A batch of completions alone of wide stages is recorded by one statement (`complete_counted`), and each
         stage it took to zero is closed next, in a transaction of its own. Once that statement has run the
         outcomes are stored, so nothing after it fails the batch: a stage left at zero (a worker stopped, the
         database went away) is closed by the janitor (`close_counted_stages`)."""
+        if acknowledge and not self.holds_queue:
+            raise ValueError("this store's database does not hold the queue: it cannot settle messages")
         if not outcomes:
+            if acknowledge:
+                self.backend.transaction(lambda uow: uow.acknowledge(acknowledge))
             return
         if not counted_alone(outcomes):
-            self.backend.transaction(lambda uow: apply_outcomes(uow, outcomes, inline_finish))
+            def apply(uow: UnitOfWork) -> None:
+                apply_outcomes(uow, outcomes, inline_finish)
+                uow.acknowledge(acknowledge)
+
+            self.backend.transaction(apply)
             return
-        counted = self.backend.statement(lambda uow: complete_counted(uow, outcomes))
+        counted = self.backend.statement(lambda uow: complete_counted(uow, outcomes, acknowledge))
         applied = {change.task_id for change in counted.changes}
         late = [o for o in outcomes if o.task.task_id not in applied]
         after: list[tuple[str, Callable[[UnitOfWork], object]]] = [

@@ -17,7 +17,7 @@ from core.models import ClaimedTask, ErrorClass, ErrorInfo, OutcomeKind, Receive
 from core.ports import Relay, StateStore
 from core.registry import TaskRegistry
 from core.services import Services
-from core.settlement import Settlement, complete, dead_letter, give_back
+from core.settlement import Settlement, complete, dead_letter, give_back, settled
 from core.task_execution import Executed, TaskExecution
 
 log = logging.getLogger("coremachine.tasks")
@@ -192,15 +192,25 @@ class TaskRunner:
     ) -> list[Settlement]:
         if not outcomes:
             return []
+        messages = [wanted[o.task.task_id][1] for o in outcomes]
         try:
-            self._store.record_outcomes(outcomes, self._jobs.inline_finish())
+            self._store.record_outcomes(outcomes, self._jobs.inline_finish(), self._acknowledged(messages))
         except Exception as exc:
             if len(outcomes) == 1:
-                return [self._record_alone(outcomes[0], wanted[outcomes[0].task.task_id][1], exc)]
+                return [self._record_alone(outcomes[0], messages[0], exc)]
             log.warning("group commit of %d outcomes failed; recording them one by one", len(outcomes),
                         extra={"error_type": type(exc).__name__, "error": str(exc)[:500]})
-            return [self._record_alone(o, wanted[o.task.task_id][1]) for o in outcomes]
-        return [complete(wanted[o.task.task_id][1]) for o in outcomes]
+            return [self._record_alone(o, m) for o, m in zip(outcomes, messages, strict=True)]
+        return [self._recorded(m) for m in messages]
+
+    def _acknowledged(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
+        """The messages to complete in the commit that records their outcomes: all of them where the store's
+        database holds the queue (one statement fewer per batch, and a recorded outcome's message is never
+        delivered again), else none and the consumer completes them after the commit."""
+        return messages if self._store.holds_queue else []
+
+    def _recorded(self, message: ReceivedMessage) -> Settlement:
+        return settled(message) if self._store.holds_queue else complete(message)
 
     def _record_alone(
         self, outcome: TaskOutcome, message: ReceivedMessage, failure: Exception | None = None
@@ -209,8 +219,8 @@ class TaskRunner:
         the task, recorded with the reason; an outage gives the message back for redelivery."""
         if failure is None:
             try:
-                self._store.record_outcomes([outcome], self._jobs.inline_finish())
-                return complete(message)
+                self._store.record_outcomes([outcome], self._jobs.inline_finish(), self._acknowledged([message]))
+                return self._recorded(message)
             except Exception as exc:
                 failure = exc
         if classify(failure) is ErrorClass.TRANSIENT:
@@ -225,10 +235,11 @@ class TaskRunner:
             log.error("task outcome could not be stored; failing the task", extra={"error": error.message})
         try:
             self._store.record_outcomes(
-                [TaskOutcome(outcome.task, OutcomeKind.FAILED, error=error)], self._jobs.inline_finish())
+                [TaskOutcome(outcome.task, OutcomeKind.FAILED, error=error)], self._jobs.inline_finish(),
+                self._acknowledged([message]))
         except Exception as exc:
             return self._give_back(message, exc, "recording its outcome")
-        return complete(message)
+        return self._recorded(message)
 
     @staticmethod
     def _give_back(message: ReceivedMessage, exc: Exception, doing: str) -> Settlement:

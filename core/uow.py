@@ -27,6 +27,7 @@ from core.models import (
     JobStatus,
     NewJob,
     OutgoingMessage,
+    ReceivedMessage,
     StagePlan,
     StageStatus,
     TaskResultRow,
@@ -300,11 +301,12 @@ class UnitOfWork(Protocol):
         ...
 
     def complete_tasks_counted(
-        self, task_ids: Sequence[str], attempts: Sequence[int], results: Sequence[JSON], sources: frozenset[TaskStatus]
+        self, task_ids: Sequence[str], attempts: Sequence[int], results: Sequence[JSON], sources: frozenset[TaskStatus],
+        acknowledge: Sequence[ReceivedMessage] = (),
     ) -> CountedCompletions:
         """`complete_tasks`, then each touched stage's counter decremented by its completions, as ONE statement (a
         unit of work run by `StoreBackend.statement`): the tasks locked first, then the stage rows in (job, stage)
-        order."""
+        order, then the `acknowledge` messages (see `acknowledge`)."""
         ...
 
     def end_tasks(
@@ -367,6 +369,11 @@ class UnitOfWork(Protocol):
         new stage's task messages), written in bulk without duplicate detection, read once."""
         ...
 
+    def acknowledge(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Complete received messages in this unit's commit, each only if still locked by its delivery (same lock
+        token), as `Transport.complete`; only where the backend `holds_queue`. Written after every other row."""
+        ...
+
 
 def guarded(backend: StoreBackend, work: Callable[[UnitOfWork], R], otherwise: R) -> R:
     """Run `work` as one unit of work; `otherwise` if its closing guarded update found the job moved on."""
@@ -378,6 +385,10 @@ def guarded(backend: StoreBackend, work: Callable[[UnitOfWork], R], otherwise: R
 
 class StoreBackend(Protocol):
     """What an adapter provides: units of work, and the read side (plain reads that decide nothing)."""
+
+    holds_queue: bool
+    """Whether its units of work can settle received messages (`UnitOfWork.acknowledge`): the queue is in the
+    store's own database."""
 
     def transaction(self, work: Callable[[UnitOfWork], R]) -> R:
         """Run `work` in one transaction and commit; run it again from the start if the database asks

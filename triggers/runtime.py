@@ -112,7 +112,8 @@ def build_runtime(
     database = Database(settings)
     if migrate_schema:
         migrate(database)
-    store = PostgresStore(database.connection, settings.duplicate_window_seconds)
+    store = PostgresStore(database.connection, settings.duplicate_window_seconds,
+                          holds_queue=settings.transport == "postgres")
     services = Services(_ingestion(settings, database))
     transport, relay = _transport(settings, database)
     pruner = PostgresPruner(database.connection)

@@ -2,7 +2,8 @@
 
 The host receives in peek-lock mode and settles: it completes the message when the function returns and abandons
 it when the function raises (Python cannot settle explicitly). So each disposition of the engine maps to:
-- COMPLETE: return.
+- COMPLETE: return. (SETTLED, completed by the store's own commit, needs a queue in the store's database: not
+  Service Bus; it would also just return.)
 - DEAD_LETTER (malformed message, unknown task type): the transport parks the message in PostgreSQL's
   `dead_letters` table, where `Transport.list/replay/purge_dead_letters` see it next to the Service Bus DLQ;
   then return, so the host completes it.

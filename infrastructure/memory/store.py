@@ -22,6 +22,7 @@ from core.models import (
     JobStatus,
     NewJob,
     OutgoingMessage,
+    ReceivedMessage,
     StagePlan,
     StageStatus,
     TaskStatus,
@@ -230,8 +231,10 @@ class MemoryUnitOfWork(MemoryTaskStatements):
         return row.remaining
 
     def complete_tasks_counted(
-        self, task_ids: Sequence[str], attempts: Sequence[int], results: Sequence[JSON], sources: frozenset[TaskStatus]
+        self, task_ids: Sequence[str], attempts: Sequence[int], results: Sequence[JSON], sources: frozenset[TaskStatus],
+        acknowledge: Sequence[ReceivedMessage] = (),
     ) -> CountedCompletions:
+        self.acknowledge(acknowledge)
         changes = self.complete_tasks(task_ids, attempts, results, sources)
         done = Counter((c.job_id, c.stage) for c in changes)
         remaining = {key: self._decrement(key[0], key[1], n, 0) for key, n in sorted(done.items())}
@@ -315,9 +318,15 @@ class MemoryUnitOfWork(MemoryTaskStatements):
     def send(self, messages: Sequence[OutgoingMessage], *, fresh: bool = False) -> None:
         self._tx.send(list(messages))
 
+    def acknowledge(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Completed through the transport at commit, under the lock, after the messages are sent."""
+        self._tx.acknowledged.extend(messages)
+
 
 class MemoryBackend(MemoryViews):
     """Units of work under one lock, and the read side (`MemoryViews`); thread-safe."""
+
+    holds_queue = True
 
     def transaction(self, work: Callable[[UnitOfWork], R]) -> R:
         with self._tx() as tx:
@@ -332,7 +341,7 @@ class MemoryBackend(MemoryViews):
 class _OneStatement:
     """A unit of work that allows one call (see `MemoryBackend.statement`)."""
 
-    _BUFFERED = frozenset({"event", "event_if_job_exists", "send"})
+    _BUFFERED = frozenset({"event", "event_if_job_exists", "send", "acknowledge"})
 
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
@@ -355,6 +364,9 @@ class _OneStatement:
 class InMemoryStore(Store):
     """The engine's store in memory: core's decisions over `MemoryBackend` (unit tests, the in-memory runtime)."""
 
-    def __init__(self, transport: Transport, clock: Clock | None = None) -> None:
+    def __init__(self, transport: Transport, clock: Clock | None = None, *, holds_queue: bool = True) -> None:
+        """`holds_queue`: its commits complete received messages through `transport` (the in-memory pair); False
+        leaves settling to the consumer, as with Service Bus."""
         self.memory = MemoryBackend(transport, clock)
+        self.memory.holds_queue = holds_queue
         super().__init__(self.memory)

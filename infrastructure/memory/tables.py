@@ -19,6 +19,7 @@ from core.models import (
     EventView,
     JobRecord,
     OutgoingMessage,
+    ReceivedMessage,
     StageStatus,
     StageView,
     TaskStatus,
@@ -126,6 +127,7 @@ class Transaction:
         self._deleted_tasks: set[str] = set()
         self._events: list[tuple[str, EventView]] = []
         self.messages: list[OutgoingMessage] = []
+        self.acknowledged: list[ReceivedMessage] = []
 
     def job(self, job_id: str) -> JobRecord | None:
         return self._jobs.get(job_id) or self._tables.jobs.get(job_id)

@@ -36,6 +36,8 @@ class MemoryViews:
             yield tx
             if tx.messages:
                 self._transport.send(tx.messages)
+            if tx.acknowledged:
+                self._transport.complete(tx.acknowledged)
             tx.commit()
 
     def stage_results(

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.copy import LibpqWriter, QueuedLibpqWriter, Writer
 from psycopg.types.json import Jsonb
 
 from core.ids import task_id_for
-from core.models import JSON, OutgoingMessage, StagePlan
-from infrastructure.postgres.queue import send_params
+from core.models import JSON, OutgoingMessage, ReceivedMessage, StagePlan
+from infrastructure.postgres.queue import acknowledge_params, lost_locks, send_params
 from infrastructure.postgres.sql_queries import query
 
 COPY_THRESHOLD = 32
@@ -51,6 +52,7 @@ class PendingWrites:
         self._window = window_seconds
         self._events: list[_Event] = []
         self._messages: list[OutgoingMessage] = []
+        self._acknowledged: list[ReceivedMessage] = []
 
     def event(
         self, job_id: str, kind: str, detail: JSON, stage: int | None, task_id: str | None, *, if_job_exists: bool
@@ -64,11 +66,15 @@ class PendingWrites:
         else:
             self._messages.extend(messages)
 
+    def acknowledge(self, messages: Sequence[ReceivedMessage]) -> None:
+        self._acknowledged.extend(messages)
+
     def flush(self, cur: psycopg.Cursor[Any]) -> None:
         """Write what is pending: one statement for the events, one for the messages (the queue's own send, so
-        duplicate detection and the wake-up notification are those of any sender). Both at once go out in one
-        pipeline: one round trip, since nothing waits for their answers."""
-        statements = []
+        duplicate detection and the wake-up notification are those of any sender), then one settling the received
+        messages acknowledged. They go out in one pipeline: one round trip, since nothing waits for their answers
+        (the settled count is read once the pipeline is done: the last statement's)."""
+        statements: list[tuple[sql.SQL, dict[str, Any]]] = []
         if self._events:
             events, self._events = self._events, []
             statements.append((query("insert_events"), {"events": Jsonb([
@@ -79,12 +85,17 @@ class PendingWrites:
         if self._messages:
             messages, self._messages = self._messages, []
             statements.append((query("queue_send"), send_params(messages, self._window)))
+        acknowledged, self._acknowledged = self._acknowledged, []
+        if acknowledged:
+            statements.append((query("queue_acknowledge"), acknowledge_params(acknowledged)))
         if len(statements) > 1:
             with cur.connection.pipeline():
                 for statement, params in statements:
                     cur.execute(statement, params)
         elif statements:
             cur.execute(*statements[0])
+        if acknowledged:
+            lost_locks(len(acknowledged), cur.rowcount)
 
 
 def copy_messages(cur: psycopg.Cursor[Any], messages: Sequence[OutgoingMessage]) -> None:

@@ -69,6 +69,21 @@ def send_params(messages: Sequence[OutgoingMessage], window_seconds: float) -> d
     }
 
 
+def acknowledge_params(messages: Sequence[ReceivedMessage]) -> dict[str, list[Any]]:
+    """Parameters of `queue_acknowledge` (settled by id and lock token). A message this queue did not deliver (no
+    row id, a lock token that is no UUID) matches no row: it is left to its lock's lapse and redelivery."""
+    held = [(m.sequence_number, token) for m in messages
+            if m.sequence_number is not None and (token := _lock_uuid(m)) is not None]
+    return {"ids": [i for i, _ in held], "lock_tokens": [t for _, t in held]}
+
+
+def lost_locks(asked: int, settled: int) -> None:
+    """Settling changes nothing for a message whose lock lapsed: it is redelivered (or was), and the handler sees
+    the duplicate it is. Said, not ignored."""
+    if settled < asked:
+        _log.info("complete: %d of %d message(s) had lost their lock", asked - settled, asked)
+
+
 def dead_letter_from_row(row: DictRow) -> DeadLetter:
     return DeadLetter(
         id=str(row["id"]),
@@ -211,8 +226,7 @@ class PostgresQueue:
                     "message_ids": [m.message_id for m, _ in by_name],
                     "lock_tokens": [t for _, t in by_name],
                 }).rowcount
-        if changed < len(settled):
-            _log.info("complete: %d of %d message(s) had lost their lock", len(settled) - changed, len(settled))
+        lost_locks(len(settled), changed)
 
     def abandon(self, message: ReceivedMessage, delay_seconds: float = 0.0) -> None:
         token = _lock_uuid(message)

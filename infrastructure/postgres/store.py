@@ -20,6 +20,7 @@ from core.models import (
     JobStatus,
     NewJob,
     OutgoingMessage,
+    ReceivedMessage,
     StagePlan,
     StageStatus,
     TaskStatus,
@@ -39,6 +40,7 @@ from core.uow import (
     UnitOfWork,
 )
 from infrastructure.postgres.outbox import COPY_THRESHOLD, PendingWrites, copy_tasks, insert_small_stages_tasks
+from infrastructure.postgres.queue import acknowledge_params, lost_locks
 from infrastructure.postgres.rows import (
     claimed_from_row,
     job_from_row,
@@ -294,12 +296,15 @@ class PostgresUnitOfWork(UnitOfWork):
         })
 
     def complete_tasks_counted(
-        self, task_ids: Sequence[str], attempts: Sequence[int], results: Sequence[JSON], sources: frozenset[TaskStatus]
+        self, task_ids: Sequence[str], attempts: Sequence[int], results: Sequence[JSON], sources: frozenset[TaskStatus],
+        acknowledge: Sequence[ReceivedMessage] = (),
     ) -> CountedCompletions:
-        rows = self._all("complete_tasks_counted", {
+        acks = acknowledge_params(acknowledge)
+        *rows, (*_, acknowledged) = self._all("complete_tasks_counted", {
             "task_ids": list(task_ids), "attempts": list(attempts), "results": [jsonb(r) for r in results],
-            "sources": values(sources),
+            "sources": values(sources), "ack_ids": acks["ids"], "ack_tokens": acks["lock_tokens"],
         })
+        lost_locks(len(acknowledge), acknowledged)
         return CountedCompletions([task_change_from_row(r[:5]) for r in rows], {(r[1], r[2]): int(r[5]) for r in rows})
 
     def end_tasks(
@@ -375,14 +380,24 @@ class PostgresUnitOfWork(UnitOfWork):
         if messages:
             self._pending.send(self._buffered("send"), messages, fresh=fresh)
 
+    def acknowledge(self, messages: Sequence[ReceivedMessage]) -> None:
+        """`queue_acknowledge` at `flush`, after the events and messages."""
+        if messages:
+            self._buffered("acknowledge")
+            self._pending.acknowledge(messages)
+
 
 class PostgresBackend(StoreViews):
     """Units of work on a connection pool (one transaction each, retried on deadlock or serialization failure),
     and the read side (`StoreViews`)."""
 
-    def __init__(self, connection: ConnectionFactory, duplicate_window_seconds: float = 600.0) -> None:
+    def __init__(
+        self, connection: ConnectionFactory, duplicate_window_seconds: float = 600.0, *, holds_queue: bool = False
+    ) -> None:
+        """`holds_queue`: the transport is the PostgreSQL queue in this database (`UnitOfWork.acknowledge`)."""
         super().__init__(connection)
         self._window = duplicate_window_seconds
+        self.holds_queue = holds_queue
 
     def _tx(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
         return transaction(self._connection, passthrough=RETRYABLE)
@@ -407,6 +422,8 @@ class PostgresBackend(StoreViews):
 class PostgresStore(Store):
     """The engine's store on PostgreSQL: core's decisions over `PostgresBackend`."""
 
-    def __init__(self, connection: ConnectionFactory, duplicate_window_seconds: float = 600.0) -> None:
-        super().__init__(PostgresBackend(connection, duplicate_window_seconds))
+    def __init__(
+        self, connection: ConnectionFactory, duplicate_window_seconds: float = 600.0, *, holds_queue: bool = False
+    ) -> None:
+        super().__init__(PostgresBackend(connection, duplicate_window_seconds, holds_queue=holds_queue))
         self.connection = connection

@@ -31,11 +31,13 @@ from core.models import (
     TaskOutcome,
     TaskSpec,
 )
+from core.ports import Transport
 from core.rounds import FinalizeDecision
 from core.store import Store
 from infrastructure.memory.store import InMemoryStore
 from infrastructure.memory.transport import InMemoryTransport
 from infrastructure.postgres.database import Database
+from infrastructure.postgres.queue import PostgresQueue
 from infrastructure.postgres.store import PostgresStore
 
 LEASE = 10.0
@@ -50,6 +52,8 @@ class Sent:
 
 class Harness:
     store: Store
+    queue: Transport
+    """The transport whose queue the store's database holds (`Store.holds_queue`)."""
 
     def sent(self) -> list[Sent]:
         raise NotImplementedError
@@ -137,6 +141,7 @@ class MemoryHarness(Harness):
         self.transport = _Recorder()
         self.memory_store = InMemoryStore(self.transport, clock=lambda: self.now)
         self.store = self.memory_store
+        self.queue = self.transport
 
     def sent(self) -> list[Sent]:
         return [Sent(m.message_id, dict(m.body), m.delay_seconds) for m in self.transport.messages]
@@ -160,7 +165,8 @@ _TIMESTAMPS = {
 class PostgresHarness(Harness):
     def __init__(self, database: Database) -> None:
         self.database = database
-        self.store = PostgresStore(database.connection)
+        self.store = PostgresStore(database.connection, holds_queue=True)
+        self.queue = PostgresQueue(database, None)
 
     def _execute(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.database.connection() as conn:

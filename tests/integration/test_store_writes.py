@@ -13,6 +13,7 @@ import pytest
 
 from core.ids import job_id_for, task_id_for
 from core.models import (
+    TASKS_QUEUE,
     ErrorClass,
     ErrorInfo,
     FailurePolicy,
@@ -27,6 +28,7 @@ from core.models import (
 from core.uow import UnitOfWork
 from infrastructure.postgres import outbox
 from infrastructure.postgres.database import Database
+from infrastructure.postgres.queue import PostgresQueue
 from infrastructure.postgres.store import PostgresBackend, PostgresStore
 
 
@@ -211,23 +213,29 @@ def updated_tables(statements: list[str]) -> list[str]:
 
 
 def test_a_fail_fast_batch_takes_its_rows_in_the_lock_order(database: Database) -> None:
-    """Tasks, then the stage counter, then the job row - here a failure that fails the job fast and completes its
-    stage in one batch, which once moved the job row before the stage's."""
+    """Tasks, then the stage counter, then the job row, then the settled task messages - here a failure that fails
+    the job fast and completes its stage in one batch, which once moved the job row before the stage's."""
     statements: list[str] = []
-    store = PostgresStore(lambda: counting(database, statements))
+    store = PostgresStore(lambda: counting(database, statements), holds_queue=True)
     job = new_job("fail fast", stages=2, policy=FailurePolicy.FAIL_FAST)
     store.create_job(job)
     assert store.start_stage(StagePlan(job.job_id, 1, "s1", [TaskSpec("work", {"i": i}) for i in range(3)], 3, 10.0))
     claimed = sorted(store.claim_tasks([task_id_for(job.job_id, 1, i) for i in range(3)], "w"), key=lambda t: t.index)
+    received = PostgresQueue(database, None).receive(TASKS_QUEUE, 3, 0)
     statements.clear()
     error = ErrorInfo("Boom", ErrorClass.PERMANENT, "boom", attempt=1)
     store.record_outcomes([TaskOutcome(claimed[0], OutcomeKind.FAILED, error=error),
-                           *(TaskOutcome(t, OutcomeKind.COMPLETED, result={}) for t in claimed[1:])])
+                           *(TaskOutcome(t, OutcomeKind.COMPLETED, result={}) for t in claimed[1:])],
+                          acknowledge=received)
 
-    rank = {"tasks": 0, "stages": 1, "jobs": 2}
+    rank = {"tasks": 0, "stages": 1, "jobs": 2, "queue_messages": 3}
     updated = updated_tables(statements)
     assert [rank[table] for table in updated] == sorted(rank[table] for table in updated), updated
-    assert updated[-1] == "jobs" and "stages" in updated
+    assert updated[-2:] == ["jobs", "queue_messages"] and "stages" in updated
+    with database.connection() as conn:
+        settled = conn.execute("SELECT count(*) FROM queue_messages WHERE queue = %s AND state = 'done'",
+                               [TASKS_QUEUE]).fetchone()
+    assert settled == (3,)
     record = store.get_job(job.job_id)
     assert record is not None and record.status is JobStatus.FINALIZING and record.current_stage == 1
 

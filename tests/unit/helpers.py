@@ -133,6 +133,8 @@ class Harness:
         for s in settlements:
             if s.disposition is Disposition.COMPLETE:
                 self.transport.complete([s.message])
+            elif s.disposition is Disposition.SETTLED:
+                continue  # completed by the store's commit
             elif s.disposition is Disposition.DEAD_LETTER:
                 self.transport.dead_letter(s.message, s.reason, s.description)
             else:

@@ -9,7 +9,7 @@ import pytest
 
 from core.errors import TransientError
 from core.messages import task_message
-from core.models import JOBS_QUEUE, TASKS_QUEUE, JobStatus, OutcomeKind, TaskOutcome, TaskStatus
+from core.models import JOBS_QUEUE, TASKS_QUEUE, JobStatus, OutcomeKind, ReceivedMessage, TaskOutcome, TaskStatus
 from core.settlement import Disposition
 from infrastructure.memory.store import InMemoryStore
 from tests.unit.helpers import Harness
@@ -22,10 +22,13 @@ class RefusingStore(InMemoryStore):
 
     poison = "-s1-t1"
 
-    def record_outcomes(self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()) -> None:
+    def record_outcomes(
+        self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset(),
+        acknowledge: Sequence[ReceivedMessage] = (),
+    ) -> None:
         if any(o.task.task_id.endswith(self.poison) and o.kind is OutcomeKind.COMPLETED for o in outcomes):
             raise ValueError("invalid byte sequence in result")
-        super().record_outcomes(outcomes, inline_finish)
+        super().record_outcomes(outcomes, inline_finish, acknowledge)
 
 
 def start_stage_one(h: Harness, params: dict[str, object]) -> str:
@@ -42,7 +45,7 @@ def test_a_poison_outcome_does_not_sink_the_healthy_ones_committed_with_it() -> 
     batch = h.transport.receive(TASKS_QUEUE, 4, 0)
     assert len(batch) == 4
     settlements = h.engine.handle_task_messages(batch)
-    assert [s.disposition for s in settlements] == [Disposition.COMPLETE] * 4
+    assert [s.disposition for s in settlements] == [Disposition.SETTLED] * 4
     h.settle(settlements)
     h.drain()
     snapshot = h.store.snapshot(job_id, events=100)
@@ -55,7 +58,10 @@ def test_a_poison_outcome_does_not_sink_the_healthy_ones_committed_with_it() -> 
 
 def test_an_outage_while_recording_gives_messages_back_with_backoff() -> None:
     class DownStore(InMemoryStore):
-        def record_outcomes(self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()) -> None:
+        def record_outcomes(
+        self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset(),
+        acknowledge: Sequence[ReceivedMessage] = (),
+    ) -> None:
             raise TransientError("connection reset")
 
     h = Harness()
@@ -122,8 +128,9 @@ def test_the_janitor_resends_a_retry_whose_message_was_lost() -> None:
     assert "task_retry_resent" in h.event_kinds(job_id)
 
 
+@pytest.mark.parametrize("holds_queue", [True, False])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_a_message_whose_claim_fails_is_given_back_alone(batch: int) -> None:
+def test_a_message_whose_claim_fails_is_given_back_alone(batch: int, holds_queue: bool) -> None:
     class ClaimRefusingStore(InMemoryStore):
         def claim_tasks(self, task_ids: Sequence[str], worker_id: str, lease_seconds: float | None = None) -> Any:
             if any(t.endswith("-s1-t0") for t in task_ids):
@@ -131,11 +138,15 @@ def test_a_message_whose_claim_fails_is_given_back_alone(batch: int) -> None:
             return super().claim_tasks(task_ids, worker_id, lease_seconds)
 
     h = Harness()
-    h.store = ClaimRefusingStore(h.transport, clock=h.now)
+    h.store = ClaimRefusingStore(h.transport, clock=h.now, holds_queue=holds_queue)
     h.engine = h.engine_with(h.probe.handlers())
     start_stage_one(h, {"n": 3})
     messages = sorted(h.transport.receive(TASKS_QUEUE, 3, 0), key=lambda m: m.body["task_id"])[:batch]
     fates = {m.body["task_id"][-6:]: s.disposition
              for s in h.engine.handle_task_messages(messages) for m in [s.message]}
-    expected = {"-s1-t0": Disposition.ABANDON, "-s1-t1": Disposition.COMPLETE, "-s1-t2": Disposition.COMPLETE}
+    # Recorded: completed by the store's commit where its database holds the queue, else left to the consumer.
+    recorded = Disposition.SETTLED if holds_queue else Disposition.COMPLETE
+    expected = {"-s1-t0": Disposition.ABANDON, "-s1-t1": recorded, "-s1-t2": recorded}
     assert fates == {k: v for k, v in expected.items() if k in fates} and len(fates) == batch
+    settled_by_commit = sum(1 for d in fates.values() if d is Disposition.SETTLED)
+    assert h.transport.pending_count(TASKS_QUEUE) == 3 - settled_by_commit

@@ -15,7 +15,7 @@ from core.engine import CoreMachine
 from core.errors import StoreUnavailable
 from core.janitor import Janitor, JanitorConfig
 from core.jobs import JobRegistry, Stage
-from core.models import JobStatus, StagePlan, TaskOutcome
+from core.models import JobStatus, ReceivedMessage, StagePlan, TaskOutcome
 from core.ports import NullRelay
 from core.registry import TaskContext
 from core.worker import Worker, WorkerConfig
@@ -40,11 +40,14 @@ class FlakyStore(InMemoryStore):
 
     failures = 1
 
-    def record_outcomes(self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset()) -> None:
+    def record_outcomes(
+        self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset(),
+        acknowledge: Sequence[ReceivedMessage] = (),
+    ) -> None:
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("connection reset while committing outcomes")
-        super().record_outcomes(outcomes, inline_finish)
+        super().record_outcomes(outcomes, inline_finish, acknowledge)
 
 
 def engine_on(store: InMemoryStore, handlers: ProbeHandlers, jobs: JobRegistry) -> CoreMachine:

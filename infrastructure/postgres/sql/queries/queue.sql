@@ -107,6 +107,15 @@ FROM unnest(%(ids)s::bigint[], %(lock_tokens)s::uuid[]) AS m(id, lock_token)
 WHERE q.id = ANY(%(ids)s::bigint[]) AND q.id = m.id AND q.lock_token = m.lock_token AND q.state = 'ready'
   AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
 
+-- name: queue_acknowledge
+-- `queue_complete_by_id` inside a store's unit of work: the messages whose outcomes it records, settled by the
+-- same commit, which waits for its WAL flush as the outcomes need. The unit's last statement: queue rows are
+-- locked after every other row.
+UPDATE queue_messages AS q
+SET state = 'done', done_at = now(), lock_token = NULL
+FROM unnest(%(ids)s::bigint[], %(lock_tokens)s::uuid[]) AS m(id, lock_token)
+WHERE q.id = ANY(%(ids)s::bigint[]) AND q.id = m.id AND q.lock_token = m.lock_token AND q.state = 'ready'
+
 -- name: queue_abandon
 -- Release the lock (available again now or after the delay) and wake idle receivers of the queue.
 WITH released AS (

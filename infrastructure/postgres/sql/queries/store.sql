@@ -251,7 +251,9 @@ RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt
 
 -- name: complete_tasks_counted
 -- complete_tasks, then decrement_stages for the stages it touched, in one statement (run alone, in autocommit):
--- task rows locked first, then stage rows in (job, stage) order (the locked CTE), as everywhere.
+-- task rows locked first, then stage rows in (job, stage) order (the locked CTE), as everywhere; then the task
+-- messages settled as `queue_acknowledge` does, last: the second branch of the UNION ALL runs once the first has
+-- returned every row. That last row (no task id) says how many messages it settled.
 WITH done AS (
     UPDATE tasks t
     SET status = 'completed', result = u.result, lease_until = NULL, finished_at = now(), updated_at = now()
@@ -268,9 +270,17 @@ WITH done AS (
     UPDATE stages s SET remaining = s.remaining - locked.done FROM locked
     WHERE s.job_id = locked.job_id AND s.stage = locked.stage
     RETURNING s.job_id, s.stage, s.remaining
+), acked AS (
+    UPDATE queue_messages AS q
+    SET state = 'done', done_at = now(), lock_token = NULL
+    FROM unnest(%(ack_ids)s::bigint[], %(ack_tokens)s::uuid[]) AS m(id, lock_token)
+    WHERE q.id = ANY(%(ack_ids)s::bigint[]) AND q.id = m.id AND q.lock_token = m.lock_token AND q.state = 'ready'
+    RETURNING q.id
 )
 SELECT d.task_id, d.job_id, d.stage, d.task_type, d.attempt, c.remaining
 FROM done d JOIN counted c USING (job_id, stage)
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, count(*)::int FROM acked
 
 -- name: end_tasks
 UPDATE tasks t
