@@ -35,7 +35,7 @@ from bench.cluster import BenchCluster
 from bench.measure import FANOUT_JOB, TWO_STAGE_JOB, bench_runtime
 from bench.scale import status_ms, with_history
 from core.models import JOBS_QUEUE, TASKS_QUEUE, ReceivedMessage
-from core.settlement import Settlement
+from core.settlement import Disposition, Settlement
 from triggers.runtime import Runtime
 
 
@@ -63,6 +63,11 @@ def _commits(url: str) -> int:
     return int(row[0])
 
 
+def to_complete(settlements: Sequence[Settlement]) -> list[ReceivedMessage]:
+    """The messages the consumer completes (no-op handlers: every message that the store's commit did not)."""
+    return [s.message for s in settlements if s.disposition is Disposition.COMPLETE]
+
+
 def drain(runtime: Runtime, job_batch: int = 8, task_batch: int = 32) -> dict[str, int]:
     """Receive, handle and settle job and task messages on this thread until both queues stay empty. Task
     batches are handled the way a worker's task thread handles them (as a replaceable caller, so known-fast
@@ -72,7 +77,7 @@ def drain(runtime: Runtime, job_batch: int = 8, task_batch: int = 32) -> dict[st
     idle = 0
 
     def settle(settlements: list[Settlement]) -> None:
-        transport.complete([s.message for s in settlements])
+        transport.complete(to_complete(settlements))
 
     def handle_tasks(messages: Sequence[ReceivedMessage]) -> list[Settlement]:
         return engine.handle_task_messages(messages, settle)
@@ -87,7 +92,7 @@ def drain(runtime: Runtime, job_batch: int = 8, task_batch: int = 32) -> dict[st
             if messages:
                 busy = True
                 counts[key] += len(messages)
-                transport.complete([s.message for s in handle(messages)])
+                transport.complete(to_complete(handle(messages)))
         idle = 0 if busy else idle + 1
     return counts
 
