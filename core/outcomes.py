@@ -34,7 +34,16 @@ from core.models import (
 )
 from core.progress import StageCounters, default_result, task_counts
 from core.states import UNSTARTED_TASK, WORKING_JOB, job_sources, stage_sources, task_sources
-from core.uow import CountedCompletions, GuardFailed, LockedJob, StageCount, StageTotals, TaskChange, UnitOfWork
+from core.uow import (
+    CountedCompletions,
+    JobMove,
+    LockedJob,
+    StageClosed,
+    StageCount,
+    StageTotals,
+    TaskChange,
+    UnitOfWork,
+)
 
 
 @dataclass
@@ -126,9 +135,8 @@ def apply_outcomes(
     if unread:
         jobs.update(uow.read_jobs(unread))
     closed = _complete_stages(uow, [key for key in zeroed if key[0] in jobs])
-    for job_id, stage in closed:
-        if job_id not in failing:  # a failing job's stage is done, but the job fails below: it does not move on
-            jobs[job_id] = _stage_completed(uow, jobs[job_id], stage, inline_finish)
+    # A failing job's stage is done, but the job fails below: it does not move on.
+    jobs = _stages_completed(uow, jobs, [key for key in closed if key[0] not in failing], inline_finish)
     for job_id, error in sorted(failing.items()):
         _finalizing(uow, jobs[job_id], JobStatus.FAILED, error, unstarted[job_id])
 
@@ -231,43 +239,65 @@ def _complete_stages(uow: UnitOfWork, keys: Sequence[tuple[str, int]]) -> list[t
 
 def _stage_completed(uow: UnitOfWork, job: LockedJob, stage: int, inline_finish: frozenset[str]) -> LockedJob:
     """Advance the job past a stage just completed, or move it to finalizing after its last stage."""
-    if job.status not in WORKING_JOB or job.current_stage != stage:
-        return job
+    return _stages_completed(uow, {job.job_id: job}, [(job.job_id, stage)], inline_finish)[job.job_id]
+
+
+def _stages_completed(
+    uow: UnitOfWork, jobs: dict[str, LockedJob], keys: Sequence[tuple[str, int]], inline_finish: frozenset[str]
+) -> dict[str, LockedJob]:
+    """Move on every job whose stage (of `keys`) was just completed, in one statement for all of them: past the
+    stage, or to finalizing after the last; a round that ends completed, of a job type in `inline_finish` (it keeps
+    the default finalize), on to completed with the default finalize's result and no finalize message. The jobs,
+    updated where they moved."""
+    moving = [(jobs[job_id], stage) for job_id, stage in sorted(keys)
+              if jobs[job_id].status in WORKING_JOB and jobs[job_id].current_stage == stage]
+    ending = [job.job_id for job, stage in moving if stage >= job.total_stages]
+    totals = uow.stage_totals(ending) if ending else {}
+    moves = [_move(job, stage, totals.get(job.job_id, []), inline_finish) for job, stage in moving]
+    if not moves:
+        return jobs
+    moved = uow.move_jobs(moves, job_sources(JobStatus.PROCESSING) & WORKING_JOB,
+                          job_sources(JobStatus.FINALIZING) & WORKING_JOB)
+    updated = dict(jobs)
+    messages = []
+    for move in moves:
+        if move.job_id not in moved:
+            continue
+        job = jobs[move.job_id]
+        if move.move is JobMove.ADVANCE:
+            messages.append(stage_message(job.job_id, job.job_type, move.stage + 1, job.round))
+            updated[job.job_id] = replace(job, current_stage=move.stage + 1, plan_attempts=0)
+            continue
+        assert move.outcome is not None
+        uow.event(job.job_id, "finalizing", {"outcome": move.outcome.value})
+        updated[job.job_id] = replace(job, status=JobStatus.FINALIZING, outcome=move.outcome)
+        if move.move is JobMove.FINISH:
+            uow.event(job.job_id, "job_finished", {"status": JobStatus.COMPLETED.value, "round": job.round,
+                                                   "finalize": "inline"})
+            updated[job.job_id] = replace(job, status=JobStatus.COMPLETED, outcome=move.outcome, result=move.result)
+        else:
+            messages.append(finalize_message(job.job_id, job.job_type, job.round))
+    uow.send(messages)
+    return updated
+
+
+def _move(job: LockedJob, stage: int, totals: Sequence[StageTotals], inline_finish: frozenset[str]) -> StageClosed:
+    """How the job moves on from its completed `stage` (`totals`: its stages' counters, for the last stage)."""
     if stage < job.total_stages:
-        if uow.advance_job(job.job_id, stage, job_sources(JobStatus.PROCESSING) & WORKING_JOB):
-            uow.send([stage_message(job.job_id, job.job_type, stage + 1, job.round)])
-            return replace(job, current_stage=stage + 1, plan_attempts=0)
-        return job
-    totals = uow.stage_totals(job.job_id)
+        return StageClosed(job.job_id, stage, JobMove.ADVANCE)
     outcome = JobStatus.COMPLETED_WITH_ERRORS if any(t.failed for t in totals) else JobStatus.COMPLETED
-    if not uow.job_to_finalizing(job.job_id, outcome, None, job_sources(JobStatus.FINALIZING) & WORKING_JOB):
-        return job
-    uow.event(job.job_id, "finalizing", {"outcome": outcome.value})
-    finalizing = replace(job, status=JobStatus.FINALIZING, outcome=outcome)
     if job.job_type in inline_finish and round_completed(outcome, totals):
-        return _finish_inline(uow, finalizing, totals)
-    uow.send([finalize_message(job.job_id, job.job_type, job.round)])
-    return finalizing
+        counts = task_counts(JobStatus.FINALIZING, [
+            StageCounters(t.stage, t.task_count, t.remaining, t.failed, running=0, retry_scheduled=0) for t in totals
+        ])
+        return StageClosed(job.job_id, stage, JobMove.FINISH, outcome, default_result(JobStatus.COMPLETED, counts))
+    return StageClosed(job.job_id, stage, JobMove.FINALIZE, outcome)
 
 
 def round_completed(outcome: JobStatus, totals: Sequence[StageTotals]) -> bool:
     """A round that ends `completed` has every task of every stage completed (no stage counter left, none failed):
     no task runs or waits, no stage is open. The finalize fence's shortcuts rest on this."""
     return outcome is JobStatus.COMPLETED and all(t.remaining == 0 and t.failed == 0 for t in totals)
-
-
-def _finish_inline(uow: UnitOfWork, job: LockedJob, totals: Sequence[StageTotals]) -> LockedJob:
-    """Finalizing → completed in the same unit of work, with the default finalize's result. The job row was
-    updated by this transaction a statement ago, so the guarded update cannot miss; if it does, roll back."""
-    counts = task_counts(JobStatus.FINALIZING, [
-        StageCounters(t.stage, t.task_count, t.remaining, t.failed, running=0, retry_scheduled=0) for t in totals
-    ])
-    result = default_result(JobStatus.COMPLETED, counts)
-    if not uow.finish_inline(job.job_id, JobStatus.COMPLETED, result, job_sources(JobStatus.COMPLETED)):
-        raise GuardFailed(f"job {job.job_id} left finalizing inside the transaction that finishes it")
-    uow.event(job.job_id, "job_finished", {"status": JobStatus.COMPLETED.value, "round": job.round,
-                                           "finalize": "inline"})
-    return replace(job, status=JobStatus.COMPLETED, result=result)
 
 
 def to_finalizing(uow: UnitOfWork, job: LockedJob, outcome: JobStatus, error: JSON | None) -> LockedJob:

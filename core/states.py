@@ -25,8 +25,8 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     J.CANCELLED: frozenset(),
 }
 """A completed round of a job type that keeps the default finalize goes processing → finalizing → completed in one
-unit of work (`core.outcomes.stage_done`): two guarded updates along these edges, so no direct edge
-processing → completed exists to widen the guard of `finish_job`."""
+unit of work (`core.outcomes.stage_done`): both edges in one statement (`UnitOfWork.move_jobs`, a finish), guarded
+by the first, so no direct edge processing → completed exists to widen the guard of `finish_job`."""
 
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     T.QUEUED: frozenset({T.RUNNING, T.CANCELLED}),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from core.models import (
@@ -126,6 +127,29 @@ class StageTotals:
     failed: int
 
 
+class JobMove(StrEnum):
+    """How a job moves on once one of its stages has completed (`UnitOfWork.move_jobs`)."""
+
+    ADVANCE = "advance"
+    """To the next stage; its planner attempts start again."""
+    FINALIZE = "finalize"
+    """To finalizing, with the outcome its finalize will give it."""
+    FINISH = "finish"
+    """To finalizing and on to completed with its result: the inline finish of a round that ended completed."""
+
+
+@dataclass(frozen=True, slots=True)
+class StageClosed:
+    """A job to move on after its stage `stage` completed; `outcome` for a finalize or finish, `result` for a
+    finish."""
+
+    job_id: str
+    stage: int
+    move: JobMove
+    outcome: JobStatus | None = None
+    result: JSON | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CountedCompletions:
     """What `complete_tasks_counted` changed: the tasks it completed, and each touched stage's fan-in counter after
@@ -164,8 +188,14 @@ class UnitOfWork(Protocol):
         the jobs moved."""
         ...
 
-    def advance_job(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
-        """Job on `stage` (not the last) in `sources` → the next stage; its planner attempts start again."""
+    def move_jobs(
+        self, moves: Sequence[StageClosed], advance_sources: frozenset[JobStatus],
+        finalize_sources: frozenset[JobStatus],
+    ) -> set[str]:
+        """Every job of `moves` moved on in ONE statement, the rows locked in job id order; the ids moved. An
+        advance needs the job in `advance_sources` on that stage, with a stage after it; a finalize or finish needs
+        it in `finalize_sources`. A finish takes two edges of the state machine at once (processing → finalizing →
+        completed), guarded by the first: the second cannot fail on a row this statement holds."""
         ...
 
     def job_to_finalizing(
@@ -199,11 +229,6 @@ class UnitOfWork(Protocol):
         sources: frozenset[JobStatus],
     ) -> bool:
         """Job in `sources` whose finalize claim `owner` holds → `status`, with its result and error."""
-        ...
-
-    def finish_inline(self, job_id: str, status: JobStatus, result: JSON, sources: frozenset[JobStatus]) -> bool:
-        """Job in `sources` → `status` with its result, its error kept, without a finalize claim: only in the
-        unit of work that has just moved the job to finalizing (its row is this transaction's)."""
         ...
 
     def reopen_job(self, job_id: str, sources: frozenset[JobStatus]) -> int | None:
@@ -242,8 +267,8 @@ class UnitOfWork(Protocol):
         """Stages in `sources` whose counter is zero, of jobs in `job_sources`: (job id, stage), oldest job first."""
         ...
 
-    def stage_totals(self, job_id: str) -> list[StageTotals]:
-        """The counters of the job's stage rows, in stage order."""
+    def stage_totals(self, job_ids: Sequence[str]) -> dict[str, list[StageTotals]]:
+        """The counters of each job's stage rows, in stage order (one read; every job id is in the answer)."""
         ...
 
     def cancel_stages(self, job_id: str, sources: frozenset[StageStatus]) -> int: ...

@@ -29,7 +29,16 @@ from core.models import (
 )
 from core.ports import Transport
 from core.store import Store
-from core.uow import CountedCompletions, LockedJob, StageCount, StageTally, StageTotals, UnitOfWork
+from core.uow import (
+    CountedCompletions,
+    JobMove,
+    LockedJob,
+    StageClosed,
+    StageCount,
+    StageTally,
+    StageTotals,
+    UnitOfWork,
+)
 from infrastructure.memory.tables import JobControl, StageRow, Transaction, fresh, stored
 from infrastructure.memory.task_statements import MemoryTaskStatements
 from infrastructure.memory.views import Clock, MemoryViews, public_job
@@ -103,12 +112,26 @@ class MemoryUnitOfWork(MemoryTaskStatements):
                 started.add(job_id)
         return started
 
-    def advance_job(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
-        job = self._job_in(job_id, sources)
-        if job is None or job.current_stage != stage or job.current_stage >= job.total_stages:
-            return False
-        self._touch(job, current_stage=stage + 1, plan_attempts=0)
-        return True
+    def move_jobs(
+        self, moves: Sequence[StageClosed], advance_sources: frozenset[JobStatus],
+        finalize_sources: frozenset[JobStatus],
+    ) -> set[str]:
+        moved = set()
+        for move in sorted(moves, key=lambda m: m.job_id):
+            if move.move is JobMove.ADVANCE:
+                job = self._job_in(move.job_id, advance_sources)
+                if job is None or job.current_stage != move.stage or job.current_stage >= job.total_stages:
+                    continue
+                self._touch(job, current_stage=move.stage + 1, plan_attempts=0)
+            elif (job := self._job_in(move.job_id, finalize_sources)) is None:
+                continue
+            elif move.move is JobMove.FINALIZE:
+                self._touch(job, status=JobStatus.FINALIZING, outcome=move.outcome)
+            else:
+                self._touch(job, status=JobStatus.COMPLETED, outcome=move.outcome, result=stored(move.result),
+                            finished_at=self._tx.now)
+            moved.add(move.job_id)
+        return moved
 
     def job_to_finalizing(
         self, job_id: str, outcome: JobStatus, error: JSON | None, sources: frozenset[JobStatus]
@@ -171,13 +194,6 @@ class MemoryUnitOfWork(MemoryTaskStatements):
             return False
         self._touch(job, status=status, result=stored(result), error=stored(error), finished_at=self._tx.now)
         self._tx.put_control(job_id, replace(control, finalize_claim_until=None))
-        return True
-
-    def finish_inline(self, job_id: str, status: JobStatus, result: JSON, sources: frozenset[JobStatus]) -> bool:
-        job = self._job_in(job_id, sources)
-        if job is None:
-            return False
-        self._touch(job, status=status, result=stored(result), finished_at=self._tx.now)
         return True
 
     def _new_round(self, job_id: str, sources: frozenset[JobStatus], **changes: object) -> int | None:
@@ -261,10 +277,13 @@ class MemoryUnitOfWork(MemoryTaskStatements):
                 key=lambda row: row.stage) if row.status in sources and row.remaining == 0]
         return keys[:limit]
 
-    def stage_totals(self, job_id: str) -> list[StageTotals]:
-        job = self._tx.job(job_id)
-        rows = sorted(self._tx.stages_of(job), key=lambda row: row.stage) if job else []
-        return [StageTotals(row.stage, row.task_count, row.remaining, row.failed) for row in rows]
+    def stage_totals(self, job_ids: Sequence[str]) -> dict[str, list[StageTotals]]:
+        totals = {}
+        for job_id in job_ids:
+            job = self._tx.job(job_id)
+            rows = sorted(self._tx.stages_of(job), key=lambda row: row.stage) if job else []
+            totals[job_id] = [StageTotals(row.stage, row.task_count, row.remaining, row.failed) for row in rows]
+        return totals
 
     def cancel_stages(self, job_id: str, sources: frozenset[StageStatus]) -> int:
         job = self._tx.job(job_id)

@@ -31,6 +31,7 @@ from core.uow import (
     CountedCompletions,
     LockedJob,
     Resend,
+    StageClosed,
     StageCount,
     StageTally,
     StageTotals,
@@ -130,8 +131,18 @@ class PostgresUnitOfWork(UnitOfWork):
         })
         return {job_id for (job_id,) in rows}
 
-    def advance_job(self, job_id: str, stage: int, sources: frozenset[JobStatus]) -> bool:
-        return self._one("advance_job", {"job_id": job_id, "stage": stage, "sources": values(sources)}) is not None
+    def move_jobs(
+        self, moves: Sequence[StageClosed], advance_sources: frozenset[JobStatus],
+        finalize_sources: frozenset[JobStatus],
+    ) -> set[str]:
+        rows = self._all("move_jobs", {
+            "job_ids": [m.job_id for m in moves], "stages": [m.stage for m in moves],
+            "moves": [m.move.value for m in moves],
+            "outcomes": [None if m.outcome is None else m.outcome.value for m in moves],
+            "results": [jsonb(m.result) for m in moves],
+            "advance_sources": values(advance_sources), "finalize_sources": values(finalize_sources),
+        })
+        return {job_id for (job_id,) in rows}
 
     def job_to_finalizing(
         self, job_id: str, outcome: JobStatus, error: JSON | None, sources: frozenset[JobStatus]
@@ -170,11 +181,6 @@ class PostgresUnitOfWork(UnitOfWork):
         return self._one("finish_job", {
             "job_id": job_id, "owner": owner, "status": status.value, "result": jsonb(result), "error": jsonb(error),
             "sources": values(sources),
-        }) is not None
-
-    def finish_inline(self, job_id: str, status: JobStatus, result: JSON, sources: frozenset[JobStatus]) -> bool:
-        return self._one("finish_inline", {
-            "job_id": job_id, "status": status.value, "result": jsonb(result), "sources": values(sources),
         }) is not None
 
     def reopen_job(self, job_id: str, sources: frozenset[JobStatus]) -> int | None:
@@ -222,8 +228,11 @@ class PostgresUnitOfWork(UnitOfWork):
         })
         return [(job_id, stage) for job_id, stage in rows]
 
-    def stage_totals(self, job_id: str) -> list[StageTotals]:
-        return [StageTotals(*row) for row in self._all("stage_totals", {"job_id": job_id})]
+    def stage_totals(self, job_ids: Sequence[str]) -> dict[str, list[StageTotals]]:
+        totals: dict[str, list[StageTotals]] = {job_id: [] for job_id in job_ids}
+        for job_id, *row in self._all("stage_totals", {"job_ids": list(job_ids)}):
+            totals[job_id].append(StageTotals(*row))
+        return totals
 
     def cancel_stages(self, job_id: str, sources: frozenset[StageStatus]) -> int:
         return self._execute("cancel_stages", {"job_id": job_id, "sources": values(sources)}).rowcount

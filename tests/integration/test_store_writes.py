@@ -244,7 +244,7 @@ def test_a_batch_closing_several_jobs_stages_counts_and_completes_them_in_one_st
     database: Database,
 ) -> None:
     """The last tasks of three small jobs' first stages in one batch: one statement decrements the three counters,
-    one completes the three stages, then each job row advances."""
+    one completes the three stages, one advances the three job rows (locked in job id order)."""
     statements: list[str] = []
     store = PostgresStore(lambda: counting(database, statements))
     jobs = []
@@ -259,7 +259,46 @@ def test_a_batch_closing_several_jobs_stages_counts_and_completes_them_in_one_st
     statements.clear()
     store.record_outcomes([TaskOutcome(t, OutcomeKind.COMPLETED, result={"i": t.index}) for t in claimed])
 
-    assert updated_tables(statements) == ["tasks", "stages", "stages", "jobs", "jobs", "jobs"]
+    assert updated_tables(statements) == ["tasks", "stages", "stages", "jobs"]
     for job_id in jobs:
         record = store.get_job(job_id)
         assert record is not None and record.current_stage == 2, job_id
+
+
+def test_a_batch_ending_several_jobs_reads_their_counters_once_and_moves_them_in_one_statement(
+    database: Database,
+) -> None:
+    """Three one-stage jobs end in one batch: their stage counters are read by one statement and the three job
+    rows move by one - to completed for a clean round of a job type that finishes inline, else to finalizing
+    with the outcome (completed with errors after a failed task) and a finalize message."""
+    statements: list[str] = []
+    store = PostgresStore(lambda: counting(database, statements))
+    inline = NewJob(job_id_for("inline_type", {}), "inline_type", {}, 1, FailurePolicy.CONTINUE)
+    clean, failing = new_job("clean"), new_job("failing")
+    for job in (inline, clean, failing):
+        store.create_job(job)
+        assert store.start_stage(StagePlan(job.job_id, 1, "s1", [TaskSpec("work", {"i": i}) for i in range(2)], 1,
+                                           10.0))
+    claimed = store.claim_tasks([task_id_for(j.job_id, 1, i) for j in (inline, clean, failing) for i in range(2)],
+                                "w")
+    assert len(claimed) == 6
+    error = ErrorInfo("Boom", ErrorClass.PERMANENT, "boom", attempt=1)
+    outcomes = [TaskOutcome(t, OutcomeKind.FAILED, error=error) if t.job_id == failing.job_id and t.index == 0
+                else TaskOutcome(t, OutcomeKind.COMPLETED, result={"i": t.index}) for t in claimed]
+    statements.clear()
+    store.record_outcomes(outcomes, frozenset({"inline_type"}))
+
+    assert updated_tables(statements) == ["tasks", "tasks", "stages", "stages", "jobs"]
+    assert sum(1 for text in statements if "FROM stages WHERE job_id = ANY" in text) == 1
+    states = {j.job_id: store.get_job(j.job_id) for j in (inline, clean, failing)}
+    assert {job_id: (r.status, r.outcome) for job_id, r in states.items() if r is not None} == {
+        inline.job_id: (JobStatus.COMPLETED, JobStatus.COMPLETED),
+        clean.job_id: (JobStatus.FINALIZING, JobStatus.COMPLETED),
+        failing.job_id: (JobStatus.FINALIZING, JobStatus.COMPLETED_WITH_ERRORS),
+    }
+    record = states[inline.job_id]
+    assert record is not None and record.result is not None and record.finished_at is not None
+    with database.connection() as conn:
+        finalizes = conn.execute("SELECT body ->> 'job_id' FROM queue_messages WHERE body ->> 'kind' = 'finalize'"
+                                 " ORDER BY 1").fetchall()
+    assert finalizes == sorted([(clean.job_id,), (failing.job_id,)])

@@ -49,11 +49,34 @@ WHERE j.job_id = u.job_id AND j.current_stage = u.stage AND j.retry_round = u.ro
   AND j.status = ANY(%(sources)s::job_status[])
 RETURNING j.job_id
 
--- name: advance_job
-UPDATE jobs SET current_stage = current_stage + 1, plan_attempts = 0, updated_at = now()
-WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[]) AND current_stage = %(stage)s
-  AND current_stage < total_stages
-RETURNING job_id
+-- name: move_jobs
+-- Jobs moved on after their stages completed, in one statement: the rows locked in job id order (the locked CTE),
+-- each guarded by its move. An advance needs the job on that stage with a stage after it; a finish goes through
+-- finalizing to completed (two edges, guarded by the first).
+WITH u AS (
+    SELECT * FROM unnest(%(job_ids)s::text[], %(stages)s::int[], %(moves)s::text[], %(outcomes)s::job_status[],
+                         %(results)s::jsonb[]) AS u(job_id, stage, move, outcome, result)
+), locked AS (
+    SELECT j.job_id FROM jobs j JOIN u USING (job_id)
+    WHERE CASE WHEN u.move = 'advance'
+               THEN j.status = ANY(%(advance_sources)s::job_status[]) AND j.current_stage = u.stage
+                    AND j.current_stage < j.total_stages
+               ELSE j.status = ANY(%(finalize_sources)s::job_status[]) END
+    ORDER BY j.job_id
+    FOR NO KEY UPDATE OF j
+)
+UPDATE jobs j
+SET current_stage = CASE WHEN u.move = 'advance' THEN j.current_stage + 1 ELSE j.current_stage END,
+    plan_attempts = CASE WHEN u.move = 'advance' THEN 0 ELSE j.plan_attempts END,
+    status = CASE u.move WHEN 'advance' THEN j.status WHEN 'finalize' THEN 'finalizing'::job_status
+                         ELSE 'completed'::job_status END,
+    outcome = CASE WHEN u.move = 'advance' THEN j.outcome ELSE u.outcome END,
+    result = CASE WHEN u.move = 'finish' THEN u.result ELSE j.result END,
+    finished_at = CASE WHEN u.move = 'finish' THEN now() ELSE j.finished_at END,
+    updated_at = now()
+FROM locked l JOIN u USING (job_id)
+WHERE j.job_id = l.job_id
+RETURNING j.job_id
 
 -- name: job_to_finalizing
 UPDATE jobs SET status = 'finalizing', outcome = %(outcome)s, updated_at = now(), error = COALESCE(error, %(error)s)
@@ -87,11 +110,6 @@ RETURNING finalize_deferrals
 UPDATE jobs SET status = %(status)s, result = %(result)s, error = %(error)s, finished_at = now(), updated_at = now(),
     finalize_claim_until = NULL
 WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[]) AND finalize_owner = %(owner)s
-RETURNING job_id
-
--- name: finish_inline
-UPDATE jobs SET status = %(status)s, result = %(result)s, finished_at = now(), updated_at = now()
-WHERE job_id = %(job_id)s AND status = ANY(%(sources)s::job_status[])
 RETURNING job_id
 
 -- name: reopen_job
@@ -171,7 +189,8 @@ ORDER BY j.updated_at, s.job_id, s.stage
 LIMIT %(limit)s
 
 -- name: stage_totals
-SELECT stage, task_count, remaining, failed FROM stages WHERE job_id = %(job_id)s ORDER BY stage
+SELECT job_id, stage, task_count, remaining, failed FROM stages WHERE job_id = ANY(%(job_ids)s::text[])
+ORDER BY job_id, stage
 
 -- name: cancel_stages
 UPDATE stages SET status = 'cancelled', completed_at = now()
