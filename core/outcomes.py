@@ -34,16 +34,8 @@ from core.models import (
 )
 from core.progress import StageCounters, default_result, task_counts
 from core.states import UNSTARTED_TASK, WORKING_JOB, job_sources, stage_sources, task_sources
-from core.uow import (
-    CountedCompletions,
-    JobMove,
-    LockedJob,
-    StageClosed,
-    StageCount,
-    StageTotals,
-    TaskChange,
-    UnitOfWork,
-)
+from core.task_statements import CountedCompletions, TaskChange
+from core.uow import JobMove, LockedJob, StageClosed, StageCount, StageTotals, UnitOfWork
 
 
 @dataclass

@@ -26,7 +26,8 @@ from core.states import (
     stage_sources,
     task_sources,
 )
-from core.uow import GuardFailed, LockedJob, StoreBackend, TaskChange, UnitOfWork, guarded
+from core.task_statements import TaskChange
+from core.uow import GuardFailed, LockedJob, StoreBackend, UnitOfWork, guarded
 
 
 class FinalizeDecision(StrEnum):

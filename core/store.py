@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 
-from core.ids import task_id_for
-from core.messages import StageTaskMessages, resent_task_message, stage_message, task_message
+from core.messages import resent_task_message, stage_message, task_message
 from core.models import (
     JSON,
     ClaimedTask,
@@ -36,11 +34,11 @@ from core.outcomes import (
     complete_counted,
     counted_alone,
     record_late,
-    stage_done,
     to_finalizing,
 )
 from core.retry import RetryPolicy
 from core.rounds import Rounds
+from core.stage_start import start_one, start_stages
 from core.states import (
     LIVE_JOB,
     OPEN_JOB,
@@ -51,7 +49,8 @@ from core.states import (
     stage_sources,
     task_sources,
 )
-from core.uow import GuardFailed, Resend, StoreBackend, UnitOfWork, guarded
+from core.task_statements import Resend
+from core.uow import GuardFailed, StoreBackend, UnitOfWork, guarded
 
 LEASE_TAKEN_BACK: JSON = {
     "type": "LeaseExpired",
@@ -124,10 +123,10 @@ class Store(Rounds):
             raise ValueError("start_stages takes at most one plan per job")
         if len(plans) > 1:
             try:
-                return self.backend.transaction(lambda uow: _start_stages(uow, plans, inline_finish))
+                return self.backend.transaction(lambda uow: start_stages(uow, plans, inline_finish))
             except GuardFailed:
                 pass
-        return [guarded(self.backend, partial(_start_one, plan=plan, inline_finish=inline_finish), False)
+        return [guarded(self.backend, partial(start_one, plan=plan, inline_finish=inline_finish), False)
                 for plan in plans]
 
     def planning_failed(
@@ -352,47 +351,6 @@ class Store(Rounds):
     def stuck_jobs(self, older_than_seconds: float, limit: int = 100) -> list[JobRecord]:
         """Non-terminal jobs not updated for longer than the deadline."""
         return self.backend.stuck_jobs(older_than_seconds, limit, OPEN_JOB)
-
-
-def _start_one(uow: UnitOfWork, plan: StagePlan, inline_finish: frozenset[str]) -> bool:
-    return _start_stages(uow, [plan], inline_finish)[0]
-
-
-def _start_stages(uow: UnitOfWork, plans: Sequence[StagePlan], inline_finish: frozenset[str]) -> list[bool]:
-    """The stage rows, then the tasks, then the job rows' guarded updates (the lock order), one statement each for
-    all the plans, then every task message in one write. A plan whose job is not at that stage, or whose stage
-    exists, writes nothing."""
-    jobs = uow.read_jobs([p.job_id for p in plans])
-    sources = job_sources(JobStatus.PROCESSING)
-    wanted: dict[tuple[str, int], StagePlan] = {}
-    for plan in plans:  # the first plan of a stage counts; a repeated one (a duplicate message) creates nothing
-        job = jobs.get(plan.job_id)
-        if (job is not None and job.status in sources and job.current_stage == plan.stage
-                and plan.round in (None, job.round)):
-            wanted.setdefault((plan.job_id, plan.stage), plan)
-    inserted = uow.insert_stages(list(wanted.values())) if wanted else set()
-    new = [plan for key, plan in wanted.items() if key in inserted]
-    if new:
-        uow.insert_tasks(new)
-        # Guarded on the round read too: a rerun that reached this stage again meanwhile is another round's.
-        started = uow.start_job_stages(sorted((p.job_id, p.stage, jobs[p.job_id].round) for p in new), sources)
-        for plan in new:
-            if plan.job_id not in started:
-                raise GuardFailed(f"job {plan.job_id} left stage {plan.stage} while it was being created")
-    messages: list[Sequence[OutgoingMessage]] = []
-    for plan in new:
-        job = jobs[plan.job_id]
-        task_ids = [task_id_for(plan.job_id, plan.stage, i) for i in range(len(plan.tasks))]
-        messages.append(StageTaskMessages(
-            plan.job_id, job.job_type, plan.stage, task_ids, [spec.task_type for spec in plan.tasks], job.round))
-        uow.event(plan.job_id, "stage_started", {"name": plan.stage_name, "tasks": len(plan.tasks)},
-                  stage=plan.stage)
-        if not plan.tasks:
-            stage_done(uow, replace(job, status=JobStatus.PROCESSING), plan.stage, inline_finish)
-    # One plan's messages go as they are made (a wide stage's are written while the rest are being made).
-    uow.send(messages[0] if len(messages) == 1 else [m for batch in messages for m in batch], fresh=True)
-    made = {id(plan) for plan in new}
-    return [id(plan) in made for plan in plans]
 
 
 def cancel_error(reason: str) -> JSON:

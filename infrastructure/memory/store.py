@@ -29,16 +29,8 @@ from core.models import (
 )
 from core.ports import Transport
 from core.store import Store
-from core.uow import (
-    CountedCompletions,
-    JobMove,
-    LockedJob,
-    StageClosed,
-    StageCount,
-    StageTally,
-    StageTotals,
-    UnitOfWork,
-)
+from core.task_statements import CountedCompletions
+from core.uow import JobMove, LockedJob, StageClosed, StageCount, StageTally, StageTotals, UnitOfWork
 from infrastructure.memory.tables import JobControl, StageRow, Transaction, fresh, stored
 from infrastructure.memory.task_statements import MemoryTaskStatements
 from infrastructure.memory.views import Clock, MemoryViews, public_job

@@ -9,7 +9,8 @@ from datetime import timedelta
 from core.ids import task_id_for
 from core.models import JSON, ClaimedTask, JobRecord, JobStatus, StagePlan, TaskStatus
 from core.states import LEASED_TASK
-from core.uow import Resend, TakenBack, TaskChange, TaskState, UnitOfWork
+from core.task_statements import Resend, TakenBack, TaskChange, TaskState
+from core.uow import UnitOfWork
 from infrastructure.memory.tables import TaskRow, Transaction, fresh, stored
 
 

@@ -19,7 +19,8 @@ from core.models import (
     TaskStatus,
     TaskView,
 )
-from core.uow import LockedJob, Resend, TaskChange
+from core.task_statements import Resend, TaskChange
+from core.uow import LockedJob
 
 
 def job_from_row(row: tuple[Any, ...]) -> JobRecord:

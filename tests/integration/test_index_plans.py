@@ -42,7 +42,11 @@ def _params(job_id: str) -> dict[str, Any]:
     }
 
 
-_OVERRIDES: dict[str, dict[str, Any]] = {"complete_stages": {"sources": ["processing"]}, "stage_results": {"stage": 1}}
+_OVERRIDES: dict[str, dict[str, Any]] = {
+    "complete_stages": {"sources": ["processing"]}, "stage_results": {"stage": 1},
+    "move_jobs": {"moves": ["finish"], "outcomes": ["completed"], "results": ["{}"],
+                  "advance_sources": ["processing"], "finalize_sources": ["processing"]},
+}
 
 
 STATUS_PATH = ("select_job", "stage_progress", "snapshot_events", "oldest_running_task", "next_retry_task",
@@ -53,7 +57,8 @@ JANITOR = ("take_back_expired", "counted_stages", "count_overdue_resends", "stuc
            "prune_guard", "prune_tasks", "prune_task_history", "prune_events", "prune_settled_messages",
            "prune_dead_letters", "prune_left_tasks", "prune_jobs", "queue_purge_settled")
 # Reads and writes of the job path that name jobs and stages by key.
-JOB_PATH = ("select_jobs", "stage_results", "stages_results", "decrement_stages", "complete_stages")
+JOB_PATH = ("select_jobs", "stage_results", "stages_results", "decrement_stages", "complete_stages", "stage_totals",
+            "move_jobs")
 
 
 def _plans(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> tuple[str, str]:
