@@ -58,9 +58,14 @@ class StateStore(Protocol):
         job type in `inline_finish` ends there, see `record_outcomes`)."""
         ...
 
-    def start_stages(self, plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset()) -> list[bool]:
+    def start_stages(
+        self, plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset(),
+        acknowledge: Sequence[ReceivedMessage] = (),
+    ) -> list[bool]:
         """`start_stage` for several jobs' stages in one transaction where they all can be (at most one plan per
-        job); one job's race never changes the outcome of another's. Whether each stage was created."""
+        job); one job's race never changes the outcome of another's. Whether each stage was created.
+        `acknowledge` (only where the store `holds_queue`): each plan's stage message, in order, completed by the
+        commit that handles its plan (or, should that roll back, by one of its own): all settled on return."""
         ...
 
     def planning_failed(

@@ -20,7 +20,7 @@ from core.models import ErrorInfo, JobRecord, JobStatus, MessageKind, ReceivedMe
 from core.ports import Relay, StateStore
 from core.rounds import FinalizeDecision
 from core.services import Services
-from core.settlement import Settlement, complete, dead_letter
+from core.settlement import Settlement, complete, dead_letter, settled
 from core.states import LIVE_JOB
 
 log = logging.getLogger("coremachine.stages")
@@ -120,13 +120,15 @@ class StageRunner:
 
     def start_planned(self, planned: Sequence[PlannedStage]) -> list[Settlement]:
         """Create the planned stages in one unit of work (see `StateStore.start_stages`) and settle their messages."""
-        created = self._store.start_stages([p.plan for p in planned], self._jobs.inline_finish())
+        holds_queue = self._store.holds_queue
+        created = self._store.start_stages([p.plan for p in planned], self._jobs.inline_finish(),
+                                           [p.message for p in planned] if holds_queue else [])
         for p, was_created in zip(planned, created, strict=True):
             if was_created:
                 with logcontext.bind(job_id=p.plan.job_id, job_type=p.job_type, stage=p.plan.stage):
                     log.info("stage started", extra={"stage_name": p.plan.stage_name, "tasks": len(p.plan.tasks)})
         self._relay.flush()
-        return [complete(p.message) for p in planned]
+        return [settled(p.message) if holds_queue else complete(p.message) for p in planned]
 
     def plan_stage(
         self, job: JobRecord, definition: JobDefinition, number: int, plan_attempt: int = 0,

@@ -8,20 +8,25 @@ from dataclasses import replace
 
 from core.ids import task_id_for
 from core.messages import StageTaskMessages
-from core.models import JobStatus, OutgoingMessage, StagePlan
+from core.models import JobStatus, OutgoingMessage, ReceivedMessage, StagePlan
 from core.outcomes import stage_done
 from core.states import job_sources
 from core.uow import GuardFailed, UnitOfWork
 
 
-def start_one(uow: UnitOfWork, plan: StagePlan, inline_finish: frozenset[str]) -> bool:
-    return start_stages(uow, [plan], inline_finish)[0]
+def start_one(
+    uow: UnitOfWork, plan: StagePlan, inline_finish: frozenset[str], acknowledge: Sequence[ReceivedMessage] = ()
+) -> bool:
+    return start_stages(uow, [plan], inline_finish, acknowledge)[0]
 
 
-def start_stages(uow: UnitOfWork, plans: Sequence[StagePlan], inline_finish: frozenset[str]) -> list[bool]:
+def start_stages(
+    uow: UnitOfWork, plans: Sequence[StagePlan], inline_finish: frozenset[str],
+    acknowledge: Sequence[ReceivedMessage] = (),
+) -> list[bool]:
     """The stage rows, then the tasks, then the job rows' guarded updates (the lock order), one statement each for
-    all the plans, then every task message in one write. A plan whose job is not at that stage, or whose stage
-    exists, writes nothing."""
+    all the plans, then every task message in one write, and the stage messages `acknowledge` settled. A plan whose
+    job is not at that stage, or whose stage exists, writes nothing (its message is settled all the same)."""
     jobs = uow.read_jobs([p.job_id for p in plans])
     sources = job_sources(JobStatus.PROCESSING)
     wanted: dict[tuple[str, int], StagePlan] = {}
@@ -51,5 +56,6 @@ def start_stages(uow: UnitOfWork, plans: Sequence[StagePlan], inline_finish: fro
             stage_done(uow, replace(job, status=JobStatus.PROCESSING), plan.stage, inline_finish)
     # One plan's messages go as they are made (a wide stage's are written while the rest are being made).
     uow.send(messages[0] if len(messages) == 1 else [m for batch in messages for m in batch], fresh=True)
+    uow.acknowledge(acknowledge)
     made = {id(plan) for plan in new}
     return [id(plan) in made for plan in plans]

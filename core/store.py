@@ -111,23 +111,38 @@ class Store(Rounds):
         completes in the same transaction (advance, finalize, or finish for a job type in `inline_finish`)."""
         return self.start_stages([plan], inline_finish)[0]
 
-    def start_stages(self, plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset()) -> list[bool]:
+    def start_stages(
+        self, plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset(),
+        acknowledge: Sequence[ReceivedMessage] = (),
+    ) -> list[bool]:
         """`start_stage` for several jobs' stages in one unit of work (one commit, one read of the jobs, one write
         of all their messages); for each plan, whether its stage was created. Should any job's closing guarded
         update find that job moved on, the whole unit rolls back and each plan is tried in a unit of its own, so
-        one job's race never changes what happens to another's stage."""
+        one job's race never changes what happens to another's stage. `acknowledge` (only where the store
+        `holds_queue`): each plan's stage message, in the plans' order, completed by the commit that handles it."""
         for plan in plans:
             if plan.max_attempts < 1 or not plan.timeout_seconds > 0:
                 raise ValueError(f"invalid task limits: {plan.max_attempts} attempts, {plan.timeout_seconds}s")
         if len({p.job_id for p in plans}) != len(plans):
             raise ValueError("start_stages takes at most one plan per job")
+        if acknowledge and (len(acknowledge) != len(plans) or not self.holds_queue):
+            raise ValueError("acknowledge takes one message per plan, and a store whose database holds the queue")
         if len(plans) > 1:
             try:
-                return self.backend.transaction(lambda uow: start_stages(uow, plans, inline_finish))
+                return self.backend.transaction(lambda uow: start_stages(uow, plans, inline_finish, acknowledge))
             except GuardFailed:
                 pass
-        return [guarded(self.backend, partial(start_one, plan=plan, inline_finish=inline_finish), False)
-                for plan in plans]
+        acks = [[m] for m in acknowledge] if acknowledge else [[] for _ in plans]
+        return [self._start_alone(plan, inline_finish, ack) for plan, ack in zip(plans, acks, strict=True)]
+
+    def _start_alone(self, plan: StagePlan, inline_finish: frozenset[str], acknowledge: list[ReceivedMessage]) -> bool:
+        created = guarded(self.backend, partial(start_one, plan=plan, inline_finish=inline_finish,
+                                                acknowledge=acknowledge), None)
+        if created is None:  # rolled back (the job moved on meanwhile): its message is settled all the same
+            if acknowledge:
+                self.backend.transaction(lambda uow: uow.acknowledge(acknowledge))
+            return False
+        return created
 
     def planning_failed(
         self, job_id: str, stage: int, plan_attempt: int, error: ErrorInfo, policy: RetryPolicy

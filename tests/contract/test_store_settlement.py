@@ -10,11 +10,11 @@ from dataclasses import replace
 import psycopg
 import pytest
 
-from core.models import TASKS_QUEUE, ReceivedMessage
+from core.models import JOBS_QUEUE, TASKS_QUEUE, ReceivedMessage
 from core.outcomes import WIDE_STAGE_TASKS
 from infrastructure.memory.store import InMemoryStore
 from infrastructure.memory.transport import InMemoryTransport
-from tests.contract.store_harness import Harness, done
+from tests.contract.store_harness import Harness, done, plan
 
 
 def receive_all(h: Harness, n: int) -> dict[str, ReceivedMessage]:
@@ -62,3 +62,27 @@ def test_a_store_that_does_not_hold_the_queue_refuses_to_settle() -> None:
     message = ReceivedMessage(TASKS_QUEUE, "m", {}, {}, 1, str(uuid.uuid4()))
     with pytest.raises(ValueError, match="does not hold the queue"):
         store.record_outcomes([], acknowledge=[message])
+
+
+def test_started_stages_settle_their_stage_messages_in_the_same_commit(h: Harness) -> None:
+    """Two jobs' stage-1 messages, and a third whose stage already exists (a duplicate delivery): the commit that
+    starts the stages settles all three, the duplicate's too (it creates nothing)."""
+    first, second = h.new_job(tag="first"), h.new_job(tag="second")
+    received = {m.body["job_id"]: m for m in h.queue.receive(JOBS_QUEUE, 3, 0)}
+    assert set(received) == {first.job_id, second.job_id}
+    assert h.store.start_stage(plan(second, 1, 2))  # the second job's stage exists: its message is a duplicate
+
+    plans = [plan(first, 1, 2), plan(second, 1, 2)]
+    assert h.store.start_stages(plans, acknowledge=[received[p.job_id] for p in plans]) == [True, False]
+
+    for message in received.values():
+        h.queue.abandon(message)
+    assert h.queue.receive(JOBS_QUEUE, 3, 0) == []
+    assert len(h.queue.receive(TASKS_QUEUE, 10, 0)) == 4
+
+
+def test_stage_messages_need_one_per_plan(h: Harness) -> None:
+    job = h.new_job()
+    [message] = h.queue.receive(JOBS_QUEUE, 1, 0)
+    with pytest.raises(ValueError, match="one message per plan"):
+        h.store.start_stages([plan(job, 1, 1)], acknowledge=[message, message])

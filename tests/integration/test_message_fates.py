@@ -34,7 +34,10 @@ def test_a_flaky_job_message_batched_with_healthy_ones_does_not_hold_them_back(r
     healthy = [runtime.engine.submit("drill_continue", {"n": 2, "tag": "ok0"}).job.job_id]
     flaky_id = runtime.engine.submit("drill_continue", {"n": 2, "tag": "flaky"}).job.job_id
 
-    def flaky(plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset()) -> list[bool]:
+    def flaky(
+        plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset(),
+        acknowledge: Sequence[ReceivedMessage] = (),
+    ) -> list[bool]:
         # An infrastructure failure escapes the engine (a failing planner would be retried by a new message).
         # Stages created together fail with it; then each is created on its own, and only the flaky one fails.
         if failures["left"] and any(p.job_id == flaky_id for p in plans):
@@ -43,7 +46,7 @@ def test_a_flaky_job_message_batched_with_healthy_ones_does_not_hold_them_back(r
             else:
                 failures["left"] -= 1
             raise StoreUnavailable("connection reset while creating the stage")
-        return original(plans, inline_finish)
+        return original(plans, inline_finish, acknowledge)
 
     store.start_stages = flaky  # type: ignore[method-assign]
     healthy += [runtime.engine.submit("drill_continue", {"n": 2, "tag": f"ok{i}"}).job.job_id for i in range(1, 6)]
@@ -79,11 +82,14 @@ def test_stages_created_together_fall_back_to_one_by_one_when_one_fails(runtime:
     jobs = [runtime.engine.submit("drill_continue", {"n": 2, "tag": f"job{i}"}).job.job_id for i in range(4)]
     flaky_id = jobs[2]
 
-    def flaky(plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset()) -> list[bool]:
+    def flaky(
+        plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset(),
+        acknowledge: Sequence[ReceivedMessage] = (),
+    ) -> list[bool]:
         calls.append(len(plans))
         if any(p.job_id == flaky_id for p in plans):
             raise StoreUnavailable("connection reset while creating the stage")
-        return original(plans, inline_finish)
+        return original(plans, inline_finish, acknowledge)
 
     store.start_stages = flaky  # type: ignore[method-assign]
     messages = runtime.transport.receive("jobs", 10, 1)
@@ -91,7 +97,8 @@ def test_stages_created_together_fall_back_to_one_by_one_when_one_fails(runtime:
     settlements = runtime.engine.handle_job_messages(messages)
     assert calls == [4, 1, 1, 1, 1]  # together, then each on its own
     fates = {s.message.body["job_id"]: s.disposition for s in settlements}
-    assert fates == {job_id: Disposition.ABANDON if job_id == flaky_id else Disposition.COMPLETE for job_id in jobs}
+    # The others' stage messages are settled by the commits that created their stages.
+    assert fates == {job_id: Disposition.ABANDON if job_id == flaky_id else Disposition.SETTLED for job_id in jobs}
     for job_id in jobs:
         [(stages,)] = rows(runtime, "SELECT count(*) FROM stages WHERE job_id = %s", job_id)
         assert stages == (0 if job_id == flaky_id else 1), job_id
@@ -227,7 +234,7 @@ def test_a_batch_of_stage_messages_reads_its_jobs_and_previous_results_once(runt
     jobs, messages = stage_two_messages(runtime, sizes, "ahead")
     reads = count_reads(runtime)
     settlements = runtime.engine.handle_job_messages(messages)
-    assert {s.disposition for s in settlements} == {Disposition.COMPLETE}
+    assert {s.disposition for s in settlements} == {Disposition.SETTLED}  # by the commit that started the stages
     assert reads == [("get_jobs", 4), ("stages_results", 4)]
     created_from_their_own_results(runtime, jobs, sizes)
 
@@ -237,7 +244,7 @@ def test_a_failed_read_ahead_leaves_each_message_to_read_its_own(runtime: Runtim
     jobs, messages = stage_two_messages(runtime, sizes, "failed")
     reads = count_reads(runtime, fail="get_jobs")
     settlements = runtime.engine.handle_job_messages(messages)
-    assert {s.disposition for s in settlements} == {Disposition.COMPLETE}
+    assert {s.disposition for s in settlements} == {Disposition.SETTLED}
     assert reads == [("get_jobs", 2), ("get_job", 1), ("stage_results", 1), ("get_job", 1), ("stage_results", 1)]
     created_from_their_own_results(runtime, jobs, sizes)
 
@@ -253,7 +260,7 @@ def test_wide_previous_results_and_a_job_with_two_messages_are_not_read_ahead(
     duplicate = next(m for m in messages if m.body["job_id"] == jobs[1])
     reads = count_reads(runtime)
     settlements = runtime.engine.handle_job_messages([*messages, duplicate])
-    assert {s.disposition for s in settlements} == {Disposition.COMPLETE}
+    assert [s.disposition for s in settlements] == [Disposition.SETTLED] * 3
     # jobs[1] has two messages: not read ahead. jobs[0]'s three results are over the limit of two: not kept, so
     # its message reads them itself, as each of jobs[1]'s messages reads its job and results.
     assert reads[:2] == [("get_jobs", 1), ("stages_results", 1)]

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import pytest
 
 from core.errors import TransientError
+from core.ids import job_id_for
 from core.messages import task_message
-from core.models import JOBS_QUEUE, TASKS_QUEUE, JobStatus, OutcomeKind, ReceivedMessage, TaskOutcome, TaskStatus
+from core.models import (
+    JOBS_QUEUE,
+    TASKS_QUEUE,
+    FailurePolicy,
+    JobStatus,
+    NewJob,
+    OutcomeKind,
+    ReceivedMessage,
+    StagePlan,
+    TaskOutcome,
+    TaskSpec,
+    TaskStatus,
+)
 from core.settlement import Disposition
+from core.store import Store
+from core.uow import GuardFailed, StoreBackend, UnitOfWork
 from infrastructure.memory.store import InMemoryStore
+from infrastructure.memory.transport import InMemoryTransport
 from tests.unit.helpers import Harness
 
 pytestmark = pytest.mark.timeout(30)
@@ -150,3 +166,39 @@ def test_a_message_whose_claim_fails_is_given_back_alone(batch: int, holds_queue
     assert fates == {k: v for k, v in expected.items() if k in fates} and len(fates) == batch
     settled_by_commit = sum(1 for d in fates.values() if d is Disposition.SETTLED)
     assert h.transport.pending_count(TASKS_QUEUE) == 3 - settled_by_commit
+
+
+class _FirstUnitRollsBack:
+    """A backend whose first unit of work rolls back unrun, as one does when its job's closing guarded update finds
+    the job moved on (`GuardFailed`); every later unit runs."""
+
+    def __init__(self, backend: StoreBackend) -> None:
+        self._backend = backend
+        self.holds_queue = backend.holds_queue
+        self.rolled_back = False
+
+    def transaction(self, work: Callable[[UnitOfWork], Any]) -> Any:
+        if not self.rolled_back:
+            self.rolled_back = True
+            raise GuardFailed("the job moved on while its stage was being created")
+        return self._backend.transaction(work)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
+def test_a_stage_start_that_rolls_back_still_settles_its_stage_message() -> None:
+    transport = InMemoryTransport()
+    memory = InMemoryStore(transport)
+    job = NewJob(job_id_for("t", {}), "t", {}, 1, FailurePolicy.CONTINUE)
+    memory.create_job(job)
+    [message] = transport.receive(JOBS_QUEUE, 1, 0)
+    backend = _FirstUnitRollsBack(memory.backend)
+    store = Store(cast(StoreBackend, backend))
+
+    plan = StagePlan(job.job_id, 1, "s1", [TaskSpec("work", {})], 1, 10.0)
+    assert store.start_stages([plan], acknowledge=[message]) == [False]
+
+    assert backend.rolled_back
+    assert transport.pending_count(JOBS_QUEUE) == 0  # settled by a unit of its own
+    assert transport.pending_count(TASKS_QUEUE) == 0  # and nothing of the rolled-back unit was written

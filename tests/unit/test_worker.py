@@ -114,11 +114,14 @@ class FlakyStageStore(InMemoryStore):
 
     failures = 1
 
-    def start_stages(self, plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset()) -> list[bool]:
+    def start_stages(
+        self, plans: Sequence[StagePlan], inline_finish: frozenset[str] = frozenset(),
+        acknowledge: Sequence[ReceivedMessage] = (),
+    ) -> list[bool]:
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("connection reset while creating a stage")
-        return super().start_stages(plans, inline_finish)
+        return super().start_stages(plans, inline_finish, acknowledge)
 
 
 def test_job_batch_that_raises_is_abandoned_and_redelivered() -> None:
