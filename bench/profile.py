@@ -289,10 +289,8 @@ def explain_hot_statements(cluster: BenchCluster, batch: int = 16) -> str:
         explain("decrement_stages", {"job_ids": [job.job_id], "stages": [1], "done": [len(ids)], "failed": [0]})
         explain("insert_events", {"events": Jsonb([{"job_id": job.job_id, "kind": "bench", "stage": 1, "task_id": None,
                                                             "detail": {}, "checked": False}])})
-        explain("queue_complete", {
-            "ids": [r["id"] for r in claimed],
-            "queues": [r["queue"] for r in claimed], "message_ids": [r["message_id"] for r in claimed],
-            "lock_tokens": [r["lock_token"] for r in claimed],
+        explain("queue_acknowledge", {  # the batch's settlement, in the outcomes' commit
+            "ids": [r["id"] for r in claimed], "lock_tokens": [r["lock_token"] for r in claimed],
         })
         explain("stage_progress", {"job_id": job.job_id})
         conn.rollback()

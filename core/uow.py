@@ -6,7 +6,8 @@ that reports what it changed, so "nothing changed" is always visible to the call
 parameters from `core/states.py`. The PostgreSQL adapter runs each statement as one named query; the in-memory
 adapter implements the same statements over dicts.
 
-Lock order, everywhere: task rows (in task id order), then stage rows (in (job, stage) order), then the job row.
+Lock order, everywhere: task rows (in task id order), then stage rows (in (job, stage) order), then job rows (in
+job id order), then the queue rows of received messages settled by `acknowledge`, last.
 A unit of work decides on an unlocked read of the job (`read_jobs`), writes the children, and ends with the job
 row's guarded update; if that finds nothing to change where the decision needed it, the unit of work raises
 `GuardFailed` and rolls back. Units that touch only job rows lock them first (`lock_jobs`).

@@ -33,7 +33,8 @@ class NamedStatements:
         self._left = statements
 
     def flush(self) -> None:
-        """Write the pending events and messages (nothing in a unit of work reads them back before its commit)."""
+        """Write the pending events, messages and settlements (`acknowledge`): nothing in a unit of work reads
+        them back before its commit."""
         self._pending.flush(self._cur)
 
     def _statement(self, name: str) -> psycopg.Cursor[Any]:
@@ -126,11 +127,12 @@ class PostgresTaskStatements(NamedStatements, UnitOfWork):
         acknowledge: Sequence[ReceivedMessage] = (),
     ) -> CountedCompletions:
         acks = acknowledge_params(acknowledge)
-        *rows, (*_, acknowledged) = self._all("complete_tasks_counted", {
+        answer = self._all("complete_tasks_counted", {
             "task_ids": list(task_ids), "attempts": list(attempts), "results": [jsonb(r) for r in results],
             "sources": values(sources), "ack_ids": acks["ids"], "ack_tokens": acks["lock_tokens"],
         })
-        lost_locks(len(acknowledge), acknowledged)
+        rows = [r for r in answer if r[0] is not None]
+        lost_locks(len(acknowledge), sum(int(r[5]) for r in answer if r[0] is None))
         return CountedCompletions([task_change_from_row(r[:5]) for r in rows], {(r[1], r[2]): int(r[5]) for r in rows})
 
     def end_tasks(

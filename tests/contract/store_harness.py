@@ -139,7 +139,7 @@ class MemoryHarness(Harness):
     def __init__(self) -> None:
         self.now = datetime(2024, 1, 1, tzinfo=UTC)
         self.transport = _Recorder()
-        self.memory_store = InMemoryStore(self.transport, clock=lambda: self.now)
+        self.memory_store = InMemoryStore(self.transport, clock=lambda: self.now, holds_queue=True)
         self.store = self.memory_store
         self.queue = self.transport
 

@@ -46,9 +46,10 @@ def test_recorded_outcomes_settle_their_messages_in_the_same_commit(h: Harness, 
     assert back == {t.task_id for t in claimed[1:]}  # the second's delivery still held its lock: not settled
 
 
-def test_a_message_whose_outcome_is_refused_is_not_settled(h: Harness) -> None:
-    job, claimed = h.started(n=2)
-    received = receive_all(h, 2)
+@pytest.mark.parametrize("width", [2, WIDE_STAGE_TASKS], ids=["small stage", "wide stage (counted)"])
+def test_a_message_whose_outcome_is_refused_is_not_settled(h: Harness, width: int) -> None:
+    job, claimed = h.started(n=width)
+    received = receive_all(h, width)
     with pytest.raises((ValueError, psycopg.DataError)):  # JSON has no NaN: each adapter refuses it its own way
         h.store.record_outcomes([done(claimed[0]), replace(done(claimed[1]), result={"x": float("nan")})],
                                 acknowledge=list(received.values()))

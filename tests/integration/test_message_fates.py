@@ -140,7 +140,7 @@ def start_one_task_job(runtime: Runtime, tag: str) -> str:
     job_id = runtime.engine.submit("drill_continue", {"n": 1, "tag": tag}).job.job_id
     [stage_message] = runtime.transport.receive("jobs", 1, 1)
     [settlement] = runtime.engine.handle_job_messages([stage_message])
-    runtime.transport.complete([settlement.message])
+    assert settlement.disposition is Disposition.SETTLED  # by the commit that started the stage
     return job_id
 
 
@@ -196,7 +196,7 @@ def stage_two_messages(runtime: Runtime, sizes: Sequence[int], tag: str) -> tupl
     for queue in ("jobs", "tasks"):  # stage 1: created, then run
         received = runtime.transport.receive(queue, 100, 1)
         handle = runtime.engine.handle_job_messages if queue == "jobs" else runtime.engine.handle_task_messages
-        runtime.transport.complete([s.message for s in handle(received)])
+        assert {s.disposition for s in handle(received)} == {Disposition.SETTLED}
     messages = runtime.transport.receive("jobs", 10, 1)
     assert sorted(m.body["stage"] for m in messages) == [2] * len(sizes)
     return jobs, messages

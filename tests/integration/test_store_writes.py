@@ -244,7 +244,7 @@ def test_a_batch_closing_several_jobs_stages_counts_and_completes_them_in_one_st
     database: Database,
 ) -> None:
     """The last tasks of three small jobs' first stages in one batch: one statement decrements the three counters,
-    one completes the three stages, one advances the three job rows (locked in job id order)."""
+    one completes the three stages, one advances the three job rows."""
     statements: list[str] = []
     store = PostgresStore(lambda: counting(database, statements))
     jobs = []
@@ -302,3 +302,34 @@ def test_a_batch_ending_several_jobs_reads_their_counters_once_and_moves_them_in
         finalizes = conn.execute("SELECT body ->> 'job_id' FROM queue_messages WHERE body ->> 'kind' = 'finalize'"
                                  " ORDER BY 1").fetchall()
     assert finalizes == sorted([(clean.job_id,), (failing.job_id,)])
+
+
+def test_the_settlement_of_task_messages_rolls_back_with_the_outcomes_it_rides_in(database: Database) -> None:
+    """The outcomes' transaction fails at COMMIT itself (a deferred constraint trigger refuses its timeline
+    events), after the settlement was written: no message is settled, no task completed."""
+    statements: list[str] = []
+    store = PostgresStore(lambda: counting(database, statements), holds_queue=True)
+    job = new_job("refused at commit")
+    store.create_job(job)
+    assert store.start_stage(StagePlan(job.job_id, 1, "s1", [TaskSpec("work", {"i": i}) for i in range(2)], 3, 10.0))
+    claimed = store.claim_tasks([task_id_for(job.job_id, 1, i) for i in range(2)], "w")
+    received = PostgresQueue(database, None).receive(TASKS_QUEUE, 2, 0)
+    assert len(claimed) == len(received) == 2
+    with database.connection() as conn:
+        conn.execute("CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql"
+                     " AS $$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$")
+        conn.execute("CREATE CONSTRAINT TRIGGER refuse_commit AFTER INSERT ON job_events"
+                     " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_commit()")
+
+    statements.clear()
+    with pytest.raises(psycopg.errors.RaiseException, match="refused at commit"):
+        store.record_outcomes([TaskOutcome(t, OutcomeKind.COMPLETED, result={}) for t in claimed],
+                              acknowledge=received)
+    assert updated_tables(statements)[-1] == "queue_messages"  # the settlement went out before the COMMIT
+
+    with database.connection() as conn:
+        states = conn.execute("SELECT state, lock_token IS NOT NULL FROM queue_messages WHERE queue = %s",
+                              [TASKS_QUEUE]).fetchall()
+        tasks = conn.execute("SELECT status FROM tasks WHERE job_id = %s", [job.job_id]).fetchall()
+    assert states == [("ready", True)] * 2
+    assert tasks == [("running",)] * 2

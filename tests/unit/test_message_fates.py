@@ -75,9 +75,9 @@ def test_a_poison_outcome_does_not_sink_the_healthy_ones_committed_with_it() -> 
 def test_an_outage_while_recording_gives_messages_back_with_backoff() -> None:
     class DownStore(InMemoryStore):
         def record_outcomes(
-        self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset(),
-        acknowledge: Sequence[ReceivedMessage] = (),
-    ) -> None:
+            self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset(),
+            acknowledge: Sequence[ReceivedMessage] = (),
+        ) -> None:
             raise TransientError("connection reset")
 
     h = Harness()

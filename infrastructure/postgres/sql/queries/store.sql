@@ -271,8 +271,8 @@ RETURNING t.task_id, t.job_id, t.stage, t.task_type, t.attempt
 -- name: complete_tasks_counted
 -- complete_tasks, then decrement_stages for the stages it touched, in one statement (run alone, in autocommit):
 -- task rows locked first, then stage rows in (job, stage) order (the locked CTE), as everywhere; then the task
--- messages settled as `queue_acknowledge` does, last: the second branch of the UNION ALL runs once the first has
--- returned every row. That last row (no task id) says how many messages it settled.
+-- messages settled as `queue_acknowledge` does, last: the acked CTE reads counted before it updates a row, so it
+-- runs once every stage row is held. The row without a task id says how many messages it settled.
 WITH done AS (
     UPDATE tasks t
     SET status = 'completed', result = u.result, lease_until = NULL, finished_at = now(), updated_at = now()
@@ -293,7 +293,8 @@ WITH done AS (
     UPDATE queue_messages AS q
     SET state = 'done', done_at = now(), lock_token = NULL
     FROM unnest(%(ack_ids)s::bigint[], %(ack_tokens)s::uuid[]) AS m(id, lock_token)
-    WHERE q.id = ANY(%(ack_ids)s::bigint[]) AND q.id = m.id AND q.lock_token = m.lock_token AND q.state = 'ready'
+    WHERE (SELECT count(*) FROM counted) >= 0
+      AND q.id = ANY(%(ack_ids)s::bigint[]) AND q.id = m.id AND q.lock_token = m.lock_token AND q.state = 'ready'
     RETURNING q.id
 )
 SELECT d.task_id, d.job_id, d.stage, d.task_type, d.attempt, c.remaining
