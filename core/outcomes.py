@@ -17,7 +17,7 @@ so it goes through the finalize message, which waits for their leases.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from core.messages import finalize_message, stage_message, task_message
@@ -35,7 +35,7 @@ from core.models import (
 from core.progress import StageCounters, default_result, task_counts
 from core.states import UNSTARTED_TASK, WORKING_JOB, job_sources, stage_sources, task_sources
 from core.task_statements import CountedCompletions, TaskChange
-from core.uow import JobMove, LockedJob, StageClosed, StageCount, StageTotals, UnitOfWork
+from core.uow import JobMove, LockedJob, MoveJob, StageCount, StageTotals, UnitOfWork
 
 
 @dataclass
@@ -127,10 +127,9 @@ def apply_outcomes(
     if unread:
         jobs.update(uow.read_jobs(unread))
     closed = _complete_stages(uow, [key for key in zeroed if key[0] in jobs])
-    # A failing job's stage is done, but the job fails below: it does not move on.
-    jobs = _stages_completed(uow, jobs, [key for key in closed if key[0] not in failing], inline_finish)
-    for job_id, error in sorted(failing.items()):
-        _finalizing(uow, jobs[job_id], JobStatus.FAILED, error, unstarted[job_id])
+    # A failing job's stage may be done too, but the job fails: every job row moves in one statement, in id order.
+    _stages_completed(uow, jobs, closed, inline_finish,
+                      {job_id: (error, unstarted[job_id]) for job_id, error in failing.items()})
 
 
 WIDE_STAGE_TASKS = 64
@@ -235,21 +234,27 @@ def _stage_completed(uow: UnitOfWork, job: LockedJob, stage: int, inline_finish:
 
 
 def _stages_completed(
-    uow: UnitOfWork, jobs: dict[str, LockedJob], keys: Sequence[tuple[str, int]], inline_finish: frozenset[str]
+    uow: UnitOfWork, jobs: dict[str, LockedJob], keys: Sequence[tuple[str, int]], inline_finish: frozenset[str],
+    failing: Mapping[str, tuple[JSON, int]] | None = None,
 ) -> dict[str, LockedJob]:
-    """Move on every job whose stage (of `keys`) was just completed, in one statement for all of them: past the
-    stage, or to finalizing after the last; a round that ends completed, of a job type in `inline_finish` (it keeps
-    the default finalize), on to completed with the default finalize's result and no finalize message. The jobs,
-    updated where they moved."""
+    """Move on every job whose stage (of `keys`) was just completed, and fail every job of `failing` (its error and
+    how many of its unstarted tasks were cancelled), in one statement for all of them: past the stage, or to
+    finalizing after the last; a round that ends completed, of a job type in `inline_finish` (it keeps the default
+    finalize), on to completed with the default finalize's result and no finalize message. The jobs, updated where
+    they moved."""
+    failing = failing or {}
     moving = [(jobs[job_id], stage) for job_id, stage in sorted(keys)
-              if jobs[job_id].status in WORKING_JOB and jobs[job_id].current_stage == stage]
+              if job_id not in failing and jobs[job_id].status in WORKING_JOB and jobs[job_id].current_stage == stage]
     ending = [job.job_id for job, stage in moving if stage >= job.total_stages]
     totals = uow.stage_totals(ending) if ending else {}
     moves = [_move(job, stage, totals.get(job.job_id, []), inline_finish) for job, stage in moving]
+    moves += [MoveJob(job_id, jobs[job_id].current_stage, JobMove.FAIL, JobStatus.FAILED, error=error)
+              for job_id, (error, _) in failing.items()]
     if not moves:
         return jobs
+    moves.sort(key=lambda m: m.job_id)
     moved = uow.move_jobs(moves, job_sources(JobStatus.PROCESSING) & WORKING_JOB,
-                          job_sources(JobStatus.FINALIZING) & WORKING_JOB)
+                          job_sources(JobStatus.FINALIZING) & WORKING_JOB, job_sources(JobStatus.FINALIZING))
     updated = dict(jobs)
     messages = []
     for move in moves:
@@ -261,6 +266,13 @@ def _stages_completed(
             updated[job.job_id] = replace(job, current_stage=move.stage + 1, plan_attempts=0)
             continue
         assert move.outcome is not None
+        if move.move is JobMove.FAIL:
+            uow.event(job.job_id, "job_failed", {"outcome": move.outcome.value, "error": move.error,
+                                                 "cancelled_tasks": failing[job.job_id][1]})
+            updated[job.job_id] = replace(job, status=JobStatus.FINALIZING, outcome=move.outcome,
+                                          error=job.error or move.error)
+            messages.append(finalize_message(job.job_id, job.job_type, job.round))
+            continue
         uow.event(job.job_id, "finalizing", {"outcome": move.outcome.value})
         updated[job.job_id] = replace(job, status=JobStatus.FINALIZING, outcome=move.outcome)
         if move.move is JobMove.FINISH:
@@ -273,17 +285,17 @@ def _stages_completed(
     return updated
 
 
-def _move(job: LockedJob, stage: int, totals: Sequence[StageTotals], inline_finish: frozenset[str]) -> StageClosed:
+def _move(job: LockedJob, stage: int, totals: Sequence[StageTotals], inline_finish: frozenset[str]) -> MoveJob:
     """How the job moves on from its completed `stage` (`totals`: its stages' counters, for the last stage)."""
     if stage < job.total_stages:
-        return StageClosed(job.job_id, stage, JobMove.ADVANCE)
+        return MoveJob(job.job_id, stage, JobMove.ADVANCE)
     outcome = JobStatus.COMPLETED_WITH_ERRORS if any(t.failed for t in totals) else JobStatus.COMPLETED
     if job.job_type in inline_finish and round_completed(outcome, totals):
         counts = task_counts(JobStatus.FINALIZING, [
             StageCounters(t.stage, t.task_count, t.remaining, t.failed, running=0, retry_scheduled=0) for t in totals
         ])
-        return StageClosed(job.job_id, stage, JobMove.FINISH, outcome, default_result(JobStatus.COMPLETED, counts))
-    return StageClosed(job.job_id, stage, JobMove.FINALIZE, outcome)
+        return MoveJob(job.job_id, stage, JobMove.FINISH, outcome, default_result(JobStatus.COMPLETED, counts))
+    return MoveJob(job.job_id, stage, JobMove.FINALIZE, outcome)
 
 
 def round_completed(outcome: JobStatus, totals: Sequence[StageTotals]) -> bool:

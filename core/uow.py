@@ -91,7 +91,8 @@ class StageTotals:
 
 
 class JobMove(StrEnum):
-    """How a job moves on once one of its stages has completed (`UnitOfWork.move_jobs`)."""
+    """How a batch of outcomes moves a job on (`UnitOfWork.move_jobs`): after one of its stages completed, or
+    because a task of a fail-fast job failed."""
 
     ADVANCE = "advance"
     """To the next stage; its planner attempts start again."""
@@ -99,18 +100,21 @@ class JobMove(StrEnum):
     """To finalizing, with the outcome its finalize will give it."""
     FINISH = "finish"
     """To finalizing and on to completed with its result: the inline finish of a round that ended completed."""
+    FAIL = "fail"
+    """To finalizing with the outcome failed and the error (kept if the job has one already)."""
 
 
 @dataclass(frozen=True, slots=True)
-class StageClosed:
-    """A job to move on after its stage `stage` completed; `outcome` for a finalize or finish, `result` for a
-    finish."""
+class MoveJob:
+    """A job to move on from stage `stage`; `outcome` for a finalize, finish or fail, `result` for a finish,
+    `error` for a fail."""
 
     job_id: str
     stage: int
     move: JobMove
     outcome: JobStatus | None = None
     result: JSON | None = None
+    error: JSON | None = None
 
 
 class UnitOfWork(TaskStatements, Protocol):
@@ -143,13 +147,14 @@ class UnitOfWork(TaskStatements, Protocol):
         ...
 
     def move_jobs(
-        self, moves: Sequence[StageClosed], advance_sources: frozenset[JobStatus],
-        finalize_sources: frozenset[JobStatus],
+        self, moves: Sequence[MoveJob], advance_sources: frozenset[JobStatus],
+        finalize_sources: frozenset[JobStatus], fail_sources: frozenset[JobStatus],
     ) -> set[str]:
         """Every job of `moves` moved on in ONE statement, the rows locked in job id order; the ids moved. An
         advance needs the job in `advance_sources` on that stage, with a stage after it; a finalize or finish needs
-        it in `finalize_sources`. A finish takes two edges of the state machine at once (processing → finalizing →
-        completed), guarded by the first: the second cannot fail on a row this statement holds."""
+        it in `finalize_sources`, a fail in `fail_sources`. A finish takes two edges of the state machine at once
+        (processing → finalizing → completed), guarded by the first: the second cannot fail on a row this
+        statement holds."""
         ...
 
     def job_to_finalizing(

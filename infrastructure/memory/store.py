@@ -30,7 +30,7 @@ from core.models import (
 from core.ports import Transport
 from core.store import Store
 from core.task_statements import CountedCompletions
-from core.uow import JobMove, LockedJob, StageClosed, StageCount, StageTally, StageTotals, UnitOfWork
+from core.uow import JobMove, LockedJob, MoveJob, StageCount, StageTally, StageTotals, UnitOfWork
 from infrastructure.memory.tables import JobControl, StageRow, Transaction, fresh, stored
 from infrastructure.memory.task_statements import MemoryTaskStatements
 from infrastructure.memory.views import Clock, MemoryViews, public_job
@@ -105,8 +105,8 @@ class MemoryUnitOfWork(MemoryTaskStatements):
         return started
 
     def move_jobs(
-        self, moves: Sequence[StageClosed], advance_sources: frozenset[JobStatus],
-        finalize_sources: frozenset[JobStatus],
+        self, moves: Sequence[MoveJob], advance_sources: frozenset[JobStatus],
+        finalize_sources: frozenset[JobStatus], fail_sources: frozenset[JobStatus],
     ) -> set[str]:
         moved = set()
         for move in sorted(moves, key=lambda m: m.job_id):
@@ -115,6 +115,11 @@ class MemoryUnitOfWork(MemoryTaskStatements):
                 if job is None or job.current_stage != move.stage or job.current_stage >= job.total_stages:
                     continue
                 self._touch(job, current_stage=move.stage + 1, plan_attempts=0)
+            elif move.move is JobMove.FAIL:
+                if (job := self._job_in(move.job_id, fail_sources)) is None:
+                    continue
+                self._touch(job, status=JobStatus.FINALIZING, outcome=move.outcome,
+                            error=job.error if job.error is not None else stored(move.error))
             elif (job := self._job_in(move.job_id, finalize_sources)) is None:
                 continue
             elif move.move is JobMove.FINALIZE:

@@ -26,7 +26,7 @@ from core.models import (
 )
 from core.states import values
 from core.store import Store
-from core.uow import LockedJob, StageClosed, StageCount, StageTally, StageTotals, UnitOfWork
+from core.uow import LockedJob, MoveJob, StageCount, StageTally, StageTotals, UnitOfWork
 from infrastructure.postgres.rows import job_from_row, jsonb, locked_job_from_row
 from infrastructure.postgres.task_statements import PostgresTaskStatements
 from infrastructure.postgres.transactions import RETRYABLE, ConnectionFactory, retried, statement, transaction
@@ -71,15 +71,16 @@ class PostgresUnitOfWork(PostgresTaskStatements):
         return {job_id for (job_id,) in rows}
 
     def move_jobs(
-        self, moves: Sequence[StageClosed], advance_sources: frozenset[JobStatus],
-        finalize_sources: frozenset[JobStatus],
+        self, moves: Sequence[MoveJob], advance_sources: frozenset[JobStatus],
+        finalize_sources: frozenset[JobStatus], fail_sources: frozenset[JobStatus],
     ) -> set[str]:
         rows = self._all("move_jobs", {
             "job_ids": [m.job_id for m in moves], "stages": [m.stage for m in moves],
             "moves": [m.move.value for m in moves],
             "outcomes": [None if m.outcome is None else m.outcome.value for m in moves],
-            "results": [jsonb(m.result) for m in moves],
+            "results": [jsonb(m.result) for m in moves], "errors": [jsonb(m.error) for m in moves],
             "advance_sources": values(advance_sources), "finalize_sources": values(finalize_sources),
+            "fail_sources": values(fail_sources),
         })
         return {job_id for (job_id,) in rows}
 

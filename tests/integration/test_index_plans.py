@@ -44,7 +44,8 @@ def _params(job_id: str) -> dict[str, Any]:
 
 _OVERRIDES: dict[str, dict[str, Any]] = {
     "complete_stages": {"sources": ["processing"]}, "stage_results": {"stage": 1},
-    "move_jobs": {"moves": ["finish"], "outcomes": ["completed"], "results": ["{}"],
+    "move_jobs": {"moves": ["finish"], "outcomes": ["completed"], "results": ["{}"], "errors": [None],
+                  "fail_sources": ["processing"],
                   "advance_sources": ["processing"], "finalize_sources": ["processing"]},
 }
 

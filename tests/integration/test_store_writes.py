@@ -333,3 +333,29 @@ def test_the_settlement_of_task_messages_rolls_back_with_the_outcomes_it_rides_i
         tasks = conn.execute("SELECT status FROM tasks WHERE job_id = %s", [job.job_id]).fetchall()
     assert states == [("ready", True)] * 2
     assert tasks == [("running",)] * 2
+
+
+def test_a_batch_that_fails_one_job_and_advances_another_moves_both_rows_in_one_statement(
+    database: Database,
+) -> None:
+    """A fail-fast job's failure and another job's stage close in one batch: both job rows move in one statement
+    (locked in job id order), not the closing job's first and the failing job's after it."""
+    statements: list[str] = []
+    store = PostgresStore(lambda: counting(database, statements))
+    failing, advancing = new_job("fails", stages=2, policy=FailurePolicy.FAIL_FAST), new_job("advances", stages=2)
+    for job in (failing, advancing):
+        store.create_job(job)
+        assert store.start_stage(StagePlan(job.job_id, 1, "s1", [TaskSpec("work", {"i": i}) for i in range(2)], 1,
+                                           10.0))
+    claimed = store.claim_tasks([task_id_for(j.job_id, 1, i) for j in (failing, advancing) for i in range(2)], "w")
+    error = ErrorInfo("Boom", ErrorClass.PERMANENT, "boom", attempt=1)
+    outcomes = [TaskOutcome(t, OutcomeKind.FAILED, error=error) if t.job_id == failing.job_id and t.index == 0
+                else TaskOutcome(t, OutcomeKind.COMPLETED, result={}) for t in claimed]
+    statements.clear()
+    store.record_outcomes(outcomes)
+
+    assert updated_tables(statements).count("jobs") == 1
+    failed, advanced = store.get_job(failing.job_id), store.get_job(advancing.job_id)
+    assert failed is not None and (failed.status, failed.outcome) == (JobStatus.FINALIZING, JobStatus.FAILED)
+    assert failed.error is not None and failed.error["task_id"].endswith("-s1-t0")
+    assert advanced is not None and advanced.status is JobStatus.PROCESSING and advanced.current_stage == 2

@@ -50,28 +50,31 @@ WHERE j.job_id = u.job_id AND j.current_stage = u.stage AND j.retry_round = u.ro
 RETURNING j.job_id
 
 -- name: move_jobs
--- Jobs moved on after their stages completed, in one statement: the rows locked in job id order (the locked CTE),
--- each guarded by its move. An advance needs the job on that stage with a stage after it; a finish goes through
--- finalizing to completed (two edges, guarded by the first).
+-- A batch's jobs moved on (their stages completed, or a fail-fast job failed), in one statement: the rows locked
+-- in job id order (the locked CTE), each guarded by its move. An advance needs the job on that stage with a stage
+-- after it; a finish goes through finalizing to completed (two edges, guarded by the first); a fail keeps the
+-- job's error if it has one.
 WITH u AS (
     SELECT * FROM unnest(%(job_ids)s::text[], %(stages)s::int[], %(moves)s::text[], %(outcomes)s::job_status[],
-                         %(results)s::jsonb[]) AS u(job_id, stage, move, outcome, result)
+                         %(results)s::jsonb[], %(errors)s::jsonb[]) AS u(job_id, stage, move, outcome, result, error)
 ), locked AS (
     SELECT j.job_id FROM jobs j JOIN u USING (job_id)
-    WHERE CASE WHEN u.move = 'advance'
-               THEN j.status = ANY(%(advance_sources)s::job_status[]) AND j.current_stage = u.stage
-                    AND j.current_stage < j.total_stages
-               ELSE j.status = ANY(%(finalize_sources)s::job_status[]) END
+    WHERE CASE u.move
+              WHEN 'advance' THEN j.status = ANY(%(advance_sources)s::job_status[]) AND j.current_stage = u.stage
+                                  AND j.current_stage < j.total_stages
+              WHEN 'fail' THEN j.status = ANY(%(fail_sources)s::job_status[])
+              ELSE j.status = ANY(%(finalize_sources)s::job_status[]) END
     ORDER BY j.job_id
     FOR NO KEY UPDATE OF j
 )
 UPDATE jobs j
 SET current_stage = CASE WHEN u.move = 'advance' THEN j.current_stage + 1 ELSE j.current_stage END,
     plan_attempts = CASE WHEN u.move = 'advance' THEN 0 ELSE j.plan_attempts END,
-    status = CASE u.move WHEN 'advance' THEN j.status WHEN 'finalize' THEN 'finalizing'::job_status
-                         ELSE 'completed'::job_status END,
+    status = CASE u.move WHEN 'advance' THEN j.status WHEN 'finish' THEN 'completed'::job_status
+                         ELSE 'finalizing'::job_status END,
     outcome = CASE WHEN u.move = 'advance' THEN j.outcome ELSE u.outcome END,
     result = CASE WHEN u.move = 'finish' THEN u.result ELSE j.result END,
+    error = CASE WHEN u.move = 'fail' THEN coalesce(j.error, u.error) ELSE j.error END,
     finished_at = CASE WHEN u.move = 'finish' THEN now() ELSE j.finished_at END,
     updated_at = now()
 FROM locked l JOIN u USING (job_id)
