@@ -267,11 +267,7 @@ def _stages_completed(
             continue
         assert move.outcome is not None
         if move.move is JobMove.FAIL:
-            uow.event(job.job_id, "job_failed", {"outcome": move.outcome.value, "error": move.error,
-                                                 "cancelled_tasks": failing[job.job_id][1]})
-            updated[job.job_id] = replace(job, status=JobStatus.FINALIZING, outcome=move.outcome,
-                                          error=job.error or move.error)
-            messages.append(finalize_message(job.job_id, job.job_type, job.round))
+            updated[job.job_id] = _now_finalizing(uow, job, move.outcome, move.error, failing[job.job_id][1])
             continue
         uow.event(job.job_id, "finalizing", {"outcome": move.outcome.value})
         updated[job.job_id] = replace(job, status=JobStatus.FINALIZING, outcome=move.outcome)
@@ -322,6 +318,12 @@ def _finalizing(uow: UnitOfWork, job: LockedJob, outcome: JobStatus, error: JSON
     """The job row's guarded move to finalizing (its unstarted tasks already cancelled), its event and message."""
     if not uow.job_to_finalizing(job.job_id, outcome, error, job_sources(JobStatus.FINALIZING)):
         return job
+    return _now_finalizing(uow, job, outcome, error, cancelled)
+
+
+def _now_finalizing(uow: UnitOfWork, job: LockedJob, outcome: JobStatus, error: JSON | None, cancelled: int
+                    ) -> LockedJob:
+    """The event and finalize message of a job its guarded update has just failed or cancelled."""
     kind = "job_failed" if outcome is JobStatus.FAILED else "job_cancelled"
     uow.event(job.job_id, kind, {"outcome": outcome.value, "error": error, "cancelled_tasks": cancelled})
     uow.send([finalize_message(job.job_id, job.job_type, job.round)])

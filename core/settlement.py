@@ -36,8 +36,10 @@ def complete(message: ReceivedMessage) -> Settlement:
     return Settlement(message, Disposition.COMPLETE)
 
 
-def settled(message: ReceivedMessage) -> Settlement:
-    return Settlement(message, Disposition.SETTLED)
+def recorded(message: ReceivedMessage, settled_by_commit: bool) -> Settlement:
+    """A message whose effect is committed: settled already where that commit settled it (the store holds the
+    queue), else for the consumer to complete."""
+    return Settlement(message, Disposition.SETTLED if settled_by_commit else Disposition.COMPLETE)
 
 
 def dead_letter(message: ReceivedMessage, reason: str, description: str) -> Settlement:

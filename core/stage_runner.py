@@ -20,7 +20,7 @@ from core.models import ErrorInfo, JobRecord, JobStatus, MessageKind, ReceivedMe
 from core.ports import Relay, StateStore
 from core.rounds import FinalizeDecision
 from core.services import Services
-from core.settlement import Settlement, complete, dead_letter, settled
+from core.settlement import Settlement, complete, dead_letter, recorded
 from core.states import LIVE_JOB
 
 log = logging.getLogger("coremachine.stages")
@@ -128,7 +128,7 @@ class StageRunner:
                 with logcontext.bind(job_id=p.plan.job_id, job_type=p.job_type, stage=p.plan.stage):
                     log.info("stage started", extra={"stage_name": p.plan.stage_name, "tasks": len(p.plan.tasks)})
         self._relay.flush()
-        return [settled(p.message) if holds_queue else complete(p.message) for p in planned]
+        return [recorded(p.message, holds_queue) for p in planned]
 
     def plan_stage(
         self, job: JobRecord, definition: JobDefinition, number: int, plan_attempt: int = 0,

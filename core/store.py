@@ -139,10 +139,14 @@ class Store(Rounds):
         created = guarded(self.backend, partial(start_one, plan=plan, inline_finish=inline_finish,
                                                 acknowledge=acknowledge), None)
         if created is None:  # rolled back (the job moved on meanwhile): its message is settled all the same
-            if acknowledge:
-                self.backend.transaction(lambda uow: uow.acknowledge(acknowledge))
+            self._acknowledge_alone(acknowledge)
             return False
         return created
+
+    def _acknowledge_alone(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Settle received messages in a unit of work of their own (nothing else of theirs commits)."""
+        if messages:
+            self.backend.transaction(lambda uow: uow.acknowledge(messages))
 
     def planning_failed(
         self, job_id: str, stage: int, plan_attempt: int, error: ErrorInfo, policy: RetryPolicy
@@ -253,8 +257,7 @@ class Store(Rounds):
         if acknowledge and not self.holds_queue:
             raise ValueError("this store's database does not hold the queue: it cannot settle messages")
         if not outcomes:
-            if acknowledge:
-                self.backend.transaction(lambda uow: uow.acknowledge(acknowledge))
+            self._acknowledge_alone(acknowledge)
             return
         if not counted_alone(outcomes):
             def apply(uow: UnitOfWork) -> None:

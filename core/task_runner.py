@@ -17,7 +17,7 @@ from core.models import ClaimedTask, ErrorClass, ErrorInfo, OutcomeKind, Receive
 from core.ports import Relay, StateStore
 from core.registry import TaskRegistry
 from core.services import Services
-from core.settlement import Settlement, complete, dead_letter, give_back, settled
+from core.settlement import Settlement, complete, dead_letter, give_back, recorded
 from core.task_execution import Executed, TaskExecution
 
 log = logging.getLogger("coremachine.tasks")
@@ -201,16 +201,13 @@ class TaskRunner:
             log.warning("group commit of %d outcomes failed; recording them one by one", len(outcomes),
                         extra={"error_type": type(exc).__name__, "error": str(exc)[:500]})
             return [self._record_alone(o, m) for o, m in zip(outcomes, messages, strict=True)]
-        return [self._recorded(m) for m in messages]
+        return [recorded(m, self._store.holds_queue) for m in messages]
 
     def _acknowledged(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
         """The messages to complete in the commit that records their outcomes: all of them where the store's
         database holds the queue (one statement fewer per batch, and a recorded outcome's message is never
         delivered again), else none and the consumer completes them after the commit."""
         return messages if self._store.holds_queue else []
-
-    def _recorded(self, message: ReceivedMessage) -> Settlement:
-        return settled(message) if self._store.holds_queue else complete(message)
 
     def _record_alone(
         self, outcome: TaskOutcome, message: ReceivedMessage, failure: Exception | None = None
@@ -220,7 +217,7 @@ class TaskRunner:
         if failure is None:
             try:
                 self._store.record_outcomes([outcome], self._jobs.inline_finish(), self._acknowledged([message]))
-                return self._recorded(message)
+                return recorded(message, self._store.holds_queue)
             except Exception as exc:
                 failure = exc
         if classify(failure) is ErrorClass.TRANSIENT:
@@ -239,7 +236,7 @@ class TaskRunner:
                 self._acknowledged([message]))
         except Exception as exc:
             return self._give_back(message, exc, "recording its outcome")
-        return self._recorded(message)
+        return recorded(message, self._store.holds_queue)
 
     @staticmethod
     def _give_back(message: ReceivedMessage, exc: Exception, doing: str) -> Settlement:
