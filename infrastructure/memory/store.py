@@ -115,18 +115,16 @@ class MemoryUnitOfWork(MemoryTaskStatements):
                 if job is None or job.current_stage != move.stage or job.current_stage >= job.total_stages:
                     continue
                 self._touch(job, current_stage=move.stage + 1, plan_attempts=0)
-            elif move.move is JobMove.FAIL:
-                if (job := self._job_in(move.job_id, fail_sources)) is None:
-                    continue
-                self._touch(job, status=JobStatus.FINALIZING, outcome=move.outcome,
-                            error=job.error if job.error is not None else stored(move.error))
-            elif (job := self._job_in(move.job_id, finalize_sources)) is None:
-                continue
-            elif move.move is JobMove.FINALIZE:
-                self._touch(job, status=JobStatus.FINALIZING, outcome=move.outcome)
             else:
-                self._touch(job, status=JobStatus.COMPLETED, outcome=move.outcome, result=stored(move.result),
-                            finished_at=self._tx.now)
+                assert move.outcome is not None
+                sources = fail_sources if move.move is JobMove.FAIL else finalize_sources
+                if not self.job_to_finalizing(move.job_id, move.outcome, move.error, sources):
+                    continue
+                if move.move is JobMove.FINISH:  # the second edge, on the row just moved
+                    finalizing = self._tx.job(move.job_id)
+                    assert finalizing is not None
+                    self._touch(finalizing, status=JobStatus.COMPLETED, result=stored(move.result),
+                                finished_at=self._tx.now)
             moved.add(move.job_id)
         return moved
 
