@@ -16,9 +16,10 @@ from core.ids import (
     is_job_id,
     round_message_id,
     stage_message_id,
+    task_id_for,
     task_message_id,
 )
-from core.models import JOBS_QUEUE, TASKS_QUEUE, MessageKind, OutgoingMessage
+from core.models import JOBS_QUEUE, TASKS_QUEUE, MessageKind, OutgoingMessage, ReceivedMessage
 from core.tracing import with_trace
 
 
@@ -81,21 +82,39 @@ def _task_message(
     )
 
 
+SPREAD_MESSAGES = 64
+"""A stage is sent as at least this many messages (or one per task): enough to spread over every worker thread."""
+MAX_TASKS_PER_MESSAGE = 256
+DEFAULT_TASKS_PER_MESSAGE = 16
+"""Where a queue row costs about what the task's own bookkeeping does (the PostgreSQL transport)."""
+
+
+def tasks_per_message(tasks: int, most: int) -> int:
+    """How many tasks of a stage of `tasks` one message carries: up to `most`, never so many that the stage would
+    be fewer than `SPREAD_MESSAGES` messages."""
+    return max(1, min(most, MAX_TASKS_PER_MESSAGE, tasks // SPREAD_MESSAGES))
+
+
 class StageTaskMessages(Sequence[OutgoingMessage]):
     """The first-attempt messages of a new stage's tasks, each made when it is read: the same messages as
     `task_message` makes, but a wide stage's can be written to the queue while the rest are still being made.
-    Tasks of one type share one properties object (with the job's trace context, looked up once)."""
+    Tasks of one type share one properties object (with the job's trace context, looked up once).
+
+    With `per_message` > 1, one message carries up to that many consecutive tasks of one type (`first`, `count`:
+    the tasks' indexes, their ids follow from them): a wide stage then writes a message row per batch, not per
+    task. `parse_task_messages` reads both forms."""
 
     def __init__(
         self, job_id: str, job_type: str, stage: int, task_ids: Sequence[str], task_types: Sequence[str],
-        round_number: int = 0,
+        round_number: int = 0, per_message: int = 1,
     ) -> None:
         self._job_id, self._job_type, self._stage, self._round = job_id, job_type, stage, round_number
         self._task_ids, self._task_types = task_ids, task_types
         self._properties: dict[str, dict[str, str | int]] = {}
+        self._runs = _runs(task_types, per_message) if per_message > 1 else None
 
     def __len__(self) -> int:
-        return len(self._task_ids)
+        return len(self._task_ids) if self._runs is None else len(self._runs)
 
     @overload
     def __getitem__(self, index: int) -> OutgoingMessage: ...
@@ -106,17 +125,53 @@ class StageTaskMessages(Sequence[OutgoingMessage]):
     def __getitem__(self, index: int | slice) -> OutgoingMessage | Sequence[OutgoingMessage]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
+        if self._runs is not None:
+            return self._batch(*self._runs[index])
         return self._message(self._task_ids[index], self._task_types[index])
 
     def __iter__(self) -> Iterator[OutgoingMessage]:
+        if self._runs is not None:
+            return (self._batch(first, count) for first, count in self._runs)
         return map(self._message, self._task_ids, self._task_types)
 
-    def _message(self, task_id: str, task_type: str) -> OutgoingMessage:
+    def _props(self, task_type: str) -> dict[str, str | int]:
         properties = self._properties.get(task_type)
         if properties is None:
             properties = self._properties[task_type] = with_trace(
                 _task_properties(self._job_id, self._job_type, self._stage, task_type, 1))
-        return _task_message(task_id, self._job_id, self._stage, task_type, 1, self._round, properties)
+        return properties
+
+    def _message(self, task_id: str, task_type: str) -> OutgoingMessage:
+        return _task_message(task_id, self._job_id, self._stage, task_type, 1, self._round, self._props(task_type))
+
+    def _batch(self, first: int, count: int) -> OutgoingMessage:
+        task_type = self._task_types[first]
+        if count == 1:
+            return self._message(self._task_ids[first], task_type)
+        first_id = task_id_for(self._job_id, self._stage, first)
+        return OutgoingMessage(
+            queue=TASKS_QUEUE,
+            message_id=round_message_id(bounded_message_id(f"t:{first_id}+{count}:a1"), self._round),
+            body={"kind": MessageKind.TASK.value, "job_id": self._job_id, "stage": self._stage,
+                  "task_type": task_type, "attempt": 1, "first": first, "count": count},
+            properties={**self._props(task_type), "tasks": count},
+        )
+
+
+def _runs(task_types: Sequence[str], per_message: int) -> list[tuple[int, int]]:
+    """(first index, count) of each batch: consecutive tasks of one type, at most `per_message` of them."""
+    runs: list[tuple[int, int]] = []
+    total = len(task_types)
+    if total and task_types.count(task_types[0]) == total:  # one type throughout: plain slices
+        return [(first, min(per_message, total - first)) for first in range(0, total, per_message)]
+    first = 0
+    while first < total:
+        end, task_type = first + 1, task_types[first]
+        while end < total and end - first < per_message and task_types[end] == task_type:
+            end += 1
+        runs.append((first, end - first))
+        first = end
+    return runs
 
 
 def resent_task_message(
@@ -127,6 +182,22 @@ def resent_task_message(
     `resend` is the task's resend counter, so each copy has its own id and duplicate detection keeps it."""
     base = task_message(task_id, job_id, job_type, stage, task_type, attempt, delay_seconds, round_number)
     return replace(base, message_id=bounded_message_id(f"{base.message_id}:s{resend}"))
+
+
+def split_task_message(message: ReceivedMessage, tasks: Sequence[TaskMessage]) -> list[OutgoingMessage]:
+    """A message of several tasks as one message per task, to send in its place: each with an id of its own made
+    from the batch's (so a round's or a replay's split never collides with another's) and its properties."""
+    properties = {k: v for k, v in message.properties.items() if k != "tasks"}
+    return [
+        OutgoingMessage(
+            queue=message.queue,
+            message_id=bounded_message_id(f"{message.message_id}/{i}"),
+            body={"kind": MessageKind.TASK.value, "job_id": t.job_id, "stage": t.stage, "task_id": t.task_id,
+                  "task_type": t.task_type, "attempt": t.attempt},
+            properties=properties,
+        )
+        for i, t in enumerate(tasks)
+    ]
 
 
 def deferred_finalize_message(
@@ -174,6 +245,25 @@ def parse_job_message(body: Any) -> JobMessage:
             raise MalformedMessage(f"message field 'attempt' must be a whole number, got {attempt!r}")
         return JobMessage(MessageKind.STAGE, job_id, _positive_int(body, "stage"), attempt)
     return JobMessage(MessageKind.FINALIZE, job_id, None)
+
+
+def parse_task_messages(body: Any) -> list[TaskMessage]:
+    """The tasks a task message carries: one, or a stage's batch (`StageTaskMessages` with `per_message` > 1)."""
+    if not isinstance(body, dict) or "count" not in body:
+        return [parse_task_message(body)]
+    if body.get("kind") != MessageKind.TASK.value:
+        raise MalformedMessage(f"task message kind must be 'task', got {body.get('kind')!r}")
+    task_type = body.get("task_type")
+    if not isinstance(task_type, str) or not task_type:
+        raise MalformedMessage("task message has no task_type")
+    first, count = body.get("first"), body.get("count")
+    if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+        raise MalformedMessage(f"message field 'first' must be a whole number, got {first!r}")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_TASKS_PER_MESSAGE:
+        raise MalformedMessage(f"message field 'count' must be 1 to {MAX_TASKS_PER_MESSAGE}, got {count!r}")
+    job_id, stage, attempt = _job_id(body), _positive_int(body, "stage"), _positive_int(body, "attempt")
+    return [TaskMessage(job_id, stage, task_id_for(job_id, stage, i), task_type, attempt)
+            for i in range(first, first + count)]
 
 
 def parse_task_message(body: Any) -> TaskMessage:

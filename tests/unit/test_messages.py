@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from core.errors import MalformedMessage
 from core.ids import task_id_for
 from core.messages import (
+    SPREAD_MESSAGES,
     JobMessage,
     StageTaskMessages,
     TaskMessage,
@@ -19,10 +20,13 @@ from core.messages import (
     finalize_message,
     parse_job_message,
     parse_task_message,
+    parse_task_messages,
+    split_task_message,
     stage_message,
     task_message,
+    tasks_per_message,
 )
-from core.models import CONTINUATION_HEAD_START_SECONDS, JOBS_QUEUE, TASKS_QUEUE, MessageKind
+from core.models import CONTINUATION_HEAD_START_SECONDS, JOBS_QUEUE, TASKS_QUEUE, MessageKind, ReceivedMessage
 from core.tracing import bound_traces
 
 JOB = "b" * 64
@@ -121,3 +125,53 @@ def test_messages_that_move_a_started_job_on_are_marked_to_go_first() -> None:
     assert stage_message(job_id, "t", 2).due_offset_seconds == -CONTINUATION_HEAD_START_SECONDS
     assert stage_message(job_id, "t", 2, delay_seconds=3.0).due_offset_seconds == 3.0
     assert stage_message(job_id, "t", 1).due_offset_seconds == 0.0
+
+
+def test_a_wide_stages_messages_carry_consecutive_tasks_of_one_type_and_parse_back_to_them() -> None:
+    job_id = "c" * 64
+    types = ["a"] * 5 + ["b"] * 2 + ["a"] * 4
+    task_ids = [task_id_for(job_id, 3, i) for i in range(len(types))]
+    batches = StageTaskMessages(job_id, "jt", 3, task_ids, types, round_number=2, per_message=4)
+    assert [(m.body.get("first"), m.body.get("count")) for m in batches] == [(0, 4), (None, None), (5, 2), (7, 4)]
+    assert len(batches) == 4 and batches[2] == list(batches)[2] and list(batches[1:3]) == list(batches)[1:3]
+    single = batches[1]  # a run of one task is the ordinary message of that task
+    assert single == task_message(task_ids[4], job_id, "jt", 3, "a", 1, round_number=2)
+    parsed = [t for m in batches for t in parse_task_messages(m.body)]
+    assert parsed == [TaskMessage(job_id, 3, t, k, 1) for t, k in zip(task_ids, types, strict=True)]
+    assert batches[0].properties["task_type"] == "a" and batches[0].properties["tasks"] == 4
+    ids = [m.message_id for m in batches]
+    assert len(set(ids)) == 4 and all(i.endswith(":x2") for i in ids)  # the round's own ids
+    one_type = StageTaskMessages(job_id, "jt", 3, task_ids[:5], ["a"] * 5, per_message=2)
+    assert [(m.body.get("first"), m.body.get("count")) for m in one_type] == [(0, 2), (2, 2), (None, None)]
+
+
+def test_a_stage_keeps_enough_messages_to_spread_over_the_workers() -> None:
+    assert tasks_per_message(8, 16) == 1
+    assert tasks_per_message(SPREAD_MESSAGES * 2 - 1, 16) == 1
+    assert tasks_per_message(SPREAD_MESSAGES * 5, 16) == 5
+    assert tasks_per_message(1_000_000, 16) == 16
+    assert tasks_per_message(1_000_000, 1) == 1
+
+
+@pytest.mark.parametrize("change", [
+    {"first": -1}, {"first": "0"}, {"first": True}, {"count": 0}, {"count": 10_000}, {"count": 2.0},
+    {"task_type": ""}, {"stage": 0}, {"kind": "stage"}, {"job_id": "nope"}, {"attempt": 0},
+])
+def test_a_malformed_batch_is_rejected(change: dict[str, Any]) -> None:
+    body = {"kind": "task", "job_id": JOB, "stage": 1, "task_type": "t", "attempt": 1, "first": 0, "count": 3,
+            **change}
+    with pytest.raises(MalformedMessage):
+        parse_task_messages(body)
+
+
+def test_a_batch_split_into_one_message_per_task_keeps_its_properties_with_ids_of_its_own() -> None:
+    job_id = "d" * 64
+    [batch] = StageTaskMessages(job_id, "jt", 1, [task_id_for(job_id, 1, i) for i in range(3)], ["a"] * 3,
+                                per_message=3)
+    received = ReceivedMessage(TASKS_QUEUE, batch.message_id, batch.body, batch.properties, 2, "lock")
+    tasks = parse_task_messages(batch.body)
+    singles = split_task_message(received, tasks)
+    assert [parse_task_message(m.body) for m in singles] == tasks
+    assert [m.message_id for m in singles] == [f"{batch.message_id}/{i}" for i in range(3)]
+    assert all(m.queue == TASKS_QUEUE and "tasks" not in m.properties for m in singles)
+    assert singles[0].properties["job_type"] == "jt"
