@@ -215,6 +215,10 @@ class CoreMachine:
         with bound_traces(traces):
             return self._tasks.run(messages, resume)
 
+    def split_task_messages(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
+        """Send messages of several tasks again as one message per task (tasks too slow to share a thread)."""
+        return self._tasks.split(messages)
+
     @property
     def abandoned_handler_threads(self) -> int:
         """Handler threads given up on because an attempt hung past its time limit."""

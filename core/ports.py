@@ -106,6 +106,11 @@ class StateStore(Protocol):
         the answer is no longer held by this claim (finished, taken back, or cancelled)."""
         ...
 
+    def replace_message(self, message: ReceivedMessage, messages: Sequence[OutgoingMessage]) -> None:
+        """Send `messages` in place of `message` in one transaction, which settles `message` where the store
+        `holds_queue`."""
+        ...
+
     def release_claims(self, claims: Sequence[ClaimedTask]) -> list[str]:
         """Undo claims of tasks that were never started: running at the claim's attempt → queued, the attempt
         given back and the lease cleared. Returns the ids released."""

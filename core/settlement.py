@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -50,3 +51,24 @@ def give_back(message: ReceivedMessage, reason: str) -> Settlement:
     """Abandon for redelivery after a backoff that grows with the message's delivery count."""
     delay = REDELIVERY.next_delay(max(1, message.delivery_count), ErrorClass.TRANSIENT) or 0.0
     return Settlement(message, Disposition.ABANDON, reason[:256], delay_seconds=delay)
+
+
+_PRECEDENCE = (Disposition.DEAD_LETTER, Disposition.SETTLED, Disposition.ABANDON, Disposition.COMPLETE)
+
+
+def combined(settlements: Sequence[Settlement]) -> list[Settlement]:
+    """One settlement per message, in first-seen order, for a message that carries several tasks and got one per
+    task. Dead-lettered wins (it is only ever the whole message's); then settled by a commit (there is nothing
+    left to settle); then given back (a task of it must run again: the redelivery splits it), with the longest
+    delay; completed only when every task's was."""
+    by_message: dict[int, list[Settlement]] = {}
+    for settlement in settlements:
+        by_message.setdefault(id(settlement.message), []).append(settlement)
+    result = []
+    for parts in by_message.values():
+        if len(parts) == 1:
+            result.append(parts[0])
+            continue
+        disposition = next(d for d in _PRECEDENCE if any(p.disposition is d for p in parts))
+        result.append(max((p for p in parts if p.disposition is disposition), key=lambda p: p.delay_seconds))
+    return result

@@ -65,8 +65,13 @@ log = logging.getLogger("coremachine.store")
 class Store(Rounds):
     """The engine's state store. Stateless: everything it knows is in the backend."""
 
-    def __init__(self, backend: StoreBackend) -> None:
+    def __init__(self, backend: StoreBackend, *, tasks_per_message: int = 1) -> None:
+        """`tasks_per_message`: how many tasks of a wide stage one task message may carry (`StageTaskMessages`);
+        1 sends a message per task."""
+        if tasks_per_message < 1:
+            raise ValueError("tasks_per_message must be at least 1")
         self.backend = backend
+        self.tasks_per_message = tasks_per_message
 
     @property
     def holds_queue(self) -> bool:
@@ -129,7 +134,8 @@ class Store(Rounds):
             raise ValueError("acknowledge takes one message per plan, and a store whose database holds the queue")
         if len(plans) > 1:
             try:
-                return self.backend.transaction(lambda uow: start_stages(uow, plans, inline_finish, acknowledge))
+                return self.backend.transaction(
+                    lambda uow: start_stages(uow, plans, inline_finish, acknowledge, self.tasks_per_message))
             except GuardFailed:
                 pass
         acks = [[m] for m in acknowledge] if acknowledge else [[] for _ in plans]
@@ -137,7 +143,7 @@ class Store(Rounds):
 
     def _start_alone(self, plan: StagePlan, inline_finish: frozenset[str], acknowledge: list[ReceivedMessage]) -> bool:
         created = guarded(self.backend, partial(start_one, plan=plan, inline_finish=inline_finish,
-                                                acknowledge=acknowledge), None)
+                                                acknowledge=acknowledge, per_message=self.tasks_per_message), None)
         if created is None:  # rolled back (the job moved on meanwhile): its message is settled all the same
             self._acknowledge_alone(acknowledge)
             return False
@@ -348,6 +354,16 @@ class Store(Rounds):
             return to_finalizing(uow, job, outcome, error).status is JobStatus.FINALIZING
 
         return self.backend.transaction(work)
+
+    def replace_message(self, message: ReceivedMessage, messages: Sequence[OutgoingMessage]) -> None:
+        """Send `messages` in place of `message`, in one unit of work that settles `message` where the store holds
+        the queue (else the consumer completes it after)."""
+
+        def work(uow: UnitOfWork) -> None:
+            uow.send(messages)
+            uow.acknowledge([message] if self.holds_queue else [])
+
+        self.backend.transaction(work)
 
     # -- reads --------------------------------------------------------------------------------------------------
     def live_jobs(self, job_ids: Sequence[str]) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -11,13 +12,13 @@ from core.attempts import Abandoned, TimeLimits, Watchdog
 from core.errors import MalformedMessage, classify
 from core.heartbeat import Heartbeat, LeaseConfig, TaskLeases
 from core.jobs import JobRegistry
-from core.messages import TaskMessage, parse_task_message
+from core.messages import TaskMessage, parse_task_messages, split_task_message
 from core.middleware import DEFAULT_MIDDLEWARE, Middleware
 from core.models import ClaimedTask, ErrorClass, ErrorInfo, OutcomeKind, ReceivedMessage, TaskOutcome
 from core.ports import Relay, StateStore
 from core.registry import TaskRegistry
 from core.services import Services
-from core.settlement import Settlement, complete, dead_letter, give_back, recorded
+from core.settlement import Disposition, Settlement, combined, complete, dead_letter, give_back, recorded
 from core.task_execution import Executed, TaskExecution
 
 log = logging.getLogger("coremachine.tasks")
@@ -72,30 +73,55 @@ class TaskRunner:
                 settlement = self._give_back(message, exc, "screening the message")
             if settlement is not None:
                 settlements.append(settlement)
-        if not wanted:
-            return settlements
-
-        claimed, given_back = self._claim(wanted)
-        settlements.extend(given_back.values())
-        settled = {task.task_id for task in claimed} | set(given_back)
-        unclaimed = {task_id: wanted[task_id] for task_id in wanted if task_id not in settled}
-        if unclaimed:
-            settlements.extend(self._not_claimed(unclaimed))
 
         def finish(later: list[Settlement]) -> list[Settlement]:
             try:
                 self._relay.flush()
             except Exception:
                 log.exception("relay flush failed; the janitor relays the stranded outbox rows")
-            return settlements + later
+            return combined(settlements + later)
 
+        if not wanted:
+            return finish([])
+        claimed, given_back = self._claim(wanted)
+        settlements.extend(given_back.values())
+        settled = {task.task_id for task in claimed} | set(given_back)
+        unclaimed = {task_id: wanted[task_id] for task_id in wanted if task_id not in settled}
+        if unclaimed:
+            settlements.extend(self._not_claimed(unclaimed))
         if not claimed:
             return finish([])
+        # A message with a task given back is not settled by the commit that records its other tasks' outcomes.
+        kept = {id(s.message) for s in settlements if s.disposition is not Disposition.COMPLETE}
         taken_over = None if resume is None else (lambda later: resume(finish(later)))
-        return finish(self._run_claimed(claimed, wanted, taken_over))
+        return finish(self._run_claimed(claimed, wanted, kept, taken_over))
+
+    def split(self, messages: Sequence[ReceivedMessage]) -> list[Settlement]:
+        """Messages of several tasks sent again as one message per task, each in place of its batch: for tasks
+        too slow to share a thread, and for a batch delivered again (one poison task then fails alone)."""
+        settlements = []
+        for message in messages:
+            try:
+                tasks = parse_task_messages(message.body)
+            except MalformedMessage as exc:
+                settlements.append(dead_letter(message, "MalformedMessage", str(exc)))
+                continue
+            try:
+                self._store.replace_message(message, split_task_message(message, tasks))
+            except Exception as exc:
+                settlements.append(self._give_back(message, exc, "splitting it into one message per task"))
+                continue
+            log.info("task message of %d tasks split into one message per task", len(tasks),
+                     extra={"message_id": message.message_id, "delivery_count": message.delivery_count})
+            settlements.append(recorded(message, self._store.holds_queue))
+        try:
+            self._relay.flush()
+        except Exception:
+            log.exception("relay flush failed; the janitor relays the stranded outbox rows")
+        return settlements
 
     def _run_claimed(
-        self, claimed: list[ClaimedTask], wanted: dict[str, tuple[TaskMessage, ReceivedMessage]],
+        self, claimed: list[ClaimedTask], wanted: dict[str, tuple[TaskMessage, ReceivedMessage]], kept: set[int],
         resume: Callable[[list[Settlement]], None] | None,
     ) -> list[Settlement]:
         """Run the handlers while the heartbeat renews the leases and watches for cancellation, then record."""
@@ -104,7 +130,7 @@ class TaskRunner:
 
         def record(executed: Executed) -> list[Settlement]:
             try:
-                settlements = self._record(executed.outcomes, wanted)
+                settlements = self._record(executed.outcomes, wanted, kept)
             finally:
                 self._leases.drop(claimed)
             if executed.not_started:
@@ -136,18 +162,21 @@ class TaskRunner:
     def _screen(
         self, message: ReceivedMessage, wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
     ) -> Settlement | None:
-        """Settle a message that cannot be run (malformed, unknown type, repeated in the batch), else note it."""
+        """Settle a message that cannot be run (malformed, unknown type, its tasks repeated in the batch), split one
+        of several tasks delivered again, else note its tasks."""
         try:
-            parsed = parse_task_message(message.body)
+            tasks = parse_task_messages(message.body)
         except MalformedMessage as exc:
             log.warning("malformed task message", extra={"message_id": message.message_id, "error": str(exc)})
             return dead_letter(message, "MalformedMessage", str(exc))
-        if parsed.task_type not in self._tasks:
-            return self._unknown_task_type(message, parsed)
-        if parsed.task_id in wanted:
-            return complete(message)
-        wanted[parsed.task_id] = (parsed, message)
-        return None
+        if tasks[0].task_type not in self._tasks:
+            return self._unknown_task_type(message, tasks[0])
+        if len(tasks) > 1 and message.delivery_count > 1:
+            return self.split([message])[0]
+        new = [t for t in tasks if t.task_id not in wanted]
+        for task in new:
+            wanted[task.task_id] = (task, message)
+        return None if new else complete(message)
 
     def _claim(
         self, wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
@@ -188,36 +217,47 @@ class TaskRunner:
         return [complete(message) for _, message in unclaimed.values()]
 
     def _record(
-        self, outcomes: Sequence[TaskOutcome], wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
+        self, outcomes: Sequence[TaskOutcome], wanted: dict[str, tuple[TaskMessage, ReceivedMessage]], kept: set[int]
     ) -> list[Settlement]:
         if not outcomes:
             return []
         messages = [wanted[o.task.task_id][1] for o in outcomes]
+        acknowledged = self._acknowledged(messages, kept)
+        settled = {id(m) for m in acknowledged}
         try:
-            self._store.record_outcomes(outcomes, self._jobs.inline_finish(), self._acknowledged(messages))
+            self._store.record_outcomes(outcomes, self._jobs.inline_finish(), acknowledged)
         except Exception as exc:
             if len(outcomes) == 1:
-                return [self._record_alone(outcomes[0], messages[0], exc)]
+                return [self._record_alone(outcomes[0], messages[0], exc, settle=id(messages[0]) in settled)]
             log.warning("group commit of %d outcomes failed; recording them one by one", len(outcomes),
                         extra={"error_type": type(exc).__name__, "error": str(exc)[:500]})
-            return [self._record_alone(o, m) for o, m in zip(outcomes, messages, strict=True)]
-        return [recorded(m, self._store.holds_queue) for m in messages]
+            # One by one, a message of several tasks is completed by the consumer once all of them are recorded.
+            tasks_of = Counter(id(m) for m in messages)
+            return [self._record_alone(o, m, settle=id(m) in settled and tasks_of[id(m)] == 1)
+                    for o, m in zip(outcomes, messages, strict=True)]
+        return [recorded(m, id(m) in settled) for m in messages]
 
-    def _acknowledged(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
-        """The messages to complete in the commit that records their outcomes: all of them where the store's
-        database holds the queue (one statement fewer per batch, and a recorded outcome's message is never
-        delivered again), else none and the consumer completes them after the commit."""
-        return messages if self._store.holds_queue else []
+    def _acknowledged(
+        self, messages: list[ReceivedMessage], kept: frozenset[int] | set[int] = frozenset()
+    ) -> list[ReceivedMessage]:
+        """The messages to complete in the commit that records their outcomes (each once): all of them where the
+        store's database holds the queue (one statement fewer per batch, and a recorded outcome's message is never
+        delivered again) but those in `kept` (one of their tasks was given back), else none and the consumer
+        completes them after the commit."""
+        if not self._store.holds_queue:
+            return []
+        return list({id(m): m for m in messages if id(m) not in kept}.values())
 
     def _record_alone(
-        self, outcome: TaskOutcome, message: ReceivedMessage, failure: Exception | None = None
+        self, outcome: TaskOutcome, message: ReceivedMessage, failure: Exception | None = None, *, settle: bool
     ) -> Settlement:
         """Record one outcome. One the store refuses (not an outage: its own data) becomes a permanent failure of
         the task, recorded with the reason; an outage gives the message back for redelivery."""
         if failure is None:
             try:
-                self._store.record_outcomes([outcome], self._jobs.inline_finish(), self._acknowledged([message]))
-                return recorded(message, self._store.holds_queue)
+                acknowledged = self._acknowledged([message]) if settle else []
+                self._store.record_outcomes([outcome], self._jobs.inline_finish(), acknowledged)
+                return recorded(message, bool(acknowledged))
             except Exception as exc:
                 failure = exc
         if classify(failure) is ErrorClass.TRANSIENT:
@@ -231,12 +271,12 @@ class TaskRunner:
         with logcontext.bind(job_id=outcome.task.job_id, task_id=outcome.task.task_id, attempt=outcome.task.attempt):
             log.error("task outcome could not be stored; failing the task", extra={"error": error.message})
         try:
+            acknowledged = self._acknowledged([message]) if settle else []
             self._store.record_outcomes(
-                [TaskOutcome(outcome.task, OutcomeKind.FAILED, error=error)], self._jobs.inline_finish(),
-                self._acknowledged([message]))
+                [TaskOutcome(outcome.task, OutcomeKind.FAILED, error=error)], self._jobs.inline_finish(), acknowledged)
         except Exception as exc:
             return self._give_back(message, exc, "recording its outcome")
-        return recorded(message, self._store.holds_queue)
+        return recorded(message, bool(acknowledged))
 
     @staticmethod
     def _give_back(message: ReceivedMessage, exc: Exception, doing: str) -> Settlement:

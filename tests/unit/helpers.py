@@ -106,11 +106,12 @@ class Harness:
         jobs: Iterable[JobDefinition] | None = None,
         handlers: Mapping[str, TaskHandler] | None = None,
         config: QueueConfig | None = None,
+        tasks_per_message: int = 1,
     ) -> None:
         self.probe = ProbeHandlers()
         self.clock = ManualClock()
         self.transport = InMemoryTransport(config, clock=self.clock)
-        self.store = InMemoryStore(self.transport, clock=self.now)
+        self.store = InMemoryStore(self.transport, clock=self.now, tasks_per_message=tasks_per_message)
         self.jobs = JobRegistry((Probe(), ProbeContinue()) if jobs is None else jobs)
         self.engine = self.engine_with(self.probe.handlers() if handlers is None else handlers)
         self.janitor = Janitor(self.store, NullRelay(), JanitorConfig(lease_grace_seconds=5.0))

@@ -1,0 +1,139 @@
+"""A wide stage's task messages carry several tasks each: every task still runs once, each message gets one
+settlement, a task given back makes its message come back, and a batch delivered again is split into one message
+per task so that a poison task fails alone (in-memory store and queue; `tests/integration/test_task_batches.py`
+runs the same on PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from core.models import JOBS_QUEUE, TASKS_QUEUE, JobStatus, OutcomeKind, ReceivedMessage, TaskOutcome, TaskStatus
+from core.settlement import Disposition, Settlement, combined, complete, dead_letter, give_back, recorded
+from infrastructure.memory.store import InMemoryStore
+from tests.unit.helpers import Harness
+
+pytestmark = pytest.mark.timeout(30)
+
+N = 320  # 64 messages of 5 tasks (a stage keeps at least 64 messages)
+
+
+def started(h: Harness, n: int = N, job_type: str = "probe_continue") -> str:
+    job_id = h.engine.submit(job_type, {"n": n}).job.job_id
+    h.settle(h.engine.handle_job_messages(h.transport.receive(JOBS_QUEUE, 1, 0)))
+    return job_id
+
+
+def counts(messages: Sequence[ReceivedMessage]) -> list[int]:
+    return [m.body.get("count", 1) for m in messages if m.queue == TASKS_QUEUE]
+
+
+@pytest.mark.parametrize("duplicate", [False, True], ids=["once", "every batch handled twice"])
+def test_every_task_of_a_wide_stage_runs_once_from_messages_of_several_tasks(duplicate: bool) -> None:
+    h = Harness(tasks_per_message=16)
+    job = h.run("probe", {"n": N}, duplicate=duplicate)
+    assert job.status is JobStatus.COMPLETED
+    assert job.result == {"outcome": "completed", "total": sum(i * i for i in range(N)), "squares": N}
+    assert len(h.probe.calls) == N + 1 and set(h.probe.calls.values()) == {1}
+    assert h.transport.pending_count() == 0
+
+
+def test_a_stage_is_sent_as_one_message_per_batch() -> None:
+    h = Harness(tasks_per_message=16)
+    started(h)
+    messages = h.transport.receive(TASKS_QUEUE, 1000, 0)
+    assert counts(messages) == [5] * 64
+
+
+def test_a_poison_outcome_in_a_batch_fails_alone_and_the_message_is_completed_once_all_are_recorded() -> None:
+    class RefusingStore(InMemoryStore):
+        def record_outcomes(
+            self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset(),
+            acknowledge: Sequence[ReceivedMessage] = (),
+        ) -> None:
+            if any(o.task.task_id.endswith("-s1-t1") and o.kind is OutcomeKind.COMPLETED for o in outcomes):
+                raise ValueError("invalid byte sequence in result")
+            super().record_outcomes(outcomes, inline_finish, acknowledge)
+
+    h = Harness()
+    h.store = RefusingStore(h.transport, clock=h.now, tasks_per_message=16)
+    h.engine = h.engine_with(h.probe.handlers())
+    job_id = started(h)
+    [first] = [m for m in h.transport.receive(TASKS_QUEUE, 1000, 0) if m.body["first"] == 0]
+    [settlement] = h.engine.handle_task_messages([first])
+    # Recorded one by one: no single commit recorded the whole message, so the consumer completes it.
+    assert settlement.disposition is Disposition.COMPLETE
+    h.settle([settlement])
+    h.clock.advance(3600)  # the other messages' locks lapse
+    h.drain()
+    snapshot = h.store.snapshot(job_id, events=10)
+    assert snapshot is not None and snapshot.job.status is JobStatus.COMPLETED_WITH_ERRORS
+    [poisoned] = snapshot.recent_errors
+    assert poisoned.task_id.endswith("-s1-t1") and poisoned.status is TaskStatus.FAILED
+    assert set(h.probe.calls.values()) == {1} and h.transport.pending_count() == 0
+
+
+def test_a_task_given_back_brings_its_message_back_split_and_only_that_task_runs_again() -> None:
+    class ClaimRefusingStore(InMemoryStore):
+        refuse = True
+
+        def claim_tasks(self, task_ids: Sequence[str], worker_id: str, lease_seconds: float | None = None) -> Any:
+            if self.refuse and any(t.endswith("-s1-t3") for t in task_ids):
+                raise RuntimeError("claim exploded")
+            return super().claim_tasks(task_ids, worker_id, lease_seconds)
+
+    h = Harness()
+    store = ClaimRefusingStore(h.transport, clock=h.now, tasks_per_message=16)
+    h.store = store
+    h.engine = h.engine_with(h.probe.handlers())
+    job_id = started(h)
+    [first] = [m for m in h.transport.receive(TASKS_QUEUE, 1000, 0) if m.body["first"] == 0]
+    [settlement] = h.engine.handle_task_messages([first])
+    assert settlement.disposition is Disposition.ABANDON  # not settled by the commit of its other four tasks
+    assert h.store.stage_counts(job_id)[1]["completed"] == 4
+    store.refuse = False
+    h.settle([settlement])
+    h.clock.advance(3600)
+    seen = h.drain()
+    split = [m for m in seen if m.message_id.startswith(f"{first.message_id}/")]
+    assert len(split) == 5 and counts(split) == [1] * 5  # delivered again: one message per task
+    assert h.job(job_id).status is JobStatus.COMPLETED
+    assert set(h.probe.calls.values()) == {1} and h.transport.pending_count() == 0
+
+
+@pytest.mark.parametrize("holds_queue", [True, False])
+def test_a_batch_delivered_again_is_split_into_one_message_per_task(holds_queue: bool) -> None:
+    h = Harness()
+    h.store = InMemoryStore(h.transport, clock=h.now, holds_queue=holds_queue, tasks_per_message=16)
+    h.engine = h.engine_with(h.probe.handlers())
+    job_id = started(h)
+    [first] = [m for m in h.transport.receive(TASKS_QUEUE, 1000, 0) if m.body["first"] == 0]
+    h.transport.abandon(first)  # a worker died running it, say
+    [again] = [m for m in h.transport.receive(TASKS_QUEUE, 1000, 0) if m.message_id == first.message_id]
+    assert again.delivery_count == 2
+    [settlement] = h.engine.handle_task_messages([again])
+    assert settlement.disposition is (Disposition.SETTLED if holds_queue else Disposition.COMPLETE)
+    assert h.probe.calls == {}  # nothing ran: its tasks go out again one per message
+    h.settle([settlement])
+    singles = [m for m in h.transport.receive(TASKS_QUEUE, 1000, 0) if m.message_id.startswith(first.message_id)]
+    assert sorted(m.body["task_id"] for m in singles) == sorted(f"{job_id}-s1-t{i}" for i in range(5))
+    h.clock.advance(3600)
+    h.drain()
+    assert h.job(job_id).status is JobStatus.COMPLETED and set(h.probe.calls.values()) == {1}
+
+
+def test_one_settlement_per_message_whatever_its_tasks_got() -> None:
+    h = Harness(tasks_per_message=16)
+    started(h)
+    a, b, c, d, e = h.transport.receive(TASKS_QUEUE, 5, 0)
+    fates = [complete(a), complete(a), recorded(b, True), give_back(b, "x"), give_back(c, "x"),
+             complete(c), complete(d), dead_letter(e, "Bad", "bad"), complete(e)]
+    merged = combined(fates)
+    assert [(s.message.message_id, s.disposition) for s in merged] == [
+        (a.message_id, Disposition.COMPLETE), (b.message_id, Disposition.SETTLED),
+        (c.message_id, Disposition.ABANDON), (d.message_id, Disposition.COMPLETE),
+        (e.message_id, Disposition.DEAD_LETTER)]
+    later = Settlement(c, Disposition.ABANDON, "y", delay_seconds=99.0)
+    assert combined([give_back(c, "x"), later]) == [later]  # the longest delay
