@@ -23,6 +23,18 @@ def message_kind(message: ReceivedMessage) -> str:
     return str(body.get("task_type") or body.get("kind") or "(malformed)")
 
 
+def message_weight(message: ReceivedMessage) -> int:
+    """How many tasks the message carries (a wide stage's messages carry several: `core.messages`)."""
+    body = message.body
+    count = body.get("count") if isinstance(body, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 1 else 1
+
+
+def weighted_kinds(messages: Iterable[ReceivedMessage]) -> list[str]:
+    """Each message's kind once per task it carries: what `DurationEstimates.observe` charges."""
+    return [kind for m in messages for kind in [message_kind(m)] * message_weight(m)]
+
+
 class DurationEstimates:
     """Exponentially weighted mean seconds per message kind; shared by a worker's threads."""
 
@@ -57,15 +69,30 @@ class DurationEstimates:
                 if not take:
                     take.append(message)
                 break
+            estimate *= message_weight(message)
             if take and total + estimate > budget_seconds:
                 break
             take.append(message)
             total += estimate
         return take, list(messages[len(take):])
 
-    def batch_size(self, kind: str, budget_seconds: float, max_batch: int) -> int:
-        """How many of this kind to ask for next time."""
+    def too_slow(
+        self, messages: Sequence[ReceivedMessage], budget_seconds: float
+    ) -> tuple[list[ReceivedMessage], list[ReceivedMessage]]:
+        """(run, split): messages of several tasks whose estimated time is over the budget, or whose kind has no
+        estimate yet, are to be split into one message per task so that slow tasks spread over every thread."""
+        run: list[ReceivedMessage] = []
+        split: list[ReceivedMessage] = []
+        for message in messages:
+            weight = message_weight(message)
+            estimate = self.get(message_kind(message))
+            slow = weight > 1 and (estimate is None or estimate * weight > budget_seconds)
+            (split if slow else run).append(message)
+        return run, split
+
+    def batch_size(self, kind: str, budget_seconds: float, max_batch: int, weight: int = 1) -> int:
+        """How many messages of this kind, of `weight` tasks each, to ask for next time."""
         estimate = self.get(kind)
         if estimate is None:
             return 1
-        return max(1, min(max_batch, int(budget_seconds / max(estimate, 1e-4))))
+        return max(1, min(max_batch, int(budget_seconds / max(estimate, 1e-4))) // weight)

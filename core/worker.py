@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from core.attempts import Abandoned
-from core.batching import DurationEstimates, message_kind
+from core.batching import DurationEstimates, message_kind, message_weight, weighted_kinds
 from core.engine import CoreMachine
 from core.heartbeat import MessageLocks
 from core.janitor import Janitor
@@ -163,7 +163,7 @@ class Worker:
         """On the thread that finished an abandoned thread's batch: settle it and start the replacement thread
         (fresh, with the messages the abandoned thread still held)."""
         self._finish(queue, messages, settlements)
-        self._estimates.observe([message_kind(m) for m in messages], time.perf_counter() - started)
+        self._estimates.observe(weighted_kinds(messages), time.perf_counter() - started)
         with self._threads_lock:
             if abandoned in self._threads:
                 self._threads.remove(abandoned)
@@ -198,15 +198,24 @@ class Worker:
                 self._release(rest)
             elif rest:
                 held = rest
+            run, slow = self._estimates.too_slow(run, budget)
+            if slow:
+                self._process(queue, self._split, slow, None)
+            if not run:
+                continue
             started = time.perf_counter()
             resume = partial(self._taken_over, queue, handle, max_batch, run, held, started,
                              threading.current_thread())
             self._process(queue, handle, run, resume)
-            kinds = [message_kind(m) for m in run]
-            self._estimates.observe(kinds, time.perf_counter() - started)
-            batch = self._estimates.batch_size(kinds[-1], budget, max_batch)
+            self._estimates.observe(weighted_kinds(run), time.perf_counter() - started)
+            batch = self._estimates.batch_size(message_kind(run[-1]), budget, max_batch, message_weight(run[-1]))
 
-    def _process(self, queue: str, handle: Handler, messages: Sequence[ReceivedMessage], resume: Resume) -> None:
+    def _split(self, messages: Sequence[ReceivedMessage], resume: Resume | None) -> list[Settlement]:
+        return self._engine.split_task_messages(messages)
+
+    def _process(
+        self, queue: str, handle: Handler, messages: Sequence[ReceivedMessage], resume: Resume | None
+    ) -> None:
         try:
             settlements = handle(messages, resume)
         except Exception as exc:

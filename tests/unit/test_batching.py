@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from core.batching import DurationEstimates, message_kind
+import pytest
+
+from core.batching import DurationEstimates, message_kind, message_weight, weighted_kinds
 from core.models import ReceivedMessage
 
 
@@ -46,3 +48,27 @@ def test_malformed_bodies_count_as_instant() -> None:
     assert message_kind(bad) == "(malformed)"
     run, rest = DurationEstimates().split([bad, bad], 0.25)
     assert len(run) == 2 and rest == []
+
+
+def batch(task_type: str, count: int, n: int = 0) -> ReceivedMessage:
+    body = {"kind": "task", "task_type": task_type, "first": 0, "count": count}
+    return ReceivedMessage("tasks", f"b{n}", body, {}, 1, f"lock{n}")
+
+
+def test_a_message_of_several_tasks_weighs_as_many_tasks() -> None:
+    estimates = DurationEstimates()
+    estimates.observe(weighted_kinds([batch("noop", 16), msg("noop")]), elapsed=0.017)  # 1 ms per task
+    assert estimates.get("noop") == pytest.approx(0.001)
+    assert [message_weight(m) for m in (batch("noop", 16), msg("noop"), batch("noop", True))] == [16, 1, 1]
+    run, rest = estimates.split([batch("noop", 16, i) for i in range(20)], budget_seconds=0.05)
+    assert len(run) == 3 and len(rest) == 17  # 48 ms of tasks fit 50 ms, not 64
+    assert estimates.batch_size("noop", 0.05, 32, weight=16) == 2  # 32 tasks at most, as two messages of 16
+
+
+def test_batches_of_slow_or_unknown_tasks_are_split_and_fast_ones_run() -> None:
+    estimates = DurationEstimates()
+    estimates.observe(["noop"], elapsed=0.001)
+    estimates.observe(["slow"], elapsed=0.1)
+    fast, slow, unknown, single = batch("noop", 16, 1), batch("slow", 16, 2), batch("new", 16, 3), msg("new", 4)
+    run, split = estimates.too_slow([fast, slow, unknown, single], budget_seconds=0.25)
+    assert run == [fast, single] and split == [slow, unknown]  # a single message is never split
