@@ -113,11 +113,12 @@ def _check_created(runtime: Runtime, job_ids: list[str], tasks: int) -> None:
         for job_id in job_ids:
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM tasks WHERE job_id = %(j)s),"
-                " (SELECT count(*) FROM queue_messages WHERE queue = 'tasks' AND body ->> 'job_id' = %(j)s)",
+                " (SELECT coalesce(sum(coalesce((body ->> 'count')::int, 1)), 0) FROM queue_messages"
+                "  WHERE queue = 'tasks' AND body ->> 'job_id' = %(j)s)",
                 {"j": job_id},
             ).fetchone()
             if row is None or row[0] != tasks or row[1] != tasks:
-                raise RuntimeError(f"stage creation left {row} task rows/messages, expected {tasks} each")
+                raise RuntimeError(f"stage creation left {row} task rows / tasks in messages, expected {tasks} each")
 
 
 def _receive_job_message(runtime: Runtime, job_id: str) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from core.ids import task_id_for
-from core.messages import StageTaskMessages
+from core.messages import StageTaskMessages, tasks_per_message
 from core.models import JobStatus, OutgoingMessage, ReceivedMessage, StagePlan
 from core.outcomes import stage_done
 from core.states import job_sources
@@ -15,18 +15,20 @@ from core.uow import GuardFailed, UnitOfWork
 
 
 def start_one(
-    uow: UnitOfWork, plan: StagePlan, inline_finish: frozenset[str], acknowledge: Sequence[ReceivedMessage] = ()
+    uow: UnitOfWork, plan: StagePlan, inline_finish: frozenset[str], acknowledge: Sequence[ReceivedMessage] = (),
+    per_message: int = 1,
 ) -> bool:
-    return start_stages(uow, [plan], inline_finish, acknowledge)[0]
+    return start_stages(uow, [plan], inline_finish, acknowledge, per_message)[0]
 
 
 def start_stages(
     uow: UnitOfWork, plans: Sequence[StagePlan], inline_finish: frozenset[str],
-    acknowledge: Sequence[ReceivedMessage] = (),
+    acknowledge: Sequence[ReceivedMessage] = (), per_message: int = 1,
 ) -> list[bool]:
     """The stage rows, then the tasks, then the job rows' guarded updates (the lock order), one statement each for
     all the plans, then every task message in one write, and the stage messages `acknowledge` settled. A plan whose
-    job is not at that stage, or whose stage exists, writes nothing (its message is settled all the same)."""
+    job is not at that stage, or whose stage exists, writes nothing (its message is settled all the same). A wide
+    stage's messages carry up to `per_message` tasks each (`tasks_per_message`)."""
     jobs = uow.read_jobs([p.job_id for p in plans])
     sources = job_sources(JobStatus.PROCESSING)
     wanted: dict[tuple[str, int], StagePlan] = {}
@@ -49,7 +51,8 @@ def start_stages(
         job = jobs[plan.job_id]
         task_ids = [task_id_for(plan.job_id, plan.stage, i) for i in range(len(plan.tasks))]
         messages.append(StageTaskMessages(
-            plan.job_id, job.job_type, plan.stage, task_ids, [spec.task_type for spec in plan.tasks], job.round))
+            plan.job_id, job.job_type, plan.stage, task_ids, [spec.task_type for spec in plan.tasks], job.round,
+            tasks_per_message(len(plan.tasks), per_message)))
         uow.event(plan.job_id, "stage_started", {"name": plan.stage_name, "tasks": len(plan.tasks)},
                   stage=plan.stage)
         if not plan.tasks:

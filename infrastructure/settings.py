@@ -113,6 +113,14 @@ class Settings(BaseSettings):
         default=10,
         description="Deliveries after which a message is dead-lettered (Service Bus MaxDeliveryCount).",
     )
+    tasks_per_message: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="How many tasks of a wide stage one task message carries (a stage still gets at least 64 "
+        "messages). Unset: 16 on the PostgreSQL transport, where it saves a queue row per task; 1 on Service Bus, "
+        "where the Functions host runs one message per invocation.",
+    )
     duplicate_window_seconds: float = Field(
         default=600.0,
         description="How long a settled message id is remembered so a resend within the window is dropped.",

@@ -14,6 +14,7 @@ from core.errors import ConfigurationError
 from core.heartbeat import LeaseConfig
 from core.janitor import Janitor, JanitorConfig
 from core.jobs import JobRegistry, discover_jobs
+from core.messages import DEFAULT_TASKS_PER_MESSAGE
 from core.models import JobStatus
 from core.ports import NullRelay, Relay, Transport
 from core.registry import TaskRegistry, discover_tasks
@@ -113,7 +114,8 @@ def build_runtime(
     if migrate_schema:
         migrate(database)
     store = PostgresStore(database.connection, settings.duplicate_window_seconds,
-                          holds_queue=settings.transport == "postgres")
+                          holds_queue=settings.transport == "postgres",
+                          tasks_per_message=_tasks_per_message(settings))
     services = Services(_ingestion(settings, database))
     transport, relay = _transport(settings, database)
     pruner = PostgresPruner(database.connection)
@@ -172,6 +174,12 @@ def _ingestion(settings: Settings, database: Database) -> IngestRuntime:
     )
     runtime.catalog()  # a broken data_sources.yml stops start-up here, naming the file and field
     return runtime
+
+
+def _tasks_per_message(settings: Settings) -> int:
+    if settings.tasks_per_message is not None:
+        return settings.tasks_per_message
+    return DEFAULT_TASKS_PER_MESSAGE if settings.transport == "postgres" else 1
 
 
 def _transport(settings: Settings, database: Database) -> tuple[Transport, Relay]:

@@ -378,9 +378,11 @@ class _OneStatement:
 class InMemoryStore(Store):
     """The engine's store in memory: core's decisions over `MemoryBackend` (unit tests, the in-memory runtime)."""
 
-    def __init__(self, transport: Transport, clock: Clock | None = None, *, holds_queue: bool = True) -> None:
+    def __init__(
+        self, transport: Transport, clock: Clock | None = None, *, holds_queue: bool = True, tasks_per_message: int = 1
+    ) -> None:
         """`holds_queue`: its commits complete received messages through `transport` (the in-memory pair); False
         leaves settling to the consumer, as with Service Bus."""
         self.memory = MemoryBackend(transport, clock)
         self.memory.holds_queue = holds_queue
-        super().__init__(self.memory)
+        super().__init__(self.memory, tasks_per_message=tasks_per_message)

@@ -251,7 +251,9 @@ class PostgresStore(Store):
     """The engine's store on PostgreSQL: core's decisions over `PostgresBackend`."""
 
     def __init__(
-        self, connection: ConnectionFactory, duplicate_window_seconds: float = 600.0, *, holds_queue: bool = False
+        self, connection: ConnectionFactory, duplicate_window_seconds: float = 600.0, *, holds_queue: bool = False,
+        tasks_per_message: int = 1,
     ) -> None:
-        super().__init__(PostgresBackend(connection, duplicate_window_seconds, holds_queue=holds_queue))
+        super().__init__(PostgresBackend(connection, duplicate_window_seconds, holds_queue=holds_queue),
+                         tasks_per_message=tasks_per_message)
         self.connection = connection
