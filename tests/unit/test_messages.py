@@ -87,14 +87,19 @@ def test_task_parser_needs_every_field(missing: str) -> None:
 json_bodies = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(
-        st.sampled_from(["kind", "job_id", "stage", "task_id", "task_type", "attempt", "x"]), children, max_size=6),
+        st.sampled_from(["kind", "job_id", "stage", "task_id", "task_type", "attempt", "first", "count", "x"]),
+        children, max_size=6),
     max_leaves=10,
 )
+valid_batches = st.fixed_dictionaries({
+    "kind": st.just("task"), "job_id": st.just(JOB), "stage": st.integers(-1, 3), "task_type": st.just("t"),
+    "attempt": st.integers(0, 2), "first": st.integers(-2, 5) | st.text(max_size=2), "count": st.integers(-1, 300),
+})
 
 
-@given(json_bodies)
+@given(json_bodies | valid_batches)
 def test_parsers_raise_only_malformed_message(body: Any) -> None:
-    for parse in (parse_job_message, parse_task_message):
+    for parse in (parse_job_message, parse_task_message, parse_task_messages):
         with contextlib.suppress(MalformedMessage):
             parse(body)
 
