@@ -34,6 +34,7 @@ import psycopg
 from bench.cluster import BenchCluster
 from bench.measure import FANOUT_JOB, TWO_STAGE_JOB, bench_runtime
 from bench.scale import status_ms, with_history
+from core.batching import message_weight
 from core.models import JOBS_QUEUE, TASKS_QUEUE, ReceivedMessage
 from core.settlement import Disposition, Settlement
 from triggers.runtime import Runtime
@@ -71,10 +72,11 @@ def to_complete(settlements: Sequence[Settlement]) -> list[ReceivedMessage]:
 def drain(runtime: Runtime, job_batch: int = 8, task_batch: int = 32) -> dict[str, int]:
     """Receive, handle and settle job and task messages on this thread until both queues stay empty. Task
     batches are handled the way a worker's task thread handles them (as a replaceable caller, so known-fast
-    handlers run on this thread)."""
+    handlers run on this thread, and about `task_batch` tasks at a time whatever a message carries)."""
     engine, transport = runtime.engine, runtime.transport
     counts = {"job_messages": 0, "task_messages": 0}
     idle = 0
+    weight = 1
 
     def settle(settlements: list[Settlement]) -> None:
         transport.complete(to_complete(settlements))
@@ -88,11 +90,13 @@ def drain(runtime: Runtime, job_batch: int = 8, task_batch: int = 32) -> dict[st
             (JOBS_QUEUE, job_batch, engine.handle_job_messages, "job_messages"),
             (TASKS_QUEUE, task_batch, handle_tasks, "task_messages"),
         ):
-            messages = transport.receive(queue, batch, 0.005)
+            messages = transport.receive(queue, batch if queue == JOBS_QUEUE else max(1, batch // weight), 0.005)
             if messages:
                 busy = True
                 counts[key] += len(messages)
                 transport.complete(to_complete(handle(messages)))
+                if queue == TASKS_QUEUE:
+                    weight = message_weight(messages[-1])
         idle = 0 if busy else idle + 1
     return counts
 
