@@ -29,6 +29,7 @@ class WorkerConfig:
     concurrency: int = 2
     jobs_threads: int = 2
     max_batch: int = 32
+    """Most tasks a task thread takes in one batch (a message of several tasks counts as that many)."""
     target_batch_seconds: float = 0.25
     wait_seconds: float = 1.0
     janitor_interval_seconds: float = 5.0

@@ -141,7 +141,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Only connections idle in the pool at least this long are checked (0: every checkout).",
     )
-    worker_batch_size: int = Field(default=16, description="Messages a worker receives per round trip.")
+    worker_batch_size: int = Field(
+        default=128,
+        description="Most tasks a worker's task thread takes in one batch (one claim, one commit) when they are "
+        "fast enough to fit `worker_flush_seconds`; a message of several tasks counts as that many.",
+    )
     worker_flush_seconds: float = Field(
         default=0.25,
         description="Longest a worker holds finished outcomes before writing them in one transaction.",
