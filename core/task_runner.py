@@ -102,23 +102,26 @@ class TaskRunner:
         settlements = []
         for message in messages:
             try:
-                tasks = parse_task_messages(message.body)
-            except MalformedMessage as exc:
-                settlements.append(dead_letter(message, "MalformedMessage", str(exc)))
-                continue
-            try:
-                self._store.replace_message(message, split_task_message(message, tasks))
+                settlements.append(self._split_one(message))
             except Exception as exc:
                 settlements.append(self._give_back(message, exc, "splitting it into one message per task"))
-                continue
-            log.info("task message of %d tasks split into one message per task", len(tasks),
-                     extra={"message_id": message.message_id, "delivery_count": message.delivery_count})
-            settlements.append(recorded(message, self._store.holds_queue))
         try:
             self._relay.flush()
         except Exception:
             log.exception("relay flush failed; the janitor relays the stranded outbox rows")
         return settlements
+
+    def _split_one(self, message: ReceivedMessage) -> Settlement:
+        try:
+            tasks = parse_task_messages(message.body)
+        except MalformedMessage as exc:
+            return dead_letter(message, "MalformedMessage", str(exc))
+        if tasks[0].task_type not in self._tasks:  # one dead letter for the batch, not one per task
+            return self._unknown_task_type(message, tasks[0])
+        self._store.replace_message(message, split_task_message(message, tasks))
+        log.info("task message of %d tasks split into one message per task", len(tasks),
+                 extra={"message_id": message.message_id, "delivery_count": message.delivery_count})
+        return recorded(message, self._store.holds_queue)
 
     def _run_claimed(
         self, claimed: list[ClaimedTask], wanted: dict[str, tuple[TaskMessage, ReceivedMessage]], kept: set[int],

@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 
-from core.models import JOBS_QUEUE, TASKS_QUEUE, JobStatus, OutcomeKind, ReceivedMessage, TaskOutcome, TaskStatus
+from core.models import (
+    JOBS_QUEUE,
+    TASKS_QUEUE,
+    DeadLetterSelector,
+    JobStatus,
+    OutcomeKind,
+    ReceivedMessage,
+    TaskOutcome,
+    TaskStatus,
+)
 from core.settlement import Disposition, Settlement, combined, complete, dead_letter, give_back, recorded
 from infrastructure.memory.store import InMemoryStore
 from tests.unit.helpers import Harness
@@ -137,3 +146,21 @@ def test_one_settlement_per_message_whatever_its_tasks_got() -> None:
         (e.message_id, Disposition.DEAD_LETTER)]
     later = Settlement(c, Disposition.ABANDON, "y", delay_seconds=99.0)
     assert combined([give_back(c, "x"), later]) == [later]  # the longest delay
+
+
+def test_a_batch_of_an_unknown_task_type_is_one_dead_letter_and_a_failed_split_is_given_back() -> None:
+    class SplitRefusingStore(InMemoryStore):
+        def replace_message(self, message: ReceivedMessage, messages: Sequence[Any]) -> None:
+            raise RuntimeError("database went away")
+
+    h = Harness()
+    h.store = SplitRefusingStore(h.transport, clock=h.now, tasks_per_message=16)
+    h.engine = h.engine_with(h.probe.handlers())
+    started(h)
+    first, second = h.transport.receive(TASKS_QUEUE, 2, 0)
+    [given_back] = h.engine.split_task_messages([first])
+    assert given_back.disposition is Disposition.ABANDON and given_back.delay_seconds > 0
+    [dead] = h.engine_with({}).split_task_messages([second])  # a worker without the handler
+    assert dead.disposition is Disposition.DEAD_LETTER and dead.reason == "UnknownTaskType"
+    h.settle([dead])
+    assert [d.message_id for d in h.transport.list_dead_letters(DeadLetterSelector())] == [second.message_id]
