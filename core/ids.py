@@ -56,7 +56,11 @@ def round_message_id(message_id: str, round_number: int) -> str:
     return message_id if round_number == 0 else bounded_message_id(f"{message_id}:x{round_number}")
 
 
+_REPLAYED = re.compile(r":r[0-9]+$")
+
+
 def replay_message_id(message_id: str, replay_count: int) -> str:
-    """A replayed dead letter needs a fresh id, or duplicate detection would drop it silently."""
-    base = message_id.split(":r", 1)[0] if ":r" in message_id else message_id
-    return bounded_message_id(f"{base}:r{replay_count}")
+    """A replayed dead letter needs a fresh id, or duplicate detection would drop it silently. Only a trailing
+    replay suffix is replaced: a message split from a replayed batch (`{batch}:r1/3`) keeps what tells it from its
+    siblings."""
+    return bounded_message_id(f"{_REPLAYED.sub('', message_id)}:r{replay_count}")

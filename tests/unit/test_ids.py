@@ -118,3 +118,12 @@ def test_messages_sent_after_a_retry_get_round_ids() -> None:
     assert finalize_message(job_id, "t", 3).message_id == f"j:{job_id}:final:x3"
     assert round_message_id("m", 0) == "m"
     assert len(round_message_id("t:" + "b" * 120, 7)) <= 128
+
+
+def test_messages_split_from_a_replayed_batch_replay_to_distinct_ids() -> None:
+    batch = replay_message_id("t:j-s1-t0+16:a1", 1)
+    siblings = [f"{batch}/{i}" for i in range(16)]
+    replayed = [replay_message_id(m, 2) for m in siblings]
+    assert len(set(replayed)) == 16
+    assert replayed[3] == "t:j-s1-t0+16:a1:r1/3:r2"
+    assert replay_message_id(replayed[3], 3) == "t:j-s1-t0+16:a1:r1/3:r3"
