@@ -2,8 +2,10 @@
 
 Each kind of message (a task type, or a job message kind) has a running estimate of its duration. A thread
 runs the longest prefix of what it received whose estimated time fits the batch budget — always at least
-one message — and hands the rest straight back, unclaimed, for other threads and processes. A kind never
-seen before counts as slow: it runs alone until its first timing is known.
+one message, and at most the thread's most tasks (a message of several tasks counts as that many) — and hands
+the rest straight back, unclaimed, for other threads and processes. A kind never seen before counts as slow: its
+message runs alone until its first timing is known. A message of several tasks of a kind known to be slow is split
+into one message per task instead of run (`too_slow`).
 """
 
 from __future__ import annotations
@@ -58,35 +60,42 @@ class DurationEstimates:
                 self._seconds[kind] = share if old is None else old + SMOOTHING * (share - old)
 
     def split(
-        self, messages: Sequence[ReceivedMessage], budget_seconds: float
+        self, messages: Sequence[ReceivedMessage], budget_seconds: float, max_tasks: int | None = None
     ) -> tuple[list[ReceivedMessage], list[ReceivedMessage]]:
-        """(run now, hand back): the longest prefix whose estimated time fits the budget, never empty."""
+        """(run now, hand back): the longest prefix whose estimated time fits the budget and which carries at most
+        `max_tasks` tasks, never empty."""
         take: list[ReceivedMessage] = []
         total = 0.0
+        tasks = 0
         for message in messages:
             estimate = self.get(message_kind(message))
             if estimate is None:
                 if not take:
                     take.append(message)
                 break
-            estimate *= message_weight(message)
-            if take and total + estimate > budget_seconds:
+            weight = message_weight(message)
+            estimate *= weight
+            if take and (total + estimate > budget_seconds or (max_tasks is not None and tasks + weight > max_tasks)):
                 break
             take.append(message)
             total += estimate
+            tasks += weight
         return take, list(messages[len(take):])
 
     def too_slow(
-        self, messages: Sequence[ReceivedMessage], budget_seconds: float
+        self, messages: Sequence[ReceivedMessage], split_seconds: float
     ) -> tuple[list[ReceivedMessage], list[ReceivedMessage]]:
-        """(run, split): messages of several tasks whose estimated time is over the budget, or whose kind has no
-        estimate yet, are to be split into one message per task so that slow tasks spread over every thread."""
+        """(run, split): the messages of several tasks to split into one message per task are those delivered
+        again (a poison task then fails alone) and those whose kind is known to be slow: its estimate times their
+        tasks exceeds `split_seconds`. Slow tasks then spread over every thread, and a stage's last message holds
+        its tasks up for about that long at most. A kind with no timing yet runs whole: that batch times it."""
         run: list[ReceivedMessage] = []
         split: list[ReceivedMessage] = []
         for message in messages:
             weight = message_weight(message)
             estimate = self.get(message_kind(message))
-            slow = weight > 1 and (estimate is None or estimate * weight > budget_seconds)
+            slow = weight > 1 and (message.delivery_count > 1
+                                   or (estimate is not None and estimate * weight > split_seconds))
             (split if slow else run).append(message)
         return run, split
 

@@ -31,6 +31,9 @@ class WorkerConfig:
     max_batch: int = 32
     """Most tasks a task thread takes in one batch (a message of several tasks counts as that many)."""
     target_batch_seconds: float = 0.25
+    split_seconds: float = 1.0
+    """A message of several tasks whose tasks are estimated to take longer than this together is split into one
+    message per task (`DurationEstimates.too_slow`)."""
     wait_seconds: float = 1.0
     janitor_interval_seconds: float = 5.0
     lock_seconds: float = 60.0
@@ -193,13 +196,13 @@ class Worker:
                 self._locks.hold(messages)
                 self._engine.heartbeat.poke()
             budget = self._config.target_batch_seconds
-            run, rest = self._estimates.split(messages, budget)
+            run, rest = self._estimates.split(messages, budget, max_batch)
             if rest and self._transport.releases_uncounted:
                 self._locks.drop(rest)
                 self._release(rest)
             elif rest:
                 held = rest
-            run, slow = self._estimates.too_slow(run, budget)
+            run, slow = self._estimates.too_slow(run, self._config.split_seconds)
             if slow:
                 self._process(queue, self._split, slow, None)
             if not run:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from core.batching import DurationEstimates, message_kind, message_weight, weighted_kinds
@@ -65,10 +67,22 @@ def test_a_message_of_several_tasks_weighs_as_many_tasks() -> None:
     assert estimates.batch_size("noop", 0.05, 32, weight=16) == 2  # 32 tasks at most, as two messages of 16
 
 
-def test_batches_of_slow_or_unknown_tasks_are_split_and_fast_ones_run() -> None:
+def test_batches_of_known_slow_tasks_or_delivered_again_are_split_and_the_rest_run() -> None:
     estimates = DurationEstimates()
     estimates.observe(["noop"], elapsed=0.001)
-    estimates.observe(["slow"], elapsed=0.1)
+    estimates.observe(["slow"], elapsed=0.1)  # 16 of them take 1.6 s
     fast, slow, unknown, single = batch("noop", 16, 1), batch("slow", 16, 2), batch("new", 16, 3), msg("new", 4)
-    run, split = estimates.too_slow([fast, slow, unknown, single], budget_seconds=0.25)
-    assert run == [fast, single] and split == [slow, unknown]  # a single message is never split
+    again = replace(batch("noop", 16, 5), delivery_count=2)
+    run, split = estimates.too_slow([fast, slow, unknown, single, again], split_seconds=1.0)
+    # A kind with no timing runs whole (that batch times it); a single message is never split.
+    assert run == [fast, unknown, single] and split == [slow, again]
+
+
+def test_a_thread_takes_at_most_its_most_tasks_however_the_messages_carry_them() -> None:
+    estimates = DurationEstimates()
+    estimates.observe(["noop"], elapsed=0.00001)
+    messages = [msg("noop", 0)] + [batch("noop", 16, i) for i in range(1, 20)]
+    run, rest = estimates.split(messages, budget_seconds=10.0, max_tasks=128)
+    assert sum(message_weight(m) for m in run) == 113 and len(run) == 8 and len(rest) == 12
+    [alone], _ = estimates.split([batch("noop", 200, 1), msg("noop")], budget_seconds=10.0, max_tasks=128)
+    assert message_weight(alone) == 200  # never empty

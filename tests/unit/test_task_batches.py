@@ -5,24 +5,34 @@ runs the same on PostgreSQL)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from core.batching import message_weight
+from core.engine import CoreMachine
+from core.errors import TransientError
+from core.jobs import JobRegistry
 from core.models import (
     JOBS_QUEUE,
     TASKS_QUEUE,
     DeadLetterSelector,
     JobStatus,
     OutcomeKind,
+    OutgoingMessage,
     ReceivedMessage,
     TaskOutcome,
     TaskStatus,
 )
+from core.ports import NullRelay
+from core.registry import TaskContext
 from core.settlement import Disposition, Settlement, combined, complete, dead_letter, give_back, recorded
+from core.worker import Worker, WorkerConfig
 from infrastructure.memory.store import InMemoryStore
-from tests.unit.helpers import Harness
+from infrastructure.memory.transport import InMemoryTransport
+from tests.unit.helpers import Harness, Probe, ProbeHandlers, task_registry
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -164,3 +174,80 @@ def test_a_batch_of_an_unknown_task_type_is_one_dead_letter_and_a_failed_split_i
     assert dead.disposition is Disposition.DEAD_LETTER and dead.reason == "UnknownTaskType"
     h.settle([dead])
     assert [d.message_id for d in h.transport.list_dead_letters(DeadLetterSelector())] == [second.message_id]
+
+
+class SplitCountingStore(InMemoryStore):
+    splits = 0
+
+    def replace_message(self, message: ReceivedMessage, messages: Sequence[Any]) -> None:
+        self.splits += 1
+        super().replace_message(message, messages)
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["fast tasks", "slow tasks"])
+def test_a_fresh_worker_runs_batches_of_fast_tasks_whole_and_splits_those_of_slow_ones(slow: bool) -> None:
+    transport = InMemoryTransport()
+    store = SplitCountingStore(transport, tasks_per_message=16)
+    handlers = ProbeHandlers()
+    if slow:
+        square = handlers.square
+
+        def slow_square(params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+            time.sleep(0.02)
+            return square(params, context)
+
+        handlers.square = slow_square  # type: ignore[method-assign]
+    engine = CoreMachine(store, NullRelay(), JobRegistry([Probe()]), task_registry(handlers.handlers()), "w")
+    batches: list[int] = []
+    handle = engine.handle_task_messages
+
+    def counted(messages: Sequence[ReceivedMessage], resume: Any = None) -> list[Settlement]:
+        batches.append(sum(message_weight(m) for m in messages))
+        return handle(messages, resume)
+
+    engine.handle_task_messages = counted  # type: ignore[method-assign]
+    n = 256 if slow else 2048  # 64 messages of 4, or 128 of 16
+    job_id = engine.submit("probe", {"n": n}).job.job_id
+    # 4 slow tasks take 80 ms, over the 50 ms after which this worker splits a batch; 16 fast ones take far less
+    # than the default second.
+    worker = Worker(engine, transport, WorkerConfig(concurrency=2, wait_seconds=0.05, max_batch=40,
+                                                    split_seconds=0.05 if slow else 1.0))
+
+    def finished() -> bool:
+        job = store.get_job(job_id)
+        return job is not None and job.status.terminal
+
+    assert worker.run_until(finished, timeout=30, poll_seconds=0.02)
+    assert store.get_job(job_id).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+    assert len(handlers.calls) == n + 1 and set(handlers.calls.values()) == {1}
+    assert max(batches) <= 40  # a thread's most tasks, however many a message carries
+    if slow:  # the first batch of the type ran whole and timed it; batches after it were split
+        assert store.splits > 0 and 4 in batches
+    else:  # no batch of fast tasks was split, a fresh worker's first one included
+        assert store.splits == 0 and max(batches) >= 32
+
+
+def test_a_task_in_a_batch_and_in_its_retry_message_runs_once_at_the_later_attempt() -> None:
+    h = Harness(tasks_per_message=16)
+    h.probe.failures[(1, 1)] = lambda: TransientError("share is down")
+    job_id = started(h)
+    [first] = [m for m in h.transport.receive(TASKS_QUEUE, 1000, 0) if m.body["first"] == 0]
+    h.settle(h.engine.handle_task_messages([first]))  # task 1 waits for its retry (attempt 2)
+    h.clock.advance(3600)  # its retry is due; the rest of the stage's messages are due again
+    copy = OutgoingMessage(TASKS_QUEUE, "a copy of the first batch", first.body, first.properties)
+    h.transport.send([copy])
+    received = h.transport.receive(TASKS_QUEUE, 1000, 0)
+    retry = [m for m in received if m.body.get("task_id") == f"{job_id}-s1-t1"]
+    [again] = [m for m in received if m.message_id == copy.message_id]
+    assert [m.body["attempt"] for m in retry] == [2]
+    fates = h.engine.handle_task_messages([again, *retry])
+    assert [s.message.message_id for s in fates] == [again.message_id, retry[0].message_id]  # one each
+    assert h.probe.calls[f"{job_id}-s1-t1"] == 2 and h.store.stage_counts(job_id)[1]["completed"] == 5
+
+
+def test_a_batch_of_a_task_type_this_worker_lacks_is_dead_lettered_whole() -> None:
+    h = Harness(tasks_per_message=16)
+    started(h)
+    [first] = h.transport.receive(TASKS_QUEUE, 1, 0)
+    [fate] = h.engine_with({}).handle_task_messages([first])
+    assert fate.disposition is Disposition.DEAD_LETTER and fate.reason == "UnknownTaskType"
