@@ -66,6 +66,7 @@ class TaskRunner:
         """
         settlements: list[Settlement] = []
         wanted: dict[str, tuple[TaskMessage, ReceivedMessage]] = {}
+        noted: list[ReceivedMessage] = []
         for message in messages:
             try:
                 settlement = self._screen(message, wanted)
@@ -73,6 +74,11 @@ class TaskRunner:
                 settlement = self._give_back(message, exc, "screening the message")
             if settlement is not None:
                 settlements.append(settlement)
+            else:
+                noted.append(message)
+        owners = {id(message) for _, message in wanted.values()}
+        # A message each of whose tasks came in another message of this batch (a duplicate, or an earlier attempt).
+        settlements.extend(complete(m) for m in noted if id(m) not in owners)
 
         def finish(later: list[Settlement]) -> list[Settlement]:
             try:
@@ -165,8 +171,8 @@ class TaskRunner:
     def _screen(
         self, message: ReceivedMessage, wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
     ) -> Settlement | None:
-        """Settle a message that cannot be run (malformed, unknown type, its tasks repeated in the batch), split one
-        of several tasks delivered again, else note its tasks."""
+        """Settle a message that cannot be run (malformed, unknown type), split one of several tasks delivered
+        again, else note its tasks."""
         try:
             tasks = parse_task_messages(message.body)
         except MalformedMessage as exc:
@@ -176,16 +182,17 @@ class TaskRunner:
             return self._unknown_task_type(message, tasks[0])
         if len(tasks) > 1 and message.delivery_count > 1:
             return self.split([message])[0]
-        new = [t for t in tasks if t.task_id not in wanted]
-        for task in new:
-            wanted[task.task_id] = (task, message)
-        return None if new else complete(message)
+        for task in tasks:  # a task in two messages runs once, at the later attempt
+            held = wanted.get(task.task_id)
+            if held is None or held[0].attempt < task.attempt:
+                wanted[task.task_id] = (task, message)
+        return None
 
     def _claim(
         self, wanted: dict[str, tuple[TaskMessage, ReceivedMessage]]
     ) -> tuple[list[ClaimedTask], dict[str, Settlement]]:
-        """One claim for the batch; if it fails, one per message, and a message whose claim fails is given back
-        (returned by task id)."""
+        """One claim for the batch; if it fails, one per task, and a task whose claim fails has its message given
+        back (returned by task id)."""
         try:
             return self._store.claim_tasks(list(wanted), self._worker_id, self._lease_seconds), {}
         except Exception as exc:

@@ -42,8 +42,11 @@ def test_a_wide_stage_runs_from_messages_of_sixteen_tasks_and_a_poison_task_fail
                                job_id)
     assert (failed, attempt) == (100, 1)
     assert rows(runtime, "SELECT max(attempt) FROM tasks WHERE job_id = %s", job_id) == [(1,)]  # ran once each
-    assert all(state == "done" for _, _, state in task_messages(runtime, job_id))
+    messages = task_messages(runtime, job_id)
+    assert all(state == "done" for _, _, state in messages)
     assert rows(runtime, "SELECT count(*) FROM dead_letters") == [(0,)]
+    split = {message_id.rsplit("/", 1)[0] for message_id, _, _ in messages if "/" in message_id}
+    assert len(split) < N // 32, f"{len(split)} of {N // 16} batches were split instead of run"
 
 
 def test_a_batch_delivered_again_goes_out_as_one_message_per_task(runtime: Runtime) -> None:
