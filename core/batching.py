@@ -99,9 +99,13 @@ class DurationEstimates:
             (split if slow else run).append(message)
         return run, split
 
-    def batch_size(self, kind: str, budget_seconds: float, max_batch: int, weight: int = 1) -> int:
-        """How many messages of this kind, of `weight` tasks each, to ask for next time."""
+    def batch_size(
+        self, kind: str, budget_seconds: float, max_batch: int, weight: int = 1, max_messages: int | None = None
+    ) -> int:
+        """How many messages of this kind, of `weight` tasks each, to ask for next time: at most `max_batch` tasks
+        and `max_messages` messages (each held under a lock until it is settled)."""
         estimate = self.get(kind)
         if estimate is None:
             return 1
-        return max(1, min(max_batch, int(budget_seconds / max(estimate, 1e-4))) // weight)
+        messages = max(1, min(max_batch, int(budget_seconds / max(estimate, 1e-4))) // weight)
+        return messages if max_messages is None else min(messages, max_messages)

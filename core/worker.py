@@ -31,6 +31,8 @@ class WorkerConfig:
     max_batch: int = 32
     """Most tasks a task thread takes in one batch (a message of several tasks counts as that many)."""
     target_batch_seconds: float = 0.25
+    max_messages: int = 64
+    """Most messages a task thread receives at once: each is a lock it holds, and renews, until it is settled."""
     split_seconds: float = 1.0
     """A message of several tasks whose tasks are estimated to take longer than this together is split into one
     message per task (`DurationEstimates.too_slow`)."""
@@ -45,8 +47,8 @@ class WorkerConfig:
             raise ValueError("concurrency must be at least 1")
         if self.jobs_threads < 1:
             raise ValueError("jobs_threads must be at least 1")
-        if self.max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+        if self.max_batch < 1 or self.max_messages < 1:
+            raise ValueError("max_batch and max_messages must be at least 1")
 
 
 @dataclass
@@ -212,7 +214,8 @@ class Worker:
                              threading.current_thread())
             self._process(queue, handle, run, resume)
             self._estimates.observe(weighted_kinds(run), time.perf_counter() - started)
-            batch = self._estimates.batch_size(message_kind(run[-1]), budget, max_batch, message_weight(run[-1]))
+            batch = self._estimates.batch_size(message_kind(run[-1]), budget, max_batch, message_weight(run[-1]),
+                                               self._config.max_messages)
 
     def _split(self, messages: Sequence[ReceivedMessage], resume: Resume | None) -> list[Settlement]:
         return self._engine.split_task_messages(messages)

@@ -142,9 +142,10 @@ class Settings(BaseSettings):
         description="Only connections idle in the pool at least this long are checked (0: every checkout).",
     )
     worker_batch_size: int = Field(
-        default=128,
+        default=512,
         description="Most tasks a worker's task thread takes in one batch (one claim, one commit) when they are "
-        "fast enough to fit `worker_flush_seconds`; a message of several tasks counts as that many.",
+        "fast enough to fit `worker_flush_seconds`; a message of several tasks counts as that many, and a thread "
+        "receives at most 64 messages at once.",
     )
     worker_flush_seconds: float = Field(
         default=0.25,

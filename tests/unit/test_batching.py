@@ -65,6 +65,7 @@ def test_a_message_of_several_tasks_weighs_as_many_tasks() -> None:
     run, rest = estimates.split([batch("noop", 16, i) for i in range(20)], budget_seconds=0.05)
     assert len(run) == 3 and len(rest) == 17  # 48 ms of tasks fit 50 ms, not 64
     assert estimates.batch_size("noop", 0.05, 32, weight=16) == 2  # 32 tasks at most, as two messages of 16
+    assert estimates.batch_size("noop", 10.0, 512, max_messages=64) == 64  # single messages: at most 64 locks held
 
 
 def test_batches_of_known_slow_tasks_or_delivered_again_are_split_and_the_rest_run() -> None:
