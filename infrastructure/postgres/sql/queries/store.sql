@@ -247,21 +247,29 @@ COPY queue_messages (queue, message_id, body, properties) FROM STDIN
 -- The lease lasts `lease_seconds`, never longer than the task's time limit (the running worker renews it).
 -- The claim waits for its WAL flush: a claim lost in a server crash would put the task back to queued while the
 -- worker still runs it, and its outcome, then late, would settle the task's only message.
-UPDATE tasks t
-SET status = 'running', attempt = t.attempt + 1, claimed_by = %(worker_id)s, updated_at = now(),
-    lease_until = now() + make_interval(secs => least(coalesce(%(lease_seconds)s::float8, t.timeout_seconds),
-                                                      t.timeout_seconds)),
-    errors = CASE WHEN t.status = ANY(%(leased)s::task_status[])
-                  THEN t.errors || jsonb_build_array(%(taken_back)s::jsonb || jsonb_build_object(
-                       'attempt', t.attempt, 'where', t.claimed_by, 'at', now()))
-                  ELSE t.errors END
-FROM jobs j
-WHERE t.task_id = ANY(%(task_ids)s::text[]) AND j.job_id = t.job_id AND j.status = ANY(%(job_sources)s::job_status[])
-  AND ((t.status = ANY(%(sources)s::task_status[]) AND (t.not_before IS NULL OR t.not_before <= now()))
-       OR (t.status = ANY(%(leased)s::task_status[]) AND t.lease_until < now()))
-RETURNING t.task_id, t.job_id, j.job_type, t.stage, t.idx, t.task_type, t.parameters, t.attempt,
-          t.max_attempts, t.timeout_seconds, j.failure_policy, j.retry_round,
-          (SELECT s.task_count FROM stages s WHERE s.job_id = t.job_id AND s.stage = t.stage)
+-- The tasks are reached by id alone: the job's status is a per-row subquery and its columns are joined after the
+-- update. Joined in the update, a planner that took the running jobs for rare started from the job and read every
+-- task of it (tasks_job_stage_idx), about 6 ms per claim in a 10,000-task stage with history in the database.
+WITH claimed AS (
+    UPDATE tasks t
+    SET status = 'running', attempt = t.attempt + 1, claimed_by = %(worker_id)s, updated_at = now(),
+        lease_until = now() + make_interval(secs => least(coalesce(%(lease_seconds)s::float8, t.timeout_seconds),
+                                                          t.timeout_seconds)),
+        errors = CASE WHEN t.status = ANY(%(leased)s::task_status[])
+                      THEN t.errors || jsonb_build_array(%(taken_back)s::jsonb || jsonb_build_object(
+                           'attempt', t.attempt, 'where', t.claimed_by, 'at', now()))
+                      ELSE t.errors END
+    WHERE t.task_id = ANY(%(task_ids)s::text[])
+      AND (SELECT j.status FROM jobs j WHERE j.job_id = t.job_id) = ANY(%(job_sources)s::job_status[])
+      AND ((t.status = ANY(%(sources)s::task_status[]) AND (t.not_before IS NULL OR t.not_before <= now()))
+           OR (t.status = ANY(%(leased)s::task_status[]) AND t.lease_until < now()))
+    RETURNING t.task_id, t.job_id, t.stage, t.idx, t.task_type, t.parameters, t.attempt, t.max_attempts,
+              t.timeout_seconds
+)
+SELECT c.task_id, c.job_id, j.job_type, c.stage, c.idx, c.task_type, c.parameters, c.attempt, c.max_attempts,
+       c.timeout_seconds, j.failure_policy, j.retry_round,
+       (SELECT s.task_count FROM stages s WHERE s.job_id = c.job_id AND s.stage = c.stage)
+FROM claimed c JOIN jobs j ON j.job_id = c.job_id
 
 -- name: complete_tasks
 UPDATE tasks t
