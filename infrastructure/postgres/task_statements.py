@@ -187,4 +187,4 @@ class PostgresTaskStatements(NamedStatements, UnitOfWork):
         rows = self._all("renew_task_leases", {
             "task_ids": list(task_ids), "attempts": list(attempts), "leased": _LEASED, "lease_seconds": lease_seconds,
         })
-        return {task_id: JobStatus(status) for task_id, status in rows}
+        return {task_id: JobStatus(status) for task_id, status in rows if status is not None}  # None: no job

@@ -376,14 +376,15 @@ SELECT extract(epoch FROM max(lease_until) - now())::float8 FROM tasks
 WHERE job_id = %(job_id)s AND status = ANY(%(leased)s::task_status[]) AND lease_until > now()
 
 -- name: renew_task_leases
--- Extend the leases a worker still holds (running at the claimed attempt); each comes back with its job's status.
+-- Extend the leases a worker still holds (running at the claimed attempt); each comes back with its job's status,
+-- read per row so that the tasks are reached by id alone (see claim_tasks).
 UPDATE tasks t
 SET lease_until = now() + make_interval(secs => least(coalesce(%(lease_seconds)s::float8, t.timeout_seconds),
                                                       t.timeout_seconds))
-FROM unnest(%(task_ids)s::text[], %(attempts)s::int[]) AS u(task_id, attempt), jobs j
+FROM unnest(%(task_ids)s::text[], %(attempts)s::int[]) AS u(task_id, attempt)
 WHERE t.task_id = ANY(%(task_ids)s::text[]) AND t.task_id = u.task_id AND t.attempt = u.attempt
-  AND t.status = ANY(%(leased)s::task_status[]) AND j.job_id = t.job_id
-RETURNING t.task_id, j.status
+  AND t.status = ANY(%(leased)s::task_status[])
+RETURNING t.task_id, (SELECT j.status FROM jobs j WHERE j.job_id = t.job_id)
 
 -- name: release_claims
 -- Claims of tasks that were never started: back to queued as if the claim had not happened.
