@@ -13,7 +13,16 @@ from pydantic import Field
 from core.engine import CoreMachine
 from core.janitor import Janitor, JanitorConfig
 from core.jobs import FinalizeContext, JobDefinition, JobParameters, JobRegistry, PreviousResults, Stage
-from core.models import JOBS_QUEUE, JSON, TASKS_QUEUE, FailurePolicy, JobRecord, ReceivedMessage
+from core.models import (
+    JOBS_QUEUE,
+    JSON,
+    TASKS_QUEUE,
+    FailurePolicy,
+    JobRecord,
+    OutcomeKind,
+    ReceivedMessage,
+    TaskOutcome,
+)
 from core.ports import NullRelay
 from core.registry import TaskContext, TaskHandler, TaskRegistry
 from core.retry import RetryPolicy
@@ -203,3 +212,17 @@ class Harness:
         snapshot = self.store.snapshot(job_id, events=1000)
         assert snapshot is not None
         return [e.kind for e in snapshot.events]
+
+
+class RefusingStore(InMemoryStore):
+    """Refuses (as bad data, not an outage) any commit that holds a completed outcome of task index `poison`."""
+
+    poison = "-s1-t1"
+
+    def record_outcomes(
+        self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset(),
+        acknowledge: Sequence[ReceivedMessage] = (),
+    ) -> None:
+        if any(o.task.task_id.endswith(self.poison) and o.kind is OutcomeKind.COMPLETED for o in outcomes):
+            raise ValueError("invalid byte sequence in result")
+        super().record_outcomes(outcomes, inline_finish, acknowledge)

@@ -16,7 +16,6 @@ from core.models import (
     FailurePolicy,
     JobStatus,
     NewJob,
-    OutcomeKind,
     ReceivedMessage,
     StagePlan,
     TaskOutcome,
@@ -28,23 +27,9 @@ from core.store import Store
 from core.uow import GuardFailed, StoreBackend, UnitOfWork
 from infrastructure.memory.store import InMemoryStore
 from infrastructure.memory.transport import InMemoryTransport
-from tests.unit.helpers import Harness
+from tests.unit.helpers import Harness, RefusingStore
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class RefusingStore(InMemoryStore):
-    """Refuses (as bad data, not an outage) any commit that holds a completed outcome of task index `poison`."""
-
-    poison = "-s1-t1"
-
-    def record_outcomes(
-        self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset(),
-        acknowledge: Sequence[ReceivedMessage] = (),
-    ) -> None:
-        if any(o.task.task_id.endswith(self.poison) and o.kind is OutcomeKind.COMPLETED for o in outcomes):
-            raise ValueError("invalid byte sequence in result")
-        super().record_outcomes(outcomes, inline_finish, acknowledge)
 
 
 def start_stage_one(h: Harness, params: dict[str, object]) -> str:

@@ -20,10 +20,8 @@ from core.models import (
     TASKS_QUEUE,
     DeadLetterSelector,
     JobStatus,
-    OutcomeKind,
     OutgoingMessage,
     ReceivedMessage,
-    TaskOutcome,
     TaskStatus,
 )
 from core.ports import NullRelay
@@ -32,7 +30,7 @@ from core.settlement import Disposition, Settlement, combined, complete, dead_le
 from core.worker import Worker, WorkerConfig
 from infrastructure.memory.store import InMemoryStore
 from infrastructure.memory.transport import InMemoryTransport
-from tests.unit.helpers import Harness, Probe, ProbeHandlers, task_registry
+from tests.unit.helpers import Harness, Probe, ProbeHandlers, RefusingStore, task_registry
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -67,15 +65,6 @@ def test_a_stage_is_sent_as_one_message_per_batch() -> None:
 
 
 def test_a_poison_outcome_in_a_batch_fails_alone_and_the_message_is_completed_once_all_are_recorded() -> None:
-    class RefusingStore(InMemoryStore):
-        def record_outcomes(
-            self, outcomes: Sequence[TaskOutcome], inline_finish: frozenset[str] = frozenset(),
-            acknowledge: Sequence[ReceivedMessage] = (),
-        ) -> None:
-            if any(o.task.task_id.endswith("-s1-t1") and o.kind is OutcomeKind.COMPLETED for o in outcomes):
-                raise ValueError("invalid byte sequence in result")
-            super().record_outcomes(outcomes, inline_finish, acknowledge)
-
     h = Harness()
     h.store = RefusingStore(h.transport, clock=h.now, tasks_per_message=16)
     h.engine = h.engine_with(h.probe.handlers())
