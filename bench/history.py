@@ -53,7 +53,9 @@ def fill_history(
 ) -> None:
     """Insert `jobs` completed one-stage jobs of `tasks_per_job` completed tasks and `events_per_job` events each,
     finished one every `spacing_seconds` going back from now; then VACUUM ANALYZE, as autovacuum would after a
-    while. `conn` must be in autocommit mode."""
+    while, and a CHECKPOINT: history is old data, written to disk long ago, not a bulk load whose gigabyte of
+    dirty pages the checkpointer is still writing while the next phase is measured. `conn` must be in autocommit
+    mode."""
     params = {"label": label, "jobs": jobs, "tasks": tasks_per_job, "events": events_per_job,
               "spacing": spacing_seconds}
     with conn.transaction():
@@ -61,3 +63,4 @@ def fill_history(
             conn.execute(statement, params)
     for table in ("jobs", "stages", "tasks", "job_events"):
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
+    conn.execute("CHECKPOINT")
