@@ -75,11 +75,15 @@ def _task_message(
     return OutgoingMessage(
         queue=TASKS_QUEUE,
         message_id=round_message_id(task_message_id(task_id, attempt), round_number),
-        body={"kind": MessageKind.TASK.value, "job_id": job_id, "stage": stage, "task_id": task_id,
-              "task_type": task_type, "attempt": attempt},
+        body=_task_body(job_id, stage, task_id, task_type, attempt),
         properties=properties,
         delay_seconds=delay_seconds,
     )
+
+
+def _task_body(job_id: str, stage: int, task_id: str, task_type: str, attempt: int) -> dict[str, str | int]:
+    return {"kind": MessageKind.TASK.value, "job_id": job_id, "stage": stage, "task_id": task_id,
+            "task_type": task_type, "attempt": attempt}
 
 
 SPREAD_MESSAGES = 64
@@ -192,8 +196,7 @@ def split_task_message(message: ReceivedMessage, tasks: Sequence[TaskMessage]) -
         OutgoingMessage(
             queue=message.queue,
             message_id=bounded_message_id(f"{message.message_id}/{i}"),
-            body={"kind": MessageKind.TASK.value, "job_id": t.job_id, "stage": t.stage, "task_id": t.task_id,
-                  "task_type": t.task_type, "attempt": t.attempt},
+            body=_task_body(t.job_id, t.stage, t.task_id, t.task_type, t.attempt),
             properties=properties,
         )
         for i, t in enumerate(tasks)
@@ -251,11 +254,7 @@ def parse_task_messages(body: Any) -> list[TaskMessage]:
     """The tasks a task message carries: one, or a stage's batch (`StageTaskMessages` with `per_message` > 1)."""
     if not isinstance(body, dict) or "count" not in body:
         return [parse_task_message(body)]
-    if body.get("kind") != MessageKind.TASK.value:
-        raise MalformedMessage(f"task message kind must be 'task', got {body.get('kind')!r}")
-    task_type = body.get("task_type")
-    if not isinstance(task_type, str) or not task_type:
-        raise MalformedMessage("task message has no task_type")
+    task_type = _task_type(body)
     first, count = body.get("first"), body.get("count")
     if not isinstance(first, int) or isinstance(first, bool) or first < 0:
         raise MalformedMessage(f"message field 'first' must be a whole number, got {first!r}")
@@ -269,14 +268,21 @@ def parse_task_messages(body: Any) -> list[TaskMessage]:
 def parse_task_message(body: Any) -> TaskMessage:
     if not isinstance(body, dict):
         raise MalformedMessage(f"task message body must be an object, got {type(body).__name__}")
-    if body.get("kind") != MessageKind.TASK.value:
-        raise MalformedMessage(f"task message kind must be 'task', got {body.get('kind')!r}")
-    task_id, task_type = body.get("task_id"), body.get("task_type")
+    task_type = _task_type(body)
+    task_id = body.get("task_id")
     if not isinstance(task_id, str) or not task_id:
         raise MalformedMessage("task message has no task_id")
+    return TaskMessage(_job_id(body), _positive_int(body, "stage"), task_id, task_type, _positive_int(body, "attempt"))
+
+
+def _task_type(body: dict[str, Any]) -> str:
+    """The task type of a body of kind 'task' (one task or a batch)."""
+    if body.get("kind") != MessageKind.TASK.value:
+        raise MalformedMessage(f"task message kind must be 'task', got {body.get('kind')!r}")
+    task_type = body.get("task_type")
     if not isinstance(task_type, str) or not task_type:
         raise MalformedMessage("task message has no task_type")
-    return TaskMessage(_job_id(body), _positive_int(body, "stage"), task_id, task_type, _positive_int(body, "attempt"))
+    return task_type
 
 
 def _job_id(body: dict[str, Any]) -> str:
