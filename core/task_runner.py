@@ -81,10 +81,7 @@ class TaskRunner:
         settlements.extend(complete(m) for m in noted if id(m) not in owners)
 
         def finish(later: list[Settlement]) -> list[Settlement]:
-            try:
-                self._relay.flush()
-            except Exception:
-                log.exception("relay flush failed; the janitor relays the stranded outbox rows")
+            self._flush_relay()
             return combined(settlements + later)
 
         if not wanted:
@@ -111,11 +108,14 @@ class TaskRunner:
                 settlements.append(self._split_one(message))
             except Exception as exc:
                 settlements.append(self._give_back(message, exc, "splitting it into one message per task"))
+        self._flush_relay()
+        return settlements
+
+    def _flush_relay(self) -> None:
         try:
             self._relay.flush()
         except Exception:
             log.exception("relay flush failed; the janitor relays the stranded outbox rows")
-        return settlements
 
     def _split_one(self, message: ReceivedMessage) -> Settlement:
         try:
